@@ -1,0 +1,39 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// libmlorc: Swift core behind a hand-written C header (include/mlorc.h).
+// - CMlorcHeader exposes that header to Swift so `@c @implementation` checks
+//   every exported function against it at compile time.
+// - CLinearAlgebra wraps Debian's OpenBLAS (cblas.h) and LAPACKE (lapacke.h).
+// - MlorcCore holds the rules, storages, kernels and linear algebra (internal).
+// - Mlorc is only the exported C functions; its .dynamic product is libmlorc.so,
+//   linked with the Swift runtime statically and exporting only mlorc_*.
+let package = Package(
+    name: "libmlorc",
+    products: [
+        .library(name: "mlorc", type: .dynamic, targets: ["Mlorc"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CMlorcHeader", path: "Sources/CMlorcHeader"),
+        .systemLibrary(name: "CLinearAlgebra", path: "Sources/CLinearAlgebra"),
+        .target(
+            name: "MlorcCore",
+            dependencies: ["CLinearAlgebra"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"])]
+        ),
+        .target(
+            name: "Mlorc",
+            dependencies: ["MlorcCore", "CMlorcHeader"],
+            swiftSettings: [.enableExperimentalFeature("CImplementation")],
+            linkerSettings: [
+                .unsafeFlags([
+                    "-static-stdlib",
+                    "-Xlinker", "--version-script=Sources/Mlorc/exports.map",
+                    "-Xlinker", "-soname=libmlorc.so",
+                ]),
+            ]
+        ),
+        .testTarget(name: "MlorcCoreTests", dependencies: ["MlorcCore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

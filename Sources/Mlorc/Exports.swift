@@ -1,0 +1,142 @@
+import CMlorcHeader
+import MlorcCore
+
+// The C API of include/mlorc.h. Each function is checked against its
+// declaration there by `@c @implementation`; all validation happens in
+// MlorcCore, which reports failures as MlorcError (never traps).
+
+@c @implementation public func mlorc_version_number() -> UInt32 {
+    UInt32(MLORC_VERSION_MAJOR * 10000 + MLORC_VERSION_MINOR * 100 + MLORC_VERSION_PATCH)
+}
+
+@c @implementation public func mlorc_version_string() -> UnsafePointer<CChar>! {
+    cString("0.1.0")
+}
+
+@c @implementation public func mlorc_status_string(_ status: Int32) -> UnsafePointer<CChar>! {
+    cString(statusText(status))
+}
+
+@c @implementation public func mlorc_create(_ out: UnsafeMutablePointer<OpaquePointer?>!, _ rule: Int32) -> Int32 {
+    guard let out else { return MlorcError.Code.nullPointer.rawValue }
+    out.pointee = nil
+    guard let kind = RuleKind(rawValue: rule) else { return MlorcError.Code.invalidArgument.rawValue }
+    let handle = Handle(Optimizer(rule: kind))
+    out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+    return 0
+}
+
+@c @implementation public func mlorc_free(_ opt: OpaquePointer!) {
+    guard let opt else { return }
+    Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(opt)).release()
+}
+
+@c @implementation public func mlorc_last_error(_ opt: OpaquePointer!) -> UnsafePointer<CChar>! {
+    guard let handle = Handle.from(opt) else { return cString("mlorc_last_error: handle is NULL") }
+    return UnsafePointer(handle.lastError)
+}
+
+@c @implementation public func mlorc_get_rule(_ opt: OpaquePointer!, _ outRule: UnsafeMutablePointer<Int32>!) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        guard let outRule else { throw MlorcError(.nullPointer, "out_rule is NULL") }
+        outRule.pointee = handle.optimizer.rule.rawValue
+    }
+}
+
+func paramKey(_ raw: Int32) throws(MlorcError) -> ParamKey {
+    guard let key = ParamKey(rawValue: raw) else { throw MlorcError(.unknownParam, "parameter key \(raw) is not an mlorc_param") }
+    return key
+}
+
+@c @implementation public func mlorc_set_param(_ opt: OpaquePointer!, _ param: Int32, _ value: Double) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        let o = handle.optimizer
+        try o.hyper.set(try paramKey(param), value, rule: o.rule)
+    }
+}
+
+@c @implementation public func mlorc_get_param(_ opt: OpaquePointer!, _ param: Int32, _ outValue: UnsafeMutablePointer<Double>!) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        let o = handle.optimizer, key = try paramKey(param)
+        guard Hyperparameters.bounds(rule: o.rule, key: key) != nil else {
+            throw MlorcError(.unknownParam, "parameter \(key) does not apply to this rule")
+        }
+        guard let outValue else { throw MlorcError(.nullPointer, "out_value is NULL") }
+        outValue.pointee = o.hyper.value(key)
+    }
+}
+
+@c @implementation public func mlorc_param_bounds(_ rule: Int32, _ param: Int32, _ outMin: UnsafeMutablePointer<Double>!,
+                                                  _ outMax: UnsafeMutablePointer<Double>!) -> Int32 {
+    status(nil) { () throws(MlorcError) in
+        guard let kind = RuleKind(rawValue: rule) else { throw MlorcError(.invalidArgument, "unknown rule") }
+        guard let range = Hyperparameters.bounds(rule: kind, key: try paramKey(param)) else {
+            throw MlorcError(.unknownParam, "parameter does not apply to this rule")
+        }
+        guard let outMin, let outMax else { throw MlorcError(.nullPointer, "out_min or out_max is NULL") }
+        outMin.pointee = range.lowerBound
+        outMax.pointee = range.upperBound
+    }
+}
+
+@c @implementation public func mlorc_scratch_bytes(_ opt: OpaquePointer!, _ outBytes: UnsafeMutablePointer<Int>!) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        guard let outBytes else { throw MlorcError(.nullPointer, "out_bytes is NULL") }
+        outBytes.pointee = handle.optimizer.scratchBytes
+    }
+}
+
+func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError) -> TensorLayout {
+    guard let l = layout?.pointee else { throw MlorcError(.nullPointer, "layout is NULL") }
+    return TensorLayout(rows: l.rows, cols: l.cols, dtype: l.dtype, storage: l.storage)
+}
+
+@c @implementation public func mlorc_state_size(_ opt: OpaquePointer!, _ layout: UnsafePointer<mlorc_tensor_layout>!,
+                                                _ outBytes: UnsafeMutablePointer<Int>!) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        let size = try handle.optimizer.stateSize(try coreLayout(layout))
+        guard let outBytes else { throw MlorcError(.nullPointer, "out_bytes is NULL") }
+        outBytes.pointee = size
+    }
+}
+
+@c @implementation public func mlorc_state_init(_ opt: OpaquePointer!, _ layout: UnsafePointer<mlorc_tensor_layout>!,
+                                                _ tensorID: UInt64, _ state: UnsafeMutableRawPointer!,
+                                                _ stateBytes: Int) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        try handle.optimizer.initState(try coreLayout(layout), tensorID: tensorID, state: state, bytes: stateBytes)
+    }
+}
+
+@c @implementation public func mlorc_state_inspect(_ state: UnsafeRawPointer!, _ stateBytes: Int,
+                                                   _ outInfo: UnsafeMutablePointer<mlorc_state_info>!) -> Int32 {
+    status(nil) { () throws(MlorcError) in
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard let outInfo else { throw MlorcError(.nullPointer, "out_info is NULL") }
+        let d = try StateDescription(state, bytes: stateBytes)
+        outInfo.pointee = mlorc_state_info(
+            layout_version: d.layoutVersion, rule: d.rule, storage: d.storage, dtype: d.dtype,
+            rows: d.rows, cols: d.cols, rank: d.rank, step: d.step, tensor_id: d.tensorID, state_bytes: d.stateBytes)
+    }
+}
+
+@c @implementation public func mlorc_step(_ opt: OpaquePointer!, _ tensors: UnsafePointer<mlorc_tensor>!,
+                                          _ count: Int, _ lr: Double) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        if count == 0 { return }
+        guard let tensors else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
+        guard count <= 1 << 24 else { throw MlorcError(.invalidArgument, "count \(count) is implausibly large") }
+        let args = UnsafeBufferPointer(start: tensors, count: count).map { t in
+            TensorArgs(param: t.param, grad: t.grad, state: t.state, stateBytes: t.state_bytes,
+                       rows: t.rows, cols: t.cols, dtype: t.dtype, reserved: t.reserved)
+        }
+        try handle.optimizer.step(args, lr: lr)
+    }
+}

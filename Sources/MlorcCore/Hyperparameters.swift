@@ -1,0 +1,119 @@
+/// The update rules. Raw values equal `mlorc_rule`.
+package enum RuleKind: Int32, CaseIterable {
+    case adamW = 1
+    case lion = 2
+}
+
+/// Keys of `mlorc_param`.
+package enum ParamKey: Int32, CaseIterable {
+    case beta1 = 1
+    case beta2 = 2
+    case eps = 3
+    case weightDecay = 4
+    case rank = 5
+    case oversampling = 6
+    case powerIterations = 7
+    case biasCorrection = 8
+    case seed = 9
+    case threads = 10
+
+    var name: String {
+        switch self {
+        case .beta1: "beta1"
+        case .beta2: "beta2"
+        case .eps: "eps"
+        case .weightDecay: "weight_decay"
+        case .rank: "rank"
+        case .oversampling: "oversampling"
+        case .powerIterations: "power_iterations"
+        case .biasCorrection: "bias_correction"
+        case .seed: "seed"
+        case .threads: "threads"
+        }
+    }
+
+    var isInteger: Bool {
+        switch self {
+        case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads: true
+        default: false
+        }
+    }
+}
+
+/// All settings of one optimizer handle. Defaults are the paper's (arXiv 2506.01897).
+package struct Hyperparameters {
+    package var beta1: Double
+    package var beta2: Double
+    package var eps: Double = 1e-8
+    package var weightDecay: Double
+    package var rank: Int = 4
+    package var oversampling: Int = 0
+    package var powerIterations: Int = 0
+    package var biasCorrection: Bool = true
+    package var seed: UInt64 = 0
+    package var threads: Int = 1
+
+    package init(rule: RuleKind) {
+        switch rule {
+        case .adamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
+        case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
+        }
+    }
+
+    /// Inclusive bounds of `key` under `rule`, or nil when the key does not apply.
+    package static func bounds(rule: RuleKind, key: ParamKey) -> ClosedRange<Double>? {
+        switch key {
+        case .beta1, .beta2: return 0...0.999_999_999
+        case .eps: return rule == .adamW ? 0...1 : nil
+        case .biasCorrection: return rule == .adamW ? 0...1 : nil
+        case .weightDecay: return 0...1000
+        case .rank: return 1...65536
+        case .oversampling: return 0...1024
+        case .powerIterations: return 0...16
+        case .seed: return 0...9_007_199_254_740_992  // 2^53: exact in a double
+        case .threads: return 1...256
+        }
+    }
+
+    package func value(_ key: ParamKey) -> Double {
+        switch key {
+        case .beta1: beta1
+        case .beta2: beta2
+        case .eps: eps
+        case .weightDecay: weightDecay
+        case .rank: Double(rank)
+        case .oversampling: Double(oversampling)
+        case .powerIterations: Double(powerIterations)
+        case .biasCorrection: biasCorrection ? 1 : 0
+        case .seed: Double(seed)
+        case .threads: Double(threads)
+        }
+    }
+
+    /// Sets `key` after checking it applies to `rule` and lies within bounds;
+    /// on error nothing changes.
+    package mutating func set(_ key: ParamKey, _ value: Double, rule: RuleKind) throws(MlorcError) {
+        guard let range = Self.bounds(rule: rule, key: key) else {
+            throw MlorcError(.unknownParam, "parameter \(key.name) does not apply to this rule")
+        }
+        guard value.isFinite, range.contains(value) else {
+            throw MlorcError(.paramOutOfRange,
+                             "\(key.name) = \(value) is outside [\(range.lowerBound), \(range.upperBound)]")
+        }
+        if key.isInteger && value.rounded(.towardZero) != value {
+            throw MlorcError(.paramOutOfRange, "\(key.name) must be an integer, got \(value)")
+        }
+        switch key {
+        case .beta1: beta1 = value
+        case .beta2: beta2 = value
+        case .eps: eps = value
+        case .weightDecay: weightDecay = value
+        case .rank: rank = Int(value)
+        case .oversampling: oversampling = Int(value)
+        case .powerIterations: powerIterations = Int(value)
+        case .biasCorrection: biasCorrection = value != 0
+        case .seed: seed = UInt64(value)
+        case .threads: threads = Int(value)
+        }
+    }
+}

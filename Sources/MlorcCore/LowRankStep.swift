@@ -1,0 +1,156 @@
+/// One MLorc step of one tensor (paper Alg. 1/2 with the randomized SVD of
+/// Alg. 3), organised as the streaming passes of DESIGN.md §4:
+///
+///   sketch: Ω from (seed, tensor id, step); row pass → Y_k = A_k Ω with the
+///           second moment's fix deferred (Y_v = XΩ + β2·c·NΩ); finiteness.
+///   update: c; q power iterations (Z = AᵀQ, Y = A·orth(Z)); Q_k = qr(Y_k);
+///           column pass → W updated and B_k = Q_kᵀ A_k; B_k = Ũ Σ Ṽᵀ;
+///           new factors U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
+/// Only O((rows + cols)·l) scratch; no full-size matrix is ever built.
+struct LowRankStep<Rule: MomentRule> {
+    let rule: Rule
+    let prepared: Optimizer.Prepared
+    let tensor: LowRankTensor
+    let hyper: Hyperparameters
+    let region: UnsafeMutablePointer<Float>  // this tensor's part of the .sketches slot
+
+    var mc: Int { Rule.momentCount }
+    var m: Int { tensor.rows }
+    var n: Int { tensor.cols }
+    var l: Int { tensor.sketchWidth }
+
+    static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+        min(h.rank + hyper.oversampling, min(h.rows, h.cols))
+    }
+
+    private static func regionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+        let ml = h.rows * sketchWidth(h, hyper)
+        let round = { (x: Int) in (x + 15) / 16 * 16 }
+        return Rule.momentCount * round(ml) + round(ml) + 2 * round(2 * h.rows)
+    }
+
+    /// Lays out every low-rank tensor's pass-1 results in the .sketches slot.
+    static func reserveSketches(_ tensors: inout [Optimizer.Prepared], hyper: Hyperparameters,
+                                workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
+        var total = 0
+        for i in tensors.indices where tensors[i].header.storage == .lowRank {
+            tensors[i].sketchOffset = total
+            total += regionFloats(tensors[i].header, hyper)
+        }
+        return try workspace.floats(.sketches, max(total, 16))
+    }
+
+    init(rule: Rule, tensor p: Optimizer.Prepared, hyper: Hyperparameters, sketches: UnsafeMutablePointer<Float>) {
+        self.rule = rule
+        prepared = p
+        self.hyper = hyper
+        let h = p.header
+        func factors(_ k: Int) -> Factors {
+            let base = p.moment(min(k, Rule.momentCount - 1))
+            return Factors(u: base, s: base + h.rows * h.rank, vt: base + h.rows * h.rank + h.rank)
+        }
+        tensor = LowRankTensor(rows: h.rows, cols: h.cols, rank: h.rank, sketchWidth: Self.sketchWidth(h, hyper),
+                               weights: p.weights, grad: p.grad, factors: PerMoment(factors(0), factors(1)))
+        region = sketches + p.sketchOffset
+    }
+
+    // Views into this tensor's region.
+    private var roundedML: Int { (m * l + 15) / 16 * 16 }
+    private func y(_ k: Int) -> UnsafeMutablePointer<Float> { region + k * roundedML }
+    private var yNeg: UnsafeMutablePointer<Float> { region + mc * roundedML }
+    private var rowSum: UnsafeMutablePointer<Double> {
+        UnsafeMutableRawPointer(region + (mc + 1) * roundedML).assumingMemoryBound(to: Double.self)
+    }
+    private var rowCount: UnsafeMutablePointer<Double> {
+        UnsafeMutableRawPointer(region + (mc + 1) * roundedML + (2 * m + 15) / 16 * 16).assumingMemoryBound(to: Double.self)
+    }
+    private var ys: PerMoment<UnsafeMutablePointer<Float>> { PerMoment(y(0), y(min(1, mc - 1))) }
+
+    private func threadScratch(_ parts: Int, _ workspace: inout Workspace) throws(MlorcError) -> (UnsafeMutablePointer<Float>, Int) {
+        let stride = passScratchFloats(rank: tensor.rank, sketchWidth: l)
+        return (try workspace.floats(.threadScratch, stride * parts), stride)
+    }
+
+    /// Pass 1: reads only. Returns false if the gradient is not finite.
+    func sketch(workspace: inout Workspace, parts: Int) throws(MlorcError) -> Bool {
+        let omega = try workspace.floats(.omega, l * n)
+        SketchGenerator(seed: hyper.seed, tensorID: prepared.header.tensorID, step: prepared.header.step + 1)
+            .fillNormals(omega, count: l * n)
+        let (scratch, stride) = try threadScratch(parts, &workspace)
+        var finite = [Bool](repeating: true, count: parts)
+        let sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega))
+        let t = tensor, ys = ys, negatives = (yNeg, rowSum, rowCount), rule = rule
+        finite.withUnsafeMutableBufferPointer { ok in
+            parallelFor(parts: parts) { part in
+                ok[part] = rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
+                                   c: PerMoment(repeating: 0), y: ys, negatives: negatives,
+                                   scratch: scratch + part * stride)
+            }
+        }
+        return !finite.contains(false)
+    }
+
+    /// Pass 2 and the factor refresh: writes the weights and the state's factors.
+    func update(workspace: inout Workspace, parts: Int) throws(MlorcError) {
+        // c_k = mean |R_ij| over the negative entries of the previous second
+        // moment (0 if none), summed row by row in a fixed order.
+        var c = PerMoment<Float>(repeating: 0)
+        for k in 0..<mc where Rule.isNonNegative(k) {
+            var sum = 0.0, count = 0.0
+            for i in 0..<m { sum += rowSum[i]; count += rowCount[i] }
+            c[k] = count > 0 ? Float(sum / count) : 0
+            let shift = rule.decay(k) * c[k], yk = y(k)
+            if shift != 0 { for e in 0..<(m * l) { yk[e] += shift * yNeg[e] } }
+        }
+        let (scratch, stride) = try threadScratch(parts, &workspace)
+        let panels = try workspace.floats(.panels, mc * l * n)
+        let panel = PerMoment(panels, panels + (mc - 1) * l * n)
+        let t = tensor, ys = ys, rule = rule
+
+        for _ in 0..<hyper.powerIterations {
+            for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
+            panels.initialize(repeating: 0, count: mc * l * n)
+            parallelFor(parts: parts) { part in
+                columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
+                           q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
+                           out: panel, updateWeights: false, scratch: scratch + part * stride)
+            }
+            // Z_k (l x cols row-major) is Z_kᵀ... as cols x l column-major: orthonormalise in place.
+            for k in 0..<mc { try LinearAlgebra.orthonormalize(panel[k], rows: n, cols: l, workspace: &workspace) }
+            parallelFor(parts: parts) { part in
+                _ = rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
+                            sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
+                            y: ys, negatives: nil, scratch: scratch + part * stride)
+            }
+        }
+
+        for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
+        panels.initialize(repeating: 0, count: mc * l * n)
+        parallelFor(parts: parts) { part in
+            columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
+                       q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
+                       out: panel, updateWeights: true, scratch: scratch + part * stride)
+        }
+        for k in 0..<mc { try refreshFactors(k, b: panel[k], workspace: &workspace) }
+    }
+
+    /// B_k (l x cols row-major, i.e. B_kᵀ cols x l column-major) = Ũ Σ Ṽᵀ:
+    /// keeps the leading `rank` triplets as the new factors of moment k.
+    private func refreshFactors(_ k: Int, b: UnsafeMutablePointer<Float>, workspace: inout Workspace) throws(MlorcError) {
+        let r = tensor.rank
+        let left = try workspace.floats(.svdLeft, n * l)       // Ṽ, cols x l
+        let right = try workspace.floats(.svdRight, l * l)     // Ũᵀ, l x l
+        let values = try workspace.floats(.svdValues, l)
+        try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
+        let f = tensor.factors[k], q = y(k)
+        f.vt.update(from: left, count: r * n)
+        f.s.update(from: values, count: r)
+        for i in 0..<m {
+            for a in 0..<r {
+                var sum: Float = 0
+                for bb in 0..<l { sum += q[i + bb * m] * right[a + bb * l] }
+                f.u[i * r + a] = sum
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+/// What a caller passes to size and initialise a tensor's state.
+package struct TensorLayout {
+    package var rows: Int64, cols: Int64, dtype: Int32, storage: Int32
+    package init(rows: Int64, cols: Int64, dtype: Int32 = 0, storage: Int32 = 0) {
+        (self.rows, self.cols, self.dtype, self.storage) = (rows, cols, dtype, storage)
+    }
+}
+
+/// One tensor of a step, as received at the C boundary (not yet validated).
+package struct TensorArgs {
+    package var param: UnsafeMutableRawPointer?
+    package var grad: UnsafeRawPointer?
+    package var state: UnsafeMutableRawPointer?
+    package var stateBytes: Int
+    package var rows: Int64, cols: Int64
+    package var dtype: Int32 = 0, reserved: Int32 = 0
+    package init(param: UnsafeMutableRawPointer?, grad: UnsafeRawPointer?, state: UnsafeMutableRawPointer?,
+                 stateBytes: Int, rows: Int64, cols: Int64, dtype: Int32 = 0, reserved: Int32 = 0) {
+        (self.param, self.grad, self.state, self.stateBytes) = (param, grad, state, stateBytes)
+        (self.rows, self.cols, self.dtype, self.reserved) = (rows, cols, dtype, reserved)
+    }
+}
+
+/// Requested storage, raw values of `mlorc_storage`.
+package enum StorageRequest: Int32 {
+    case auto = 0, dense = 1, lowRank = 2
+}
+
+/// An optimizer handle: a rule, its hyperparameters and scratch. The state of
+/// each tensor lives in caller-owned bytes (StateFormat).
+package final class Optimizer {
+    package let rule: RuleKind
+    package var hyper: Hyperparameters
+    var workspace = Workspace()
+
+    package init(rule: RuleKind) {
+        self.rule = rule
+        hyper = Hyperparameters(rule: rule)
+    }
+
+    deinit { workspace.release() }
+
+    package var scratchBytes: Int { workspace.bytes }
+
+    // MARK: state
+
+    static func checkShape(rows: Int64, cols: Int64) throws(MlorcError) {
+        guard (1...StateFormat.maxDimension).contains(rows), (1...StateFormat.maxDimension).contains(cols) else {
+            throw MlorcError(.invalidShape, "shape \(rows)x\(cols) is invalid: rows and cols must be in [1, \(StateFormat.maxDimension)]")
+        }
+    }
+
+    static func checkDtype(_ dtype: Int32) throws(MlorcError) {
+        guard dtype == 0 else {
+            throw MlorcError(.unsupportedDtype, "dtype \(dtype) is not supported (only MLORC_DTYPE_F32 = 0)")
+        }
+    }
+
+    /// The header a fresh state for `layout` gets, after the storage policy.
+    func freshHeader(_ layout: TensorLayout, tensorID: UInt64) throws(MlorcError) -> StateFormat.Header {
+        try Self.checkShape(rows: layout.rows, cols: layout.cols)
+        try Self.checkDtype(layout.dtype)
+        guard let request = StorageRequest(rawValue: layout.storage) else {
+            throw MlorcError(.invalidArgument, "storage \(layout.storage) is not an mlorc_storage value")
+        }
+        let rows = Int(layout.rows), cols = Int(layout.cols), r = hyper.rank
+        let storage: StateFormat.Storage
+        switch request {
+        case .dense: storage = .dense
+        case .lowRank:
+            guard r <= min(rows, cols) else {
+                throw MlorcError(.invalidRank, "rank \(r) exceeds min(rows, cols) = \(min(rows, cols)) of a \(rows)x\(cols) tensor")
+            }
+            storage = .lowRank
+        case .auto:
+            let lowRank = rows > 1 && cols > 1 && min(rows, cols) >= 4 * (r + hyper.oversampling)
+            storage = lowRank ? .lowRank : .dense
+        }
+        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r) != nil else {
+            throw MlorcError(.invalidShape, "state of a \(rows)x\(cols) tensor would overflow the address space")
+        }
+        return StateFormat.Header(rule: rule, storage: storage, dtype: UInt32(layout.dtype), rows: rows, cols: cols,
+                                  rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID)
+    }
+
+    package func stateSize(_ layout: TensorLayout) throws(MlorcError) -> Int {
+        try freshHeader(layout, tensorID: 0).totalBytes
+    }
+
+    package func initState(_ layout: TensorLayout, tensorID: UInt64, state: UnsafeMutableRawPointer?,
+                           bytes: Int) throws(MlorcError) {
+        var header = try freshHeader(layout, tensorID: tensorID)
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard bytes >= header.totalBytes else {
+            throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; a \(header.rows)x\(header.cols) tensor needs \(header.totalBytes)")
+        }
+        let payload = state + StateFormat.headerBytes
+        payload.initializeMemory(as: UInt8.self, repeating: 0, count: header.payloadBytes)
+        if header.storage == .lowRank {
+            header.payloadChecksum = Checksum.of(UnsafeRawPointer(payload), count: header.payloadBytes)
+        }
+        StateFormat.write(header, to: state)
+    }
+
+    // MARK: step
+
+    /// A validated tensor of a step.
+    struct Prepared {
+        let weights: UnsafeMutablePointer<Float>
+        let grad: UnsafePointer<Float>
+        let state: UnsafeMutableRawPointer
+        var header: StateFormat.Header
+        var sketchOffset = 0  // into the .sketches slot, for low-rank tensors
+
+        var payload: UnsafeMutablePointer<Float> {
+            (state + StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
+        }
+        func moment(_ k: Int) -> UnsafeMutablePointer<Float> { payload + k * header.floatsPerMoment }
+    }
+
+    func validate(_ a: TensorArgs) throws(MlorcError) -> Prepared {
+        guard let param = a.param else { throw MlorcError(.nullPointer, "param is NULL") }
+        guard let grad = a.grad else { throw MlorcError(.nullPointer, "grad is NULL") }
+        guard let state = a.state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard a.reserved == 0 else { throw MlorcError(.invalidArgument, "reserved field must be 0") }
+        try Self.checkDtype(a.dtype)
+        try Self.checkShape(rows: a.rows, cols: a.cols)
+        for (name, p) in [("param", UnsafeRawPointer(param)), ("grad", grad), ("state", UnsafeRawPointer(state))]
+        where Int(bitPattern: p) % 4 != 0 {
+            throw MlorcError(.invalidArgument, "\(name) pointer is not 4-byte aligned")
+        }
+        let header = try StateFormat.read(state, bytes: a.stateBytes)
+        guard header.rule == rule else {
+            throw MlorcError(.stateMismatch, "state belongs to rule \(header.rule) but this optimizer is \(rule)")
+        }
+        guard header.rows == Int(a.rows), header.cols == Int(a.cols) else {
+            throw MlorcError(.stateMismatch, "state is for a \(header.rows)x\(header.cols) tensor, not \(a.rows)x\(a.cols)")
+        }
+        guard header.dtype == UInt32(a.dtype) else {
+            throw MlorcError(.stateMismatch, "state dtype \(header.dtype) differs from tensor dtype \(a.dtype)")
+        }
+        return Prepared(weights: param.assumingMemoryBound(to: Float.self),
+                        grad: grad.assumingMemoryBound(to: Float.self), state: state, header: header)
+    }
+
+    /// Refuses a batch in which a written buffer (param, state) overlaps any
+    /// other buffer of the batch.
+    static func checkNoOverlap(_ tensors: [Prepared]) throws(MlorcError) {
+        struct Span { let start: UInt, end: UInt, writable: Bool, tensor: Int, name: String }
+        var spans: [Span] = []
+        for (i, t) in tensors.enumerated() {
+            let bytes = UInt(4 * t.header.rows * t.header.cols)
+            spans.append(Span(start: UInt(bitPattern: t.weights), end: UInt(bitPattern: t.weights) + bytes, writable: true, tensor: i, name: "param"))
+            spans.append(Span(start: UInt(bitPattern: t.grad), end: UInt(bitPattern: t.grad) + bytes, writable: false, tensor: i, name: "grad"))
+            spans.append(Span(start: UInt(bitPattern: t.state), end: UInt(bitPattern: t.state) + UInt(t.header.totalBytes), writable: true, tensor: i, name: "state"))
+        }
+        spans.sort { $0.start < $1.start }
+        var furthestAny: Span?, furthestWritable: Span?
+        for s in spans {
+            if let f = s.writable ? furthestAny : furthestWritable, s.start < f.end {
+                throw MlorcError(.invalidArgument,
+                                 "tensor \(s.tensor) \(s.name) overlaps tensor \(f.tensor) \(f.name); buffers that are written must not alias")
+            }
+            if furthestAny == nil || s.end > furthestAny!.end { furthestAny = s }
+            if s.writable, furthestWritable == nil || s.end > furthestWritable!.end { furthestWritable = s }
+        }
+    }
+
+    /// Threads worth using for `elements` of streaming work.
+    func parts(for elements: Int) -> Int {
+        max(1, min(hyper.threads, elements / 32768))
+    }
+
+    package func step(_ args: [TensorArgs], lr: Double) throws(MlorcError) {
+        guard lr.isFinite, lr >= 0 else {
+            throw MlorcError(.invalidArgument, "lr = \(lr) must be finite and >= 0")
+        }
+        var tensors: [Prepared] = []
+        tensors.reserveCapacity(args.count)
+        for (i, a) in args.enumerated() {
+            do { tensors.append(try validate(a)) } catch { throw error.inTensor(i) }
+        }
+        try Self.checkNoOverlap(tensors)
+        switch rule {
+        case .adamW:
+            try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
+        case .lion:
+            try run(tensors, lr: lr) { h, _ in LionRule(h, lr: lr) }
+        }
+    }
+
+    /// Pass 1 over every tensor (read-only: sketches and finiteness), then, if
+    /// every gradient is finite, pass 2 over every tensor (writes).
+    private func run<Rule: MomentRule>(_ input: [Prepared], lr: Double,
+                                       makeRule: (Hyperparameters, UInt64) -> Rule) throws(MlorcError) {
+        var tensors = input
+        let plan = try LowRankStep<Rule>.reserveSketches(&tensors, hyper: hyper, workspace: &workspace)
+        for (i, t) in tensors.enumerated() {
+            let rule = makeRule(hyper, t.header.step + 1)
+            let finite: Bool
+            if t.header.storage == .lowRank {
+                finite = try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
+                    .sketch(workspace: &workspace, parts: parts(for: t.header.rows * t.header.cols))
+            } else {
+                let n = t.header.rows * t.header.cols, p = parts(for: n)
+                var ok = [Bool](repeating: true, count: p)
+                ok.withUnsafeMutableBufferPointer { okp in
+                    parallelFor(parts: p) { part in okp[part] = allFinite(t.grad, range: partition(n, parts: p, part: part, align: 8)) }
+                }
+                finite = !ok.contains(false)
+            }
+            guard finite else {
+                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity; step refused, nothing was changed")
+            }
+        }
+        for (i, t) in tensors.enumerated() {
+            let rule = makeRule(hyper, t.header.step + 1)
+            var header = t.header
+            if header.storage == .lowRank {
+                do {
+                    try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
+                        .update(workspace: &workspace, parts: parts(for: header.rows * header.cols))
+                } catch { throw error.inTensor(i) }
+                header.payloadChecksum = Checksum.of(UnsafeRawPointer(t.payload), count: header.payloadBytes)
+            } else {
+                let n = header.rows * header.cols, p = parts(for: n)
+                let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+                parallelFor(parts: p) { part in
+                    denseUpdate(rule, weights: t.weights, grad: t.grad, m: m, v: v,
+                                range: partition(n, parts: p, part: part, align: 8))
+                }
+            }
+            header.step += 1
+            StateFormat.write(header, to: t.state)
+        }
+    }
+}

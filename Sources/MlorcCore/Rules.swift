@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Update rules: the per-element math of an optimizer, independent of how its
+/// moments are stored. A rule reads the previous moments and the gradient,
+/// replaces the moments with the new ones and returns the update direction;
+/// the storage applies `W ← W·(1 − lr·λ) − stepSize·direction`.
+///
+/// Every rule here is affine in each previous moment (new = decay·prev + f(g)).
+/// Low-rank storage relies on that to sketch the second moment before the
+/// non-negativity correction is known (DESIGN.md §4).
+protocol MomentRule {
+    /// Moments in use (1 or 2): slot 0 is `m`, slot 1 is `v`.
+    static var momentCount: Int { get }
+    /// Whether moment k is non-negative by construction (gets the ReLU fix on low-rank storage).
+    static func isNonNegative(_ k: Int) -> Bool
+    /// The coefficient of the previous moment k in its recurrence.
+    func decay(_ k: Int) -> Float
+    /// Multiplier of the direction in the weight update.
+    var stepSize: Float { get }
+    /// The weight-decay factor 1 − lr·λ.
+    var decayFactor: Float { get }
+    func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float>
+}
+
+extension RuleKind {
+    var momentCount: Int {
+        switch self {
+        case .adamW: AdamWRule.momentCount
+        case .lion: LionRule.momentCount
+        }
+    }
+}
+
+/// AdamW with torch.optim.AdamW's conventions: bias corrections folded into the
+/// step size and the denominator, ε added after the square root, decoupled
+/// weight decay applied before the update.
+struct AdamWRule: MomentRule {
+    static let momentCount = 2
+    static func isNonNegative(_ k: Int) -> Bool { k == 1 }
+
+    let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
+    let eps: Float, sqrtBiasCorrection2: Float
+    let stepSize: Float, decayFactor: Float
+
+    /// `step` is the 1-based number of the step being taken.
+    init(_ h: Hyperparameters, lr: Double, step: UInt64) {
+        beta1 = Float(h.beta1); beta2 = Float(h.beta2)
+        oneMinusBeta1 = Float(1 - h.beta1); oneMinusBeta2 = Float(1 - h.beta2)
+        eps = Float(h.eps)
+        var bc1 = 1.0, bc2 = 1.0
+        if h.biasCorrection {
+            bc1 = 1 - pow(h.beta1, Double(step))
+            bc2 = 1 - pow(h.beta2, Double(step))
+        }
+        sqrtBiasCorrection2 = Float(bc2.squareRoot())
+        stepSize = Float(lr / bc1)
+        decayFactor = Float(1 - lr * h.weightDecay)
+    }
+
+    func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
+
+    @inline(__always)
+    func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        m = beta1 * m + oneMinusBeta1 * g
+        v = beta2 * v + oneMinusBeta2 * (g * g)
+        let denom = v.squareRoot() / sqrtBiasCorrection2 + eps
+        return m / denom
+    }
+}
+
+/// Lion (Chen et al. 2023): direction sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g.
+struct LionRule: MomentRule {
+    static let momentCount = 1
+    static func isNonNegative(_ k: Int) -> Bool { false }
+
+    let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
+    let stepSize: Float, decayFactor: Float
+
+    init(_ h: Hyperparameters, lr: Double) {
+        beta1 = Float(h.beta1); beta2 = Float(h.beta2)
+        oneMinusBeta1 = Float(1 - h.beta1); oneMinusBeta2 = Float(1 - h.beta2)
+        stepSize = Float(lr)
+        decayFactor = Float(1 - lr * h.weightDecay)
+    }
+
+    func decay(_ k: Int) -> Float { beta2 }
+
+    @inline(__always)
+    func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        let c = beta1 * m + oneMinusBeta1 * g
+        m = beta2 * m + oneMinusBeta2 * g
+        let zero = SIMD8<Float>(repeating: 0)
+        return zero.replacing(with: 1, where: c .> 0).replacing(with: -1, where: c .< 0)
+    }
+}

@@ -1,0 +1,168 @@
+/// The byte layout of one tensor's caller-owned state.
+///
+/// A 128-byte header, then the payload (fp32). Header fields, native-endian:
+///
+///     0  magic u64         8  layout version u32, rule u32   16 storage u32, dtype u32
+///     24 rows i64          32 cols i64                        40 rank i64 (0 if dense)
+///     48 step u64          56 tensor id u64                   64 payload bytes u64
+///     72 payload checksum u64 (low-rank only; 0 for dense)    80 reserved u64 (0)
+///     88 header checksum u64 over bytes 0..<88
+///
+/// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
+/// s (rank), Vt (rank x cols, row-major); dense: rows x cols values.
+/// Dense payloads are not checksummed: hashing 2mn floats would add a full read
+/// of the state to every step.
+enum StateFormat {
+    static let magic: UInt64 = 0x3154_5343_524F_4C4D  // "MLORCST1" little-endian
+    static let layoutVersion: UInt32 = 1
+    static let headerBytes = 128
+    static let maxDimension: Int64 = 1 << 31 - 1  // LAPACK/BLAS index with 32-bit ints
+
+    enum Storage: UInt32 {
+        case dense = 1
+        case lowRank = 2
+    }
+
+    /// What a header holds.
+    struct Header: Equatable {
+        var rule: RuleKind
+        var storage: Storage
+        var dtype: UInt32
+        var rows: Int
+        var cols: Int
+        var rank: Int
+        var step: UInt64
+        var tensorID: UInt64
+        var payloadChecksum: UInt64 = 0
+
+        var momentCount: Int { rule.momentCount }
+
+        /// Floats in one moment's payload.
+        var floatsPerMoment: Int {
+            storage == .dense ? rows * cols : rank * (rows + cols + 1)
+        }
+        var payloadBytes: Int { 4 * momentCount * floatsPerMoment }
+        var totalBytes: Int { headerBytes + payloadBytes }
+    }
+
+    /// Payload size in bytes, or nil on overflow.
+    static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int) -> Int? {
+        let (perMoment, o1): (Int, Bool)
+        if storage == .dense {
+            (perMoment, o1) = rows.multipliedReportingOverflow(by: cols)
+        } else {
+            (perMoment, o1) = rank.multipliedReportingOverflow(by: rows + cols + 1)
+        }
+        let (bytes, o2) = perMoment.multipliedReportingOverflow(by: 4 * rule.momentCount)
+        let (total, o3) = bytes.addingReportingOverflow(headerBytes)
+        return o1 || o2 || o3 ? nil : total - headerBytes
+    }
+
+    static func write(_ h: Header, to state: UnsafeMutableRawPointer) {
+        state.initializeMemory(as: UInt8.self, repeating: 0, count: headerBytes)
+        state.storeBytes(of: magic, toByteOffset: 0, as: UInt64.self)
+        state.storeBytes(of: layoutVersion, toByteOffset: 8, as: UInt32.self)
+        state.storeBytes(of: UInt32(h.rule.rawValue), toByteOffset: 12, as: UInt32.self)
+        state.storeBytes(of: h.storage.rawValue, toByteOffset: 16, as: UInt32.self)
+        state.storeBytes(of: h.dtype, toByteOffset: 20, as: UInt32.self)
+        state.storeBytes(of: Int64(h.rows), toByteOffset: 24, as: Int64.self)
+        state.storeBytes(of: Int64(h.cols), toByteOffset: 32, as: Int64.self)
+        state.storeBytes(of: Int64(h.rank), toByteOffset: 40, as: Int64.self)
+        state.storeBytes(of: h.step, toByteOffset: 48, as: UInt64.self)
+        state.storeBytes(of: h.tensorID, toByteOffset: 56, as: UInt64.self)
+        state.storeBytes(of: UInt64(h.payloadBytes), toByteOffset: 64, as: UInt64.self)
+        state.storeBytes(of: h.payloadChecksum, toByteOffset: 72, as: UInt64.self)
+        let sum = Checksum.of(UnsafeRawPointer(state), count: 88)
+        state.storeBytes(of: sum, toByteOffset: 88, as: UInt64.self)
+    }
+
+    /// Reads and validates a header and, for low-rank storage, the payload
+    /// checksum. Never reads past `bytes`.
+    static func read(_ state: UnsafeRawPointer, bytes: Int) throws(MlorcError) -> Header {
+        guard bytes >= headerBytes else {
+            throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; the header alone needs \(headerBytes)")
+        }
+        func u64(_ o: Int) -> UInt64 { state.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
+        func u32(_ o: Int) -> UInt32 { state.loadUnaligned(fromByteOffset: o, as: UInt32.self) }
+        guard u64(0) == magic else {
+            throw MlorcError(.stateCorrupted, "state does not start with the libmlorc magic (not a state, or overwritten)")
+        }
+        let version = u32(8)
+        guard version == layoutVersion else {
+            throw MlorcError(.stateVersion,
+                             "state layout version \(version) is not supported (this library reads version \(layoutVersion)\(version > layoutVersion ? "; it was written by a newer libmlorc" : ""))")
+        }
+        guard Checksum.of(state, count: 88) == u64(88) else {
+            throw MlorcError(.stateCorrupted, "state header checksum does not match (header corrupted)")
+        }
+        guard let rule = RuleKind(rawValue: Int32(bitPattern: u32(12))),
+              let storage = Storage(rawValue: u32(16)) else {
+            throw MlorcError(.stateCorrupted, "state header names an unknown rule or storage")
+        }
+        let rows = Int64(bitPattern: u64(24)), cols = Int64(bitPattern: u64(32)), rank = Int64(bitPattern: u64(40))
+        guard (1...maxDimension).contains(rows), (1...maxDimension).contains(cols),
+              storage == .dense ? rank == 0 : (1...min(rows, cols)).contains(rank),
+              u64(80) == 0 else {
+            throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
+        }
+        let header = Header(rule: rule, storage: storage, dtype: u32(20), rows: Int(rows), cols: Int(cols),
+                            rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72))
+        guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank)),
+              UInt64(payload) == u64(64) else {
+            throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")
+        }
+        guard bytes >= header.totalBytes else {
+            throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; its header says it needs \(header.totalBytes)")
+        }
+        if storage == .lowRank {
+            let actual = Checksum.of(state + headerBytes, count: payload)
+            guard actual == header.payloadChecksum else {
+                throw MlorcError(.stateCorrupted, "state payload checksum does not match (factors corrupted)")
+            }
+        }
+        return header
+    }
+}
+
+/// A fast 64-bit checksum (four multiply-rotate lanes over 8-byte words,
+/// byte tail, avalanche). Detects corruption; not cryptographic.
+enum Checksum {
+    static func of(_ p: UnsafeRawPointer, count: Int) -> UInt64 {
+        let prime1: UInt64 = 0x9E37_79B1_85EB_CA87, prime2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+        var lanes = SIMD4<UInt64>(0x6A09_E667_F3BC_C908, 0xBB67_AE85_84CA_A73B,
+                                  0x3C6E_F372_FE94_F82B, 0xA54F_F53A_5F1D_36F1)
+        var i = 0
+        while i + 32 <= count {
+            let w = p.loadUnaligned(fromByteOffset: i, as: SIMD4<UInt64>.self)
+            lanes = lanes &+ w &* prime2
+            lanes = (lanes &<< 31) | (lanes &>> 33)
+            lanes = lanes &* prime1
+            i += 32
+        }
+        var h = UInt64(count) &* prime1
+        for lane in 0..<4 { h = (h ^ lanes[lane]) &* prime2; h = (h << 27) | (h >> 37) }
+        while i < count {
+            h = (h ^ UInt64(p.load(fromByteOffset: i, as: UInt8.self))) &* prime1
+            i += 1
+        }
+        h ^= h >> 33; h = h &* prime2; h ^= h >> 29; h = h &* prime1; h ^= h >> 32
+        return h
+    }
+}
+
+/// A validated state header as the C API reports it (mlorc_state_inspect).
+package struct StateDescription {
+    package let layoutVersion: UInt32, rule: Int32, storage: Int32, dtype: Int32
+    package let rows: Int64, cols: Int64, rank: Int64
+    package let step: UInt64, tensorID: UInt64, stateBytes: UInt64
+
+    package init(_ state: UnsafeRawPointer, bytes: Int) throws(MlorcError) {
+        let h = try StateFormat.read(state, bytes: bytes)
+        layoutVersion = StateFormat.layoutVersion
+        rule = h.rule.rawValue
+        storage = Int32(h.storage.rawValue)
+        dtype = Int32(h.dtype)
+        rows = Int64(h.rows); cols = Int64(h.cols); rank = Int64(h.rank)
+        step = h.step; tensorID = h.tensorID; stateBytes = UInt64(h.totalBytes)
+    }
+}

@@ -1,0 +1,247 @@
+/*
+ * mlorc.h - the stable C API of libmlorc.
+ *
+ * libmlorc implements memory-efficient optimizers for training neural networks.
+ * Its heart is MLorc (Momentum Low-rank Compression, arXiv 2506.01897): the
+ * momentum of each weight matrix is kept as rank-r factors, refreshed by a
+ * randomized SVD at every step, while the weights still receive full-rank
+ * updates. AdamW's state shrinks from 2mn to 2r(m+n+1) floats per m x n matrix.
+ *
+ * This header is the one source of truth for the ABI. Enum values and struct
+ * layouts are never renumbered or reused; new optimizers add keys, never
+ * signatures.
+ *
+ * Conventions
+ * - Every function that can fail returns an int status: MLORC_OK (0) on
+ *   success, a positive mlorc_status otherwise. mlorc_status_string() gives a
+ *   static description; mlorc_last_error() gives the handle's detailed message.
+ * - A call that fails changes nothing: no parameter, state or handle setting
+ *   is modified (the last-error message excepted).
+ * - Ownership: the caller owns parameters, gradients and per-tensor state
+ *   bytes; the library never keeps a pointer to them past the call. The
+ *   handle owns only its configuration and scratch memory.
+ *
+ * Thread-safety
+ * - Different handles may be used concurrently from different threads.
+ * - One handle must be used by one thread at a time (the caller serialises).
+ * - mlorc_version_*, mlorc_status_string and mlorc_param_bounds are always
+ *   thread-safe.
+ * - A step on one handle may use up to MLORC_PARAM_THREADS threads of its
+ *   own; it never changes OpenBLAS's process-wide settings.
+ *
+ * Determinism
+ * - The random test matrices of the randomized SVD come from a counter-based
+ *   generator keyed by (seed, tensor id, step). A step is a pure function of
+ *   (parameters, gradients, state, lr, handle settings): resuming from saved
+ *   state is bit-exact, every data-parallel rank draws the same matrices, and
+ *   the thread count never changes the result.
+ */
+#ifndef MLORC_H
+#define MLORC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define MLORC_VERSION_MAJOR 0
+#define MLORC_VERSION_MINOR 1
+#define MLORC_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH: compare with mlorc_version_number(). */
+#define MLORC_VERSION_NUMBER \
+    (MLORC_VERSION_MAJOR * 10000 + MLORC_VERSION_MINOR * 100 + MLORC_VERSION_PATCH)
+
+/* The version of the library actually loaded, in MLORC_VERSION_NUMBER form.
+ * A program built against this header should refuse a library whose major
+ * version differs from MLORC_VERSION_MAJOR. */
+unsigned mlorc_version_number(void);
+
+/* The same as a static string, "MAJOR.MINOR.PATCH". */
+const char *mlorc_version_string(void);
+
+/* ----------------------------------------------------------------- status */
+
+typedef enum mlorc_status {
+    MLORC_OK = 0,
+    MLORC_ERROR_NULL_POINTER = 1,      /* a required pointer argument is NULL */
+    MLORC_ERROR_INVALID_ARGUMENT = 2,  /* an enum, count or flag is not valid */
+    MLORC_ERROR_INVALID_SHAPE = 3,     /* rows/cols zero, negative or too large */
+    MLORC_ERROR_INVALID_RANK = 4,      /* rank 0, or rank > min(rows, cols) for low-rank storage */
+    MLORC_ERROR_PARAM_OUT_OF_RANGE = 5,/* hyperparameter outside mlorc_param_bounds() */
+    MLORC_ERROR_UNKNOWN_PARAM = 6,     /* key not known to this handle's rule */
+    MLORC_ERROR_STATE_TOO_SMALL = 7,   /* state buffer smaller than its layout needs */
+    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum or inconsistent header */
+    MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
+    MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
+    MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity; step refused */
+    MLORC_ERROR_OUT_OF_MEMORY = 12,    /* scratch allocation failed */
+    MLORC_ERROR_LINALG = 13,           /* LAPACK reported a failure */
+    MLORC_ERROR_UNSUPPORTED_DTYPE = 14 /* dtype not supported by this build */
+} mlorc_status;
+
+/* A static, NUL-terminated description of a status code (never NULL; an
+ * unknown code gives "unknown status"). */
+const char *mlorc_status_string(int status);
+
+/* ------------------------------------------------------------------ enums */
+
+/* The update rule of an optimizer handle. */
+typedef enum mlorc_rule {
+    MLORC_RULE_ADAMW = 1, /* AdamW; MLorc-AdamW on low-rank storage */
+    MLORC_RULE_LION = 2   /* Lion;  MLorc-Lion on low-rank storage */
+} mlorc_rule;
+
+/* How a tensor's moments are stored. */
+typedef enum mlorc_storage {
+    /* Default policy: low-rank when the tensor is a matrix (rows > 1 and
+     * cols > 1) and min(rows, cols) >= 4 * (rank + oversampling); dense
+     * otherwise (vectors and small matrices are still updated, densely). */
+    MLORC_STORAGE_AUTO = 0,
+    MLORC_STORAGE_DENSE = 1,  /* full-size moments: exactly AdamW / Lion */
+    MLORC_STORAGE_LOWRANK = 2 /* MLorc: rank-r factors U, s, V per moment */
+} mlorc_storage;
+
+/* Element type of parameters and gradients. */
+typedef enum mlorc_dtype {
+    MLORC_DTYPE_F32 = 0 /* IEEE-754 binary32 (the only value in this version) */
+} mlorc_dtype;
+
+/* Hyperparameters and settings, set per handle with mlorc_set_param().
+ * Values are doubles; integer-valued keys take integral doubles. */
+typedef enum mlorc_param {
+    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9,  Lion 0.95; [0, 1) */
+    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98; [0, 1) */
+    MLORC_PARAM_EPS = 3,              /* AdamW only: 1e-8; [0, 1] */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05; [0, 1e3] */
+    MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
+    MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
+    MLORC_PARAM_POWER_ITERATIONS = 7, /* q, randomized-SVD power iterations: 0; [0, 16] */
+    MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW only: 1 (on) or 0 (off) */
+    MLORC_PARAM_SEED = 9,             /* seed of the sketch matrices: 0; integer [0, 2^53] */
+    MLORC_PARAM_THREADS = 10          /* threads used by a step: 1; [1, 256] */
+} mlorc_param;
+
+/* ----------------------------------------------------------------- handle */
+
+/* An optimizer: one rule, its hyperparameters and scratch memory. Opaque. */
+typedef struct mlorc_optimizer mlorc_optimizer;
+
+/* Creates a handle for `rule` with that rule's default hyperparameters and
+ * stores it in *out (set to NULL on failure). Release it with mlorc_free(). */
+int mlorc_create(mlorc_optimizer **out, int rule);
+
+/* Releases a handle and its scratch. mlorc_free(NULL) does nothing. */
+void mlorc_free(mlorc_optimizer *opt);
+
+/* The detailed message of the last failed call on `opt` (which tensor, which
+ * argument, what was expected), or "" if none failed yet. The text stays
+ * valid until the next call on `opt` or its release. NULL gives a static
+ * message. */
+const char *mlorc_last_error(const mlorc_optimizer *opt);
+
+/* The rule the handle was created with, in *out_rule. */
+int mlorc_get_rule(const mlorc_optimizer *opt, int *out_rule);
+
+/* Sets a hyperparameter. Keys that do not apply to the handle's rule give
+ * MLORC_ERROR_UNKNOWN_PARAM; values outside the bounds give
+ * MLORC_ERROR_PARAM_OUT_OF_RANGE (and the old value stays). */
+int mlorc_set_param(mlorc_optimizer *opt, int param, double value);
+
+/* Reads a hyperparameter into *out_value. */
+int mlorc_get_param(const mlorc_optimizer *opt, int param, double *out_value);
+
+/* The inclusive bounds of `param` for `rule`, in *out_min and *out_max. */
+int mlorc_param_bounds(int rule, int param, double *out_min, double *out_max);
+
+/* Bytes of scratch memory the handle currently holds (grows with the largest
+ * step seen, reused across steps, released by mlorc_free). */
+int mlorc_scratch_bytes(const mlorc_optimizer *opt, size_t *out_bytes);
+
+/* ----------------------------------------------------------------- state */
+
+/* The shape and storage of one tensor, used to size and initialise its state.
+ * A matrix is rows x cols in row-major order; a vector is 1 x n (or n x 1);
+ * higher-dimensional tensors are flattened to (first dim) x (the rest). */
+typedef struct mlorc_tensor_layout {
+    int64_t rows;     /* >= 1 */
+    int64_t cols;     /* >= 1 */
+    int32_t dtype;    /* mlorc_dtype */
+    int32_t storage;  /* mlorc_storage */
+} mlorc_tensor_layout;
+
+/* Bytes of state that a tensor of `layout` needs under the handle's rule and
+ * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes.
+ * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn. */
+int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
+                     size_t *out_bytes);
+
+/* Initialises caller-owned `state` (of `state_bytes` >= mlorc_state_size())
+ * for a tensor of `layout`: zero moments, step 0, the given `tensor_id`.
+ * The tensor id keys the sketch matrices: give every tensor of a model its
+ * own id, and the same id again when resuming. The rank and the resolved
+ * storage are fixed in the state; changing MLORC_PARAM_RANK later affects
+ * only states initialised later. The state holds no pointers: it may be
+ * copied, saved and reloaded byte for byte. */
+int mlorc_state_init(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
+                     uint64_t tensor_id, void *state, size_t state_bytes);
+
+/* What a state header says, as checked by mlorc_state_inspect(). */
+typedef struct mlorc_state_info {
+    uint32_t layout_version; /* MLORC_STATE_LAYOUT_VERSION of the writer */
+    int32_t rule;            /* mlorc_rule */
+    int32_t storage;         /* resolved: MLORC_STORAGE_DENSE or _LOWRANK */
+    int32_t dtype;           /* mlorc_dtype */
+    int64_t rows;
+    int64_t cols;
+    int64_t rank;            /* 0 for dense storage */
+    uint64_t step;           /* steps taken so far */
+    uint64_t tensor_id;
+    uint64_t state_bytes;    /* bytes the state occupies */
+} mlorc_state_info;
+
+/* The state layout this library writes. States of other versions are refused
+ * with MLORC_ERROR_STATE_VERSION. */
+#define MLORC_STATE_LAYOUT_VERSION 1
+
+/* Validates a state (magic, version, header checksum, sizes; for low-rank
+ * storage also the payload checksum) and describes it in *out_info. Needs no
+ * handle: use it to check a checkpoint before loading it. */
+int mlorc_state_inspect(const void *state, size_t state_bytes, mlorc_state_info *out_info);
+
+/* ------------------------------------------------------------------- step */
+
+/* One tensor of a step. All pointers are caller-owned; `param` and `state`
+ * are updated in place, `grad` is only read. `param` and `grad` hold
+ * rows * cols elements of `dtype`, row-major, and must not overlap `state`. */
+typedef struct mlorc_tensor {
+    void *param;
+    const void *grad;
+    void *state;
+    size_t state_bytes;
+    int64_t rows;
+    int64_t cols;
+    int32_t dtype;     /* mlorc_dtype */
+    int32_t reserved;  /* must be 0 */
+} mlorc_tensor;
+
+/* Takes one optimizer step over `count` tensors with learning rate `lr`
+ * (>= 0, finite; pass the scheduled value every step). Every tensor's state
+ * must have been initialised by a handle of the same rule, with matching
+ * rows, cols and dtype.
+ *
+ * All-or-nothing: every argument and state is validated and every gradient
+ * is checked for NaN/infinity before anything is written. If any check fails
+ * the call returns its status, names the tensor (by index) in
+ * mlorc_last_error(), and leaves every parameter and state bit for bit as it
+ * was. */
+int mlorc_step(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t count, double lr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MLORC_H */
