@@ -28,6 +28,8 @@ let package = Package(
             linkerSettings: [
                 .unsafeFlags([
                     "-static-stdlib",
+                    // gold keeps local copies of Swift metadata in .dynsym; lld does not.
+                    "-use-ld=lld",
                     "-Xlinker", "--version-script=Sources/Mlorc/exports.map",
                     "-Xlinker", "-soname=libmlorc.so",
                 ]),
