@@ -18,12 +18,12 @@ let package = Package(
         .systemLibrary(name: "CLinearAlgebra", path: "Sources/CLinearAlgebra"),
         .target(
             name: "MlorcCore",
-            dependencies: ["CLinearAlgebra"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"])]
+            dependencies: ["CLinearAlgebra"]
         ),
         .target(
             name: "Mlorc",
             dependencies: ["MlorcCore", "CMlorcHeader"],
+            exclude: ["exports.map"],
             swiftSettings: [.enableExperimentalFeature("CImplementation")],
             linkerSettings: [
                 .unsafeFlags([

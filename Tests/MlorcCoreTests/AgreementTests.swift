@@ -1,0 +1,167 @@
+import XCTest
+@testable import MlorcCore
+
+/// The library against independent references: dense rules against
+/// straightforward double-precision AdamW/Lion; low-rank rules at full rank
+/// against the same; and the streaming passes against the materialising oracle.
+final class AgreementTests: XCTestCase {
+    /// Random gradients (independent of the weights, so float differences do
+    /// not feed back into the data) for `steps` steps.
+    func gradients(_ count: Int, steps: Int, seed: UInt64) -> [[Float]] {
+        var rng = TestRandom(seed)
+        return (0..<steps).map { _ in rng.matrix(count) }
+    }
+
+    func testDenseAdamWMatchesReference() throws {
+        let opt = Optimizer(rule: .adamW)
+        let t = try TestTensor(opt, rows: 17, cols: 13, id: 1, storage: .dense)
+        var ref = ReferenceAdamW(count: 17 * 13)
+        var w = [Double](repeating: 0, count: 17 * 13)
+        for g in gradients(17 * 13, steps: 200, seed: 3) {
+            t.grad = g
+            try step(opt, [t], lr: 1e-2)
+            ref.step(&w, g, lr: 1e-2)
+        }
+        // fp32 vs fp64 rounding over 200 steps of size <= lr: ~1e-6 relative.
+        XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), w), 1e-4)
+    }
+
+    func testDenseLionMatchesReference() throws {
+        let opt = Optimizer(rule: .lion)
+        let t = try TestTensor(opt, rows: 9, cols: 31, id: 1, storage: .dense)
+        var ref = ReferenceLion(count: 9 * 31)
+        var w = [Double](repeating: 0, count: 9 * 31)
+        for g in gradients(9 * 31, steps: 200, seed: 4) {
+            t.grad = g
+            try step(opt, [t], lr: 1e-3)
+            ref.step(&w, g, lr: 1e-3)
+        }
+        XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), w), 1e-5)
+        XCTAssertLessThan(maxAbsDiff(t.moment(0), ref.m), 1e-5)
+    }
+
+    /// At full rank (r = min(m, n)) the randomized SVD is exact, so MLorc is
+    /// AdamW / Lion up to the rounding of the factorisation.
+    func testFullRankLowRankAdamWMatchesDense() throws {
+        for (rows, cols) in [(12, 8), (8, 12), (10, 10)] {
+            let opt = Optimizer(rule: .adamW)
+            try opt.hyper.set(.rank, Double(min(rows, cols)), rule: .adamW)
+            let t = try TestTensor(opt, rows: rows, cols: cols, id: 5, storage: .lowRank)
+            XCTAssertEqual(t.header.storage, .lowRank)
+            var ref = ReferenceAdamW(count: rows * cols)
+            var w = [Double](repeating: 0, count: rows * cols)
+            for g in gradients(rows * cols, steps: 100, seed: 6) {
+                t.grad = g
+                try step(opt, [t], lr: 1e-2)
+                ref.step(&w, g, lr: 1e-2)
+            }
+            // Total movement is ~lr·steps = 1; the factorisation's fp32 error on
+            // small second-moment entries perturbs single updates by ~1e-3 relative.
+            XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), w), 1e-3, "\(rows)x\(cols)")
+            XCTAssertLessThan(maxAbsDiff(t.moment(0), ref.m), 1e-5, "\(rows)x\(cols)")
+            XCTAssertLessThan(maxAbsDiff(t.moment(1), ref.v), 1e-5, "\(rows)x\(cols)")
+        }
+    }
+
+    func testFullRankLowRankLionMatchesDense() throws {
+        let (rows, cols) = (14, 9)
+        let opt = Optimizer(rule: .lion)
+        try opt.hyper.set(.rank, 9, rule: .lion)
+        let t = try TestTensor(opt, rows: rows, cols: cols, id: 5, storage: .lowRank)
+        var ref = ReferenceLion(count: rows * cols)
+        var w = [Double](repeating: 0, count: rows * cols)
+        for g in gradients(rows * cols, steps: 100, seed: 7) {
+            t.grad = g
+            try step(opt, [t], lr: 1e-3)
+            ref.step(&w, g, lr: 1e-3)
+        }
+        XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), w), 1e-5)
+        XCTAssertLessThan(maxAbsDiff(t.moment(0), ref.m), 1e-5)
+    }
+
+    /// Gradients confined to a fixed rank-2 subspace keep Lion's momentum of
+    /// rank 2 <= r, which the sketch captures exactly: MLorc-Lion = Lion.
+    func testLionMomentumExactInLowRankSubspace() throws {
+        let (rows, cols, k) = (40, 30, 2)
+        var rng = TestRandom(11)
+        let p = rng.matrix(rows * k), q = rng.matrix(cols * k)
+        let opt = Optimizer(rule: .lion)
+        let t = try TestTensor(opt, rows: rows, cols: cols, id: 2, storage: .lowRank)
+        XCTAssertEqual(t.header.rank, 4)
+        var ref = ReferenceLion(count: rows * cols)
+        var w = [Double](repeating: 0, count: rows * cols)
+        for _ in 0..<60 {
+            let a = rng.matrix(k * k)
+            var g = [Float](repeating: 0, count: rows * cols)
+            for i in 0..<rows { for j in 0..<cols { for x in 0..<k { for y in 0..<k {
+                g[i * cols + j] += p[i * k + x] * a[x * k + y] * q[j * k + y]
+            } } } }
+            t.grad = g
+            try step(opt, [t], lr: 1e-3)
+            ref.step(&w, g, lr: 1e-3)
+        }
+        XCTAssertLessThan(maxAbsDiff(t.moment(0), ref.m), 1e-5)
+        XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), w), 1e-6)
+    }
+
+    /// One streaming step against the materialising oracle with the same Ω,
+    /// across shapes, oversampling and power iterations, for both rules.
+    func testStreamingMatchesMaterialisingOracle() throws {
+        let cases: [(rows: Int, cols: Int, rank: Int, p: Int, q: Int)] = [
+            (37, 23, 4, 0, 0),   // tall, rows not a multiple of 8
+            (23, 37, 4, 0, 0),   // wide
+            (32, 32, 3, 2, 1),   // square, oversampling + power iteration
+            (19, 11, 6, 4, 0),   // r + p near min(m, n) (clipped to 10... 11)
+            (50, 41, 5, 1, 2),
+        ]
+        for rule in RuleKind.allCases {
+            for c in cases {
+                let opt = Optimizer(rule: rule)
+                try opt.hyper.set(.rank, Double(c.rank), rule: rule)
+                try opt.hyper.set(.oversampling, Double(c.p), rule: rule)
+                try opt.hyper.set(.powerIterations, Double(c.q), rule: rule)
+                try opt.hyper.set(.seed, 99, rule: rule)
+                var rng = TestRandom(UInt64(c.rows * 1000 + c.cols))
+                let t = try TestTensor(opt, rows: c.rows, cols: c.cols, id: 3, storage: .lowRank, param: rng.matrix(c.rows * c.cols))
+                // A few steps to get non-trivial factors (including negative R entries).
+                for _ in 0..<3 { t.grad = rng.matrix(c.rows * c.cols); try step(opt, [t], lr: 1e-2) }
+                let mc = rule.momentCount
+                let prev = (0..<mc).map { t.moment($0) }
+                let w0 = t.param
+                let g = rng.matrix(c.rows * c.cols)
+                t.grad = g
+                let header = t.header
+                try step(opt, [t], lr: 1e-2)
+
+                let l = min(c.rank + c.p, min(c.rows, c.cols))
+                var omega = [Float](repeating: 0, count: l * c.cols)
+                SketchGenerator(seed: 99, tensorID: 3, step: header.step + 1).fillNormals(&omega, count: omega.count)
+                let oracle = MaterialisingOracle(rows: c.rows, cols: c.cols, rank: c.rank, sketchWidth: l, powerIterations: c.q)
+                let h = opt.hyper, t1 = Double(header.step + 1)
+                let result: (weights: [Double], moments: [[Double]])
+                switch rule {
+                case .adamW:
+                    let bc1 = 1 - pow(h.beta1, t1), bc2 = 1 - pow(h.beta2, t1)
+                    result = oracle.step(prev: prev, nonNegative: [false, true], g: g, w: w0, omega: omega,
+                                         stepSize: 1e-2 / bc1, decayFactor: 1 - 1e-2 * h.weightDecay) { p, gi in
+                        let m = h.beta1 * p[0] + (1 - h.beta1) * gi, v = h.beta2 * p[1] + (1 - h.beta2) * gi * gi
+                        return ([m, v], m / (v.squareRoot() / bc2.squareRoot() + h.eps))
+                    }
+                case .lion:
+                    result = oracle.step(prev: prev, nonNegative: [false], g: g, w: w0, omega: omega,
+                                         stepSize: 1e-2, decayFactor: 1 - 1e-2 * h.weightDecay) { p, gi in
+                        let u = h.beta1 * p[0] + (1 - h.beta1) * gi
+                        return ([h.beta2 * p[0] + (1 - h.beta2) * gi], u > 0 ? 1 : u < 0 ? -1 : 0)
+                    }
+                }
+                let label = "\(rule) \(c)"
+                XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), result.weights), 1e-4, label)
+                for k in 0..<mc {
+                    let scale = result.moments[k].map(abs).max()!
+                    // fp32 products and factorisation vs fp64: relative 1e-4 of the moment's scale.
+                    XCTAssertLessThan(maxAbsDiff(t.moment(k), result.moments[k]), 1e-4 * scale, "\(label) moment \(k)")
+                }
+            }
+        }
+    }
+}

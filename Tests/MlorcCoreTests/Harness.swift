@@ -1,0 +1,81 @@
+import XCTest
+@testable import MlorcCore
+
+/// A tensor with its own parameter, gradient and state buffers, for tests.
+final class TestTensor {
+    let rows: Int, cols: Int
+    var param: [Float]
+    var grad: [Float]
+    var state: [UInt8]
+
+    init(_ opt: Optimizer, rows: Int, cols: Int, id: UInt64, storage: StorageRequest = .auto,
+         param initial: [Float]? = nil) throws {
+        self.rows = rows
+        self.cols = cols
+        param = initial ?? [Float](repeating: 0, count: rows * cols)
+        grad = [Float](repeating: 0, count: rows * cols)
+        let layout = TensorLayout(rows: Int64(rows), cols: Int64(cols), storage: storage.rawValue)
+        state = [UInt8](repeating: 0, count: try opt.stateSize(layout))
+        try state.withUnsafeMutableBytes { try opt.initState(layout, tensorID: id, state: $0.baseAddress, bytes: $0.count) }
+    }
+
+    var header: StateFormat.Header {
+        state.withUnsafeBytes { try! StateFormat.read($0.baseAddress!, bytes: $0.count) }
+    }
+
+    /// Moment k rebuilt as a full rows x cols matrix (from factors, or copied if dense).
+    func moment(_ k: Int) -> [Double] {
+        let h = header
+        return state.withUnsafeBytes { raw in
+            let base = raw.baseAddress!.advanced(by: StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
+                + k * h.floatsPerMoment
+            if h.storage == .dense { return (0..<(rows * cols)).map { Double(base[$0]) } }
+            let r = h.rank, u = base, s = base + rows * r, vt = base + rows * r + r
+            var out = [Double](repeating: 0, count: rows * cols)
+            for i in 0..<rows { for j in 0..<cols { for a in 0..<r {
+                out[i * cols + j] += Double(u[i * r + a]) * Double(s[a]) * Double(vt[a * cols + j])
+            } } }
+            return out
+        }
+    }
+}
+
+/// Runs one step over `tensors` with their current gradients.
+func step(_ opt: Optimizer, _ tensors: [TestTensor], lr: Double) throws {
+    // The arrays' storage is pinned for the duration of the call by nesting.
+    func go(_ i: Int, _ args: [TensorArgs]) throws {
+        if i == tensors.count { return try opt.step(args, lr: lr) }
+        let t = tensors[i]
+        try t.param.withUnsafeMutableBytes { p in
+            try t.grad.withUnsafeBytes { g in
+                try t.state.withUnsafeMutableBytes { s in
+                    try go(i + 1, args + [TensorArgs(param: p.baseAddress, grad: g.baseAddress, state: s.baseAddress,
+                                                     stateBytes: s.count, rows: Int64(t.rows), cols: Int64(t.cols))])
+                }
+            }
+        }
+    }
+    try go(0, [])
+}
+
+/// Deterministic pseudo-random floats in [-1, 1) for test data (SplitMix64).
+struct TestRandom {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> Float {
+        state = state &+ 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Float(z >> 40) / Float(1 << 23) - 1
+    }
+    mutating func matrix(_ count: Int, scale: Float = 1) -> [Float] { (0..<count).map { _ in scale * next() } }
+}
+
+func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).map { abs($0 - $1) }.max() ?? 0
+}
+func maxAbsDiff(_ a: [Double], _ b: [Double]) -> Double {
+    zip(a, b).map { abs($0 - $1) }.max() ?? 0
+}
