@@ -79,3 +79,19 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
 func maxAbsDiff(_ a: [Double], _ b: [Double]) -> Double {
     zip(a, b).map { abs($0 - $1) }.max() ?? 0
 }
+
+extension TestTensor {
+    /// Overwrites moment k's low-rank factors with random ones (so the
+    /// rebuilt second moment has many negative entries) and reseals the state.
+    func randomizeFactors(_ k: Int, rng: inout TestRandom, scale: Float) {
+        var h = header
+        precondition(h.storage == .lowRank)
+        state.withUnsafeMutableBytes { raw in
+            let payload = raw.baseAddress!.advanced(by: StateFormat.headerBytes)
+            let base = payload.assumingMemoryBound(to: Float.self) + k * h.floatsPerMoment
+            for e in 0..<h.floatsPerMoment { base[e] = scale * rng.next() }
+            h.payloadChecksum = Checksum.of(UnsafeRawPointer(payload), count: h.payloadBytes)
+            StateFormat.write(h, to: raw.baseAddress!)
+        }
+    }
+}
