@@ -5,6 +5,7 @@ import PackageDescription
 // - CMlorcHeader exposes that header to Swift so `@c @implementation` checks
 //   every exported function against it at compile time.
 // - CLinearAlgebra wraps Debian's OpenBLAS (cblas.h) and LAPACKE (lapacke.h).
+// - CVectorMath holds the few vector intrinsics Swift's SIMD types lack.
 // - MlorcCore holds the rules, storages, kernels and linear algebra (internal).
 // - Mlorc is only the exported C functions; its .dynamic product is libmlorc.so,
 //   linked with the Swift runtime statically and exporting only mlorc_*.
@@ -16,9 +17,13 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CMlorcHeader", path: "Sources/CMlorcHeader"),
         .systemLibrary(name: "CLinearAlgebra", path: "Sources/CLinearAlgebra"),
+        .systemLibrary(name: "CVectorMath", path: "Sources/CVectorMath"),
         .target(
             name: "MlorcCore",
-            dependencies: ["CLinearAlgebra"]
+            dependencies: ["CLinearAlgebra", "CVectorMath"],
+            // The kernels are written for 256-bit SIMD with FMA (AVX2 + FMA, Haswell and later):
+            // every machine this project targets has it (DESIGN.md §9).
+            swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]
         ),
         .target(
             name: "Mlorc",

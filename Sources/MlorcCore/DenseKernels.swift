@@ -4,19 +4,55 @@ func denseUpdate<Rule: MomentRule>(
     _ rule: Rule, weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>,
     m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>?, range: Range<Int>
 ) {
-    var e = range.lowerBound
-    while e < range.upperBound {
-        let count = min(8, range.upperBound - e)
-        let g = load8(grad + e, count)
-        var mv = load8(m + e, count)
-        var vv = v.map { load8($0 + e, count) } ?? .zero
-        let direction = rule.apply(&mv, &vv, g)
-        store8(mv, m + e, count)
-        if let v { store8(vv, v + e, count) }
-        let w = weights + e
-        store8(load8(w, count) * rule.decayFactor - rule.stepSize * direction, w, count)
-        e += 8
+    let full = range.lowerBound + (range.count / 8) * 8
+    if let v {
+        var e = range.lowerBound
+        while e < full {
+            denseChunk(rule, weights + e, grad + e, m + e, v + e)
+            e += 8
+        }
+    } else {
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 8)
+        defer { scratch.deallocate() }
+        var e = range.lowerBound
+        while e < full {
+            denseChunk(rule, weights + e, grad + e, m + e, scratch)
+            e += 8
+        }
     }
+    // The last < 8 elements go through the same code on padded copies.
+    let tail = range.upperBound - full
+    if tail > 0 {
+        var w = SIMD8<Float>(repeating: 0), g = w, mm = w, vv = w
+        for i in 0..<tail {
+            w[i] = weights[full + i]; g[i] = grad[full + i]; mm[i] = m[full + i]; vv[i] = v?[full + i] ?? 0
+        }
+        withUnsafeMutablePointer(to: &w) { wp in withUnsafeMutablePointer(to: &g) { gp in
+            withUnsafeMutablePointer(to: &mm) { mp in withUnsafeMutablePointer(to: &vv) { vp in
+                denseChunk(rule, UnsafeMutableRawPointer(wp).assumingMemoryBound(to: Float.self),
+                           UnsafeRawPointer(gp).assumingMemoryBound(to: Float.self),
+                           UnsafeMutableRawPointer(mp).assumingMemoryBound(to: Float.self),
+                           UnsafeMutableRawPointer(vp).assumingMemoryBound(to: Float.self))
+            } }
+        } }
+        for i in 0..<tail {
+            weights[full + i] = w[i]; m[full + i] = mm[i]; v?[full + i] = vv[i]
+        }
+    }
+}
+
+/// One 8-element chunk of the dense update (unaligned 256-bit loads and stores).
+@inline(__always)
+private func denseChunk<Rule: MomentRule>(_ rule: Rule, _ w: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                                          _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>) {
+    var mv = UnsafeRawPointer(m).loadUnaligned(as: SIMD8<Float>.self)
+    var vv = UnsafeRawPointer(v).loadUnaligned(as: SIMD8<Float>.self)
+    let gv = UnsafeRawPointer(g).loadUnaligned(as: SIMD8<Float>.self)
+    let direction = rule.apply(&mv, &vv, gv)
+    UnsafeMutableRawPointer(m).storeBytes(of: mv, as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(v).storeBytes(of: vv, as: SIMD8<Float>.self)
+    let wv = UnsafeRawPointer(w).loadUnaligned(as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(w).storeBytes(of: wv * rule.decayFactor - rule.stepSize * direction, as: SIMD8<Float>.self)
 }
 
 /// Whether every element of p[range] is finite (no NaN, no infinity).

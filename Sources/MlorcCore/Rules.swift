@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CVectorMath
 
 /// Update rules: the per-element math of an optimizer, independent of how its
 /// moments are stored. A rule reads the previous moments and the gradient,
@@ -65,7 +66,7 @@ struct AdamWRule: MomentRule {
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         m = beta1 * m + oneMinusBeta1 * g
         v = beta2 * v + oneMinusBeta2 * (g * g)
-        let denom = v.squareRoot() / sqrtBiasCorrection2 + eps
+        let denom = mlorc_sqrt8(v) / sqrtBiasCorrection2 + eps
         return m / denom
     }
 }

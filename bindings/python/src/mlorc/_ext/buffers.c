@@ -1,0 +1,53 @@
+/* Buffer-protocol requests. Parameters and state are written in place, so
+ * they must be writable and C-contiguous: a copy would silently lose the
+ * update. Formats are checked so that, say, a float64 array is refused
+ * instead of being read as twice as many float32s. */
+#include <string.h>
+
+#include "ext.h"
+
+/* Strips a byte-order prefix that still means native order. */
+static const char *native_format(const char *format) {
+    if (format == NULL) return "B"; /* PEP 3118: NULL means unsigned bytes */
+    if (*format == '@' || *format == '=') return format + 1;
+#if PY_LITTLE_ENDIAN
+    if (*format == '<') return format + 1;
+#else
+    if (*format == '>' || *format == '!') return format + 1;
+#endif
+    return format;
+}
+
+/* Re-raises the exporter's refusal with the buffer's role prepended. */
+static int refuse(const char *what) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyErr_Format(type != NULL ? type : PyExc_BufferError, "%s: %S", what,
+                 value != NULL ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return -1;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what,
+                      const char *format, Py_ssize_t itemsize, const char *expected) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return refuse(what);
+    if (strcmp(native_format(view->format), format) != 0 || view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s (buffer format '%s'), got format '%s'",
+                     what, expected, format, view->format != NULL ? view->format : "B");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+int get_f32_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what) {
+    return get_buffer(obj, view, writable, what, "f", 4, "float32");
+}
+
+int get_byte_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what) {
+    return get_buffer(obj, view, writable, what, "B", 1, "raw bytes (uint8)");
+}

@@ -1,0 +1,123 @@
+/* Module init of mlorc._mlorc: refuses a libmlorc.so whose version differs
+ * from the header compiled in, then exposes the constants of mlorc.h, the
+ * Handle type and the calls that need no handle. */
+#include "ext.h"
+
+PyObject *state_info_dict(const mlorc_state_info *info) {
+    return Py_BuildValue(
+        "{s:I,s:i,s:i,s:i,s:L,s:L,s:L,s:K,s:K,s:K}",
+        "layout_version", (unsigned)info->layout_version, "rule", (int)info->rule,
+        "storage", (int)info->storage, "dtype", (int)info->dtype,
+        "rows", (long long)info->rows, "cols", (long long)info->cols,
+        "rank", (long long)info->rank, "step", (unsigned long long)info->step,
+        "tensor_id", (unsigned long long)info->tensor_id,
+        "state_bytes", (unsigned long long)info->state_bytes);
+}
+
+static PyObject *version_number(PyObject *m, PyObject *unused) {
+    (void)m, (void)unused;
+    return PyLong_FromUnsignedLong(mlorc_version_number());
+}
+
+static PyObject *version_string(PyObject *m, PyObject *unused) {
+    (void)m, (void)unused;
+    return PyUnicode_FromString(mlorc_version_string());
+}
+
+static PyObject *status_string(PyObject *m, PyObject *args) {
+    (void)m;
+    int status;
+    if (!PyArg_ParseTuple(args, "i:status_string", &status)) return NULL;
+    return PyUnicode_FromString(mlorc_status_string(status));
+}
+
+static PyObject *param_bounds(PyObject *m, PyObject *args) {
+    (void)m;
+    int rule, key;
+    double lo = 0, hi = 0;
+    if (!PyArg_ParseTuple(args, "ii:param_bounds", &rule, &key)) return NULL;
+    int status = mlorc_param_bounds(rule, key, &lo, &hi);
+    if (status != MLORC_OK) return raise_status(status, NULL, "mlorc_param_bounds");
+    return Py_BuildValue("(dd)", lo, hi);
+}
+
+static PyObject *state_inspect(PyObject *m, PyObject *state) {
+    (void)m;
+    Py_buffer view;
+    mlorc_state_info info;
+    if (get_byte_buffer(state, &view, 0, "state") < 0) return NULL;
+    int status = mlorc_state_inspect(view.buf, (size_t)view.len, &info);
+    PyBuffer_Release(&view);
+    if (status != MLORC_OK) return raise_status(status, NULL, "mlorc_state_inspect");
+    return state_info_dict(&info);
+}
+
+static PyMethodDef module_methods[] = {
+    {"version_number", version_number, METH_NOARGS,
+     "version_number() -> int: mlorc_version_number() of the loaded library."},
+    {"version_string", version_string, METH_NOARGS,
+     "version_string() -> str: mlorc_version_string() of the loaded library."},
+    {"status_string", status_string, METH_VARARGS,
+     "status_string(status) -> str: static description of a status code."},
+    {"param_bounds", param_bounds, METH_VARARGS,
+     "param_bounds(rule, key) -> (min, max): inclusive bounds of a hyperparameter."},
+    {"state_inspect", state_inspect, METH_O,
+     "state_inspect(state) -> dict: validate a state buffer and describe its header."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "mlorc._mlorc",
+    "Thin CPython binding of libmlorc (include/mlorc.h).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+#define ADD_INT(m, name) (PyModule_AddIntConstant((m), #name, (long)(MLORC_##name)) < 0)
+
+static int add_constants(PyObject *m) {
+    if (ADD_INT(m, RULE_ADAMW) || ADD_INT(m, RULE_LION) ||
+        ADD_INT(m, STORAGE_AUTO) || ADD_INT(m, STORAGE_DENSE) || ADD_INT(m, STORAGE_LOWRANK) ||
+        ADD_INT(m, DTYPE_F32) ||
+        ADD_INT(m, PARAM_BETA1) || ADD_INT(m, PARAM_BETA2) || ADD_INT(m, PARAM_EPS) ||
+        ADD_INT(m, PARAM_WEIGHT_DECAY) || ADD_INT(m, PARAM_RANK) ||
+        ADD_INT(m, PARAM_OVERSAMPLING) || ADD_INT(m, PARAM_POWER_ITERATIONS) ||
+        ADD_INT(m, PARAM_BIAS_CORRECTION) || ADD_INT(m, PARAM_SEED) || ADD_INT(m, PARAM_THREADS) ||
+        ADD_INT(m, OK) || ADD_INT(m, ERROR_NULL_POINTER) || ADD_INT(m, ERROR_INVALID_ARGUMENT) ||
+        ADD_INT(m, ERROR_INVALID_SHAPE) || ADD_INT(m, ERROR_INVALID_RANK) ||
+        ADD_INT(m, ERROR_PARAM_OUT_OF_RANGE) || ADD_INT(m, ERROR_UNKNOWN_PARAM) ||
+        ADD_INT(m, ERROR_STATE_TOO_SMALL) || ADD_INT(m, ERROR_STATE_CORRUPTED) ||
+        ADD_INT(m, ERROR_STATE_VERSION) || ADD_INT(m, ERROR_STATE_MISMATCH) ||
+        ADD_INT(m, ERROR_NON_FINITE) || ADD_INT(m, ERROR_OUT_OF_MEMORY) ||
+        ADD_INT(m, ERROR_LINALG) || ADD_INT(m, ERROR_UNSUPPORTED_DTYPE) ||
+        ADD_INT(m, STATE_LAYOUT_VERSION) ||
+        PyModule_AddIntConstant(m, "HEADER_VERSION", MLORC_VERSION_NUMBER) < 0)
+        return -1;
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__mlorc(void) {
+    unsigned loaded = mlorc_version_number();
+    if (loaded != MLORC_VERSION_NUMBER) {
+        PyErr_Format(PyExc_ImportError,
+                     "mlorc: this binding was compiled against mlorc.h %d.%d.%d but the "
+                     "loaded libmlorc.so is %s (version number %u). Rebuild the library "
+                     "(swift build -c release) and reinstall the binding "
+                     "(bindings/python/install.sh) so that both match.",
+                     MLORC_VERSION_MAJOR, MLORC_VERSION_MINOR, MLORC_VERSION_PATCH,
+                     mlorc_version_string(), loaded);
+        return NULL;
+    }
+    if (PyType_Ready(&Handle_Type) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) return NULL;
+    if (errors_init(m) < 0 || add_constants(m) < 0) goto fail;
+    Py_INCREF(&Handle_Type);
+    if (PyModule_AddObject(m, "Handle", (PyObject *)&Handle_Type) < 0) {
+        Py_DECREF(&Handle_Type);
+        goto fail;
+    }
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,107 @@
+/* The batched step: acquire every buffer, release the GIL once around
+ * mlorc_step, release every buffer on every path. */
+#include <stdint.h>
+
+#include "ext.h"
+
+/* Buffers held for one tensor of the batch. */
+typedef struct {
+    Py_buffer param, grad, state;
+    int held; /* how many of the three are acquired, in that order */
+} Held;
+
+static void release(Held *held, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (held[i].held > 2) PyBuffer_Release(&held[i].state);
+        if (held[i].held > 1) PyBuffer_Release(&held[i].grad);
+        if (held[i].held > 0) PyBuffer_Release(&held[i].param);
+    }
+}
+
+/* Acquires tensor i's buffers into *h and fills *t; -1 with an exception set. */
+static int prepare(PyObject *item, Py_ssize_t i, Held *h, mlorc_tensor *t) {
+    PyObject *param, *grad, *state;
+    long long rows, cols;
+    char what[64];
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "tensor %zd: expected a tuple (param, grad, state, rows, cols)", i);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(item, "OOOLL", &param, &grad, &state, &rows, &cols)) return -1;
+    if (rows < 1 || cols < 1 || rows > INT64_MAX / 4 / cols) {
+        PyErr_Format(PyExc_ValueError, "tensor %zd: shape %lldx%lld is invalid", i, rows, cols);
+        return -1;
+    }
+    PyOS_snprintf(what, sizeof what, "tensor %zd param", i);
+    if (get_f32_buffer(param, &h->param, 1, what) < 0) return -1;
+    h->held = 1;
+    PyOS_snprintf(what, sizeof what, "tensor %zd grad", i);
+    if (get_f32_buffer(grad, &h->grad, 0, what) < 0) return -1;
+    h->held = 2;
+    PyOS_snprintf(what, sizeof what, "tensor %zd state", i);
+    if (get_byte_buffer(state, &h->state, 1, what) < 0) return -1;
+    h->held = 3;
+    Py_ssize_t expected = (Py_ssize_t)(rows * cols);
+    if (h->param.len / 4 != expected || h->grad.len / 4 != expected) {
+        PyErr_Format(PyExc_ValueError,
+                     "tensor %zd: shape %lldx%lld needs %zd float32 elements, "
+                     "but param has %zd and grad has %zd",
+                     i, rows, cols, expected, h->param.len / 4, h->grad.len / 4);
+        return -1;
+    }
+    t->param = h->param.buf;
+    t->grad = h->grad.buf;
+    t->state = h->state.buf;
+    t->state_bytes = (size_t)h->state.len;
+    t->rows = rows;
+    t->cols = cols;
+    t->dtype = MLORC_DTYPE_F32;
+    t->reserved = 0;
+    return 0;
+}
+
+PyObject *handle_step(HandleObject *self, PyObject *args) {
+    PyObject *items, *seq;
+    double lr;
+    if (!PyArg_ParseTuple(args, "Od:step", &items, &lr)) return NULL;
+    if (handle_check_idle(self) < 0) return NULL;
+    seq = PySequence_Fast(items, "step: tensors must be a sequence of "
+                                 "(param, grad, state, rows, cols) tuples");
+    if (seq == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject *result = NULL;
+    /* Calloc so that every Held starts with held = 0. */
+    Held *held = PyMem_Calloc((size_t)(count > 0 ? count : 1), sizeof *held);
+    mlorc_tensor *tensors = PyMem_Calloc((size_t)(count > 0 ? count : 1), sizeof *tensors);
+    Py_ssize_t prepared = 0;
+    if (held == NULL || tensors == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; prepared < count; prepared++) {
+        if (prepare(PySequence_Fast_GET_ITEM(seq, prepared), prepared, &held[prepared],
+                    &tensors[prepared]) < 0) {
+            prepared++; /* its partly held buffers are released below */
+            goto done;
+        }
+    }
+    int status;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    status = mlorc_step(self->opt, tensors, (size_t)count, lr);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (status != MLORC_OK) {
+        raise_status(status, self->opt, "mlorc_step");
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    if (held != NULL) release(held, prepared);
+    PyMem_Free(held);
+    PyMem_Free(tensors);
+    Py_DECREF(seq);
+    return result;
+}

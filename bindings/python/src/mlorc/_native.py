@@ -1,0 +1,79 @@
+"""The compiled extension and the name <-> code tables of mlorc.h.
+
+Importing mlorc._mlorc raises ImportError when the loaded libmlorc.so is not
+the version the extension was compiled against (checked in its init).
+"""
+from . import _mlorc
+from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
+
+RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION}
+RULE_NAMES = {code: name for name, code in RULES.items()}
+
+STORAGES = {
+    "auto": _mlorc.STORAGE_AUTO,
+    "dense": _mlorc.STORAGE_DENSE,
+    "lowrank": _mlorc.STORAGE_LOWRANK,
+}
+STORAGE_NAMES = {code: name for name, code in STORAGES.items()}
+
+# Hyperparameter names as the Python fronts spell them.
+PARAMS = {
+    "beta1": _mlorc.PARAM_BETA1,
+    "beta2": _mlorc.PARAM_BETA2,
+    "eps": _mlorc.PARAM_EPS,
+    "weight_decay": _mlorc.PARAM_WEIGHT_DECAY,
+    "rank": _mlorc.PARAM_RANK,
+    "oversampling": _mlorc.PARAM_OVERSAMPLING,
+    "power_iterations": _mlorc.PARAM_POWER_ITERATIONS,
+    "bias_correction": _mlorc.PARAM_BIAS_CORRECTION,
+    "seed": _mlorc.PARAM_SEED,
+    "threads": _mlorc.PARAM_THREADS,
+}
+INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads"}
+
+
+def rule_code(rule):
+    """Accepts 'adamw' / 'lion' (any case) or an MLORC_RULE_* value."""
+    if isinstance(rule, str):
+        try:
+            return RULES[rule.lower()]
+        except KeyError:
+            raise ValueError(f"unknown rule {rule!r}; expected one of {sorted(RULES)}") from None
+    if rule in RULE_NAMES:
+        return int(rule)
+    raise ValueError(f"unknown rule {rule!r}; expected one of {sorted(RULES)}")
+
+
+def storage_code(storage):
+    """Accepts 'auto' / 'dense' / 'lowrank' or an MLORC_STORAGE_* value."""
+    if isinstance(storage, str):
+        try:
+            return STORAGES[storage.lower().replace("_", "").replace("-", "")]
+        except KeyError:
+            raise ValueError(f"unknown storage {storage!r}; expected one of {sorted(STORAGES)}") from None
+    if storage in STORAGE_NAMES:
+        return int(storage)
+    raise ValueError(f"unknown storage {storage!r}; expected one of {sorted(STORAGES)}")
+
+
+def set_hyper(handle, name, value):
+    """Sets one named hyperparameter; the library checks bounds (MlorcError)."""
+    try:
+        key = PARAMS[name]
+    except KeyError:
+        raise TypeError(f"unknown hyperparameter {name!r}; expected one of {sorted(PARAMS)}") from None
+    handle.set_param(key, float(value))
+
+
+def get_hyper(handle, name):
+    value = handle.get_param(PARAMS[name])
+    return int(value) if name in INTEGER_PARAMS else value
+
+
+def inspect_state(state):
+    """Validates a state buffer (MlorcError if corrupted) and describes it,
+    with rule and storage as names."""
+    info = _mlorc.state_inspect(state)
+    info["rule"] = RULE_NAMES.get(info["rule"], info["rule"])
+    info["storage"] = STORAGE_NAMES.get(info["storage"], info["storage"])
+    return info

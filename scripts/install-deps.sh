@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what libmlorc needs on a fresh Debian machine: OpenBLAS + LAPACKE
+# (the library), python3-dev headers and a Python virtual environment with the
+# pinned CPU build of PyTorch (the binding, its tests and the demo).
+# Idempotent: skips whatever is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
+[ -f /usr/include/lapacke.h ] || need_apt+=(liblapacke-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== installing Debian packages: ${need_apt[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The Python environment lives in .venv (ignored by git).
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    python3 -m venv .venv
+fi
+py=.venv/bin/python
+if ! "$py" -c "import torch, numpy, pytest, sklearn" 2>/dev/null; then
+    echo "== installing Python packages into .venv (torch 2.13.0 CPU build, numpy, pytest, scikit-learn)"
+    "$py" -m pip install -q --upgrade pip
+    "$py" -m pip install -q -r requirements.txt
+fi
