@@ -73,9 +73,11 @@ struct LowRankStep<Rule: MomentRule> {
 
     /// Pass 1: reads only. Returns false if the gradient is not finite.
     func sketch(workspace: inout Workspace, parts: Int) throws(MlorcError) -> Bool {
-        let omega = try workspace.floats(.omega, l * n)
+        // Ω[b, j] is normal number b·cols + j of this (seed, tensor, step).
+        let staging = try workspace.floats(.staging, l * n), omega = try workspace.floats(.omega, l * n)
         SketchGenerator(seed: hyper.seed, tensorID: prepared.header.tensorID, step: prepared.header.step + 1)
-            .fillNormals(omega, count: l * n)
+            .fillNormals(staging, count: l * n)
+        Panel.fromRowMajor(staging, into: omega, rows: l, cols: n)
         let (scratch, stride) = try threadScratch(parts, &workspace)
         var finite = [Bool](repeating: true, count: parts)
         let sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega))
@@ -115,8 +117,14 @@ struct LowRankStep<Rule: MomentRule> {
                            q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
                            out: panel, updateWeights: false, scratch: scratch + part * stride)
             }
-            // Z_k (l x cols row-major) is Z_kᵀ... as cols x l column-major: orthonormalise in place.
-            for k in 0..<mc { try LinearAlgebra.orthonormalize(panel[k], rows: n, cols: l, workspace: &workspace) }
+            // Z_k = A_kᵀQ_k, orthonormalised as a cols x l column-major matrix
+            // (= row-major l x cols), then back in panel layout as the next sketch.
+            let staging = try workspace.floats(.staging, l * n)
+            for k in 0..<mc {
+                Panel.toRowMajor(panel[k], into: staging, rows: l, cols: n)
+                try LinearAlgebra.orthonormalize(staging, rows: n, cols: l, workspace: &workspace)
+                Panel.fromRowMajor(staging, into: panel[k], rows: l, cols: n)
+            }
             parallelFor(parts: parts) { part in
                 _ = rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
                             sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
@@ -134,16 +142,18 @@ struct LowRankStep<Rule: MomentRule> {
         for k in 0..<mc { try refreshFactors(k, b: panel[k], workspace: &workspace) }
     }
 
-    /// B_k (l x cols row-major, i.e. B_kᵀ cols x l column-major) = Ũ Σ Ṽᵀ:
-    /// keeps the leading `rank` triplets as the new factors of moment k.
-    private func refreshFactors(_ k: Int, b: UnsafeMutablePointer<Float>, workspace: inout Workspace) throws(MlorcError) {
+    /// B_k (an l x cols panel; row-major it is B_kᵀ as cols x l column-major)
+    /// = Ũ Σ Ṽᵀ: keeps the leading `rank` triplets as the new factors of moment k.
+    private func refreshFactors(_ k: Int, b panel: UnsafeMutablePointer<Float>, workspace: inout Workspace) throws(MlorcError) {
         let r = tensor.rank
+        let b = try workspace.floats(.staging, l * n)
+        Panel.toRowMajor(panel, into: b, rows: l, cols: n)
         let left = try workspace.floats(.svdLeft, n * l)       // Ṽ, cols x l
         let right = try workspace.floats(.svdRight, l * l)     // Ũᵀ, l x l
         let values = try workspace.floats(.svdValues, l)
         try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
         let f = tensor.factors[k], q = y(k)
-        f.vt.update(from: left, count: r * n)
+        Panel.fromRowMajor(left, into: f.vt, rows: r, cols: n)  // Ṽᵀ[:r] is row-major r x cols
         f.s.update(from: values, count: r)
         for i in 0..<m {
             for a in 0..<r {

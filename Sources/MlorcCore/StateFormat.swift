@@ -9,7 +9,7 @@
 ///     88 header checksum u64 over bytes 0..<88
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
-/// s (rank), Vt (rank x cols, row-major); dense: rows x cols values.
+/// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {

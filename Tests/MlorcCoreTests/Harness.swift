@@ -33,7 +33,8 @@ final class TestTensor {
             let r = h.rank, u = base, s = base + rows * r, vt = base + rows * r + r
             var out = [Double](repeating: 0, count: rows * cols)
             for i in 0..<rows { for j in 0..<cols { for a in 0..<r {
-                out[i * cols + j] += Double(u[i * r + a]) * Double(s[a]) * Double(vt[a * cols + j])
+                out[i * cols + j] += Double(u[i * r + a]) * Double(s[a])
+                    * Double(vt[Panel.offset(row: a, col: j, rows: r, cols: cols)])
             } } }
             return out
         }

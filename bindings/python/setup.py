@@ -80,6 +80,8 @@ setup(
     version=header_version(),
     package_dir={"": "src"},
     packages=["mlorc", "mlorc.torch"],
+    # The C sources are compiled in, not shipped.
+    exclude_package_data={"mlorc": ["_ext/*"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithLibrary},
 )

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Tests/c/run.sh - builds and runs the C-side tests of libmlorc.
+#
+# Expects the library already built (swift build -c release) at
+# .build/release/libmlorc.so. Builds the test programs into .build/ctests/
+# (ignored by git), runs them, and checks what the shared library exports and
+# links. Prints "N passed, M failed" last; exits non-zero if anything failed.
+#
+# Environment: CC, CXX pick the compilers (default cc, c++).
+# MLORC_TEST_KNOWN_BUGS=1 also runs api_test's checks for known, still open
+# library bugs (they fail until the bugs are fixed).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+LIB=.build/release/libmlorc.so
+OUT=.build/ctests
+
+if [[ ! -f $LIB ]]; then
+    echo "error: $LIB not found; build the library first: swift build -c release" >&2
+    exit 1
+fi
+mkdir -p "$OUT"
+
+CC=${CC:-cc}
+CXX=${CXX:-c++}
+CFLAGS=(-std=c99 -Wall -Wextra -Werror -pedantic -O2 -Iinclude)
+CXXFLAGS=(-std=c++17 -Wall -Wextra -Werror -pedantic -O2 -Iinclude)
+# $ORIGIN keeps the binaries pointing at ../release/libmlorc.so wherever the
+# checkout lives (single quotes: the linker, not the shell, expands it).
+LINK_MLORC=(-L.build/release -lmlorc '-Wl,-rpath,$ORIGIN/../release')
+
+passed=0
+failed=0
+# check NAME COMMAND...: runs one check and tallies it.
+check() {
+    local name=$1
+    shift
+    echo "== $name"
+    if "$@"; then
+        echo "PASS $name"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $name"
+        failed=$((failed + 1))
+    fi
+}
+
+build_and_run_c() { # name, extra link flags...
+    local name=$1
+    shift
+    "$CC" "${CFLAGS[@]}" "Tests/c/$name.c" -o "$OUT/$name" "$@" && "$OUT/$name"
+}
+
+dlopen_test() {
+    # Only -ldl: the library must come in through dlopen, not the link line.
+    "$CC" "${CFLAGS[@]}" Tests/c/dlopen_test.c -o "$OUT/dlopen_test" -ldl &&
+        if readelf -d "$OUT/dlopen_test" | grep -q 'libmlorc'; then
+            echo "dlopen_test must not be linked against libmlorc" >&2
+            return 1
+        fi &&
+        "$OUT/dlopen_test" "$ROOT/$LIB"
+}
+
+header_cxx_test() {
+    "$CXX" "${CXXFLAGS[@]}" Tests/c/header_cxx_test.cpp -o "$OUT/header_cxx_test" "${LINK_MLORC[@]}" &&
+        "$OUT/header_cxx_test"
+}
+
+# Every dynamic symbol the library defines is part of the C API.
+exports_only_mlorc() {
+    local symbols others
+    symbols=$(nm -D --defined-only "$LIB" | awk '{print $NF}')
+    others=$(grep -v '^mlorc_' <<<"$symbols" || true)
+    if [[ -n $others ]]; then
+        echo "symbols other than mlorc_* exported:" >&2
+        echo "$others" >&2
+        return 1
+    fi
+}
+
+# ...and every function declared in the header is exported (no more, no less).
+exports_match_header() {
+    local declared exported
+    # Declarations start in column 0 with their return type; comments do not.
+    declared=$(grep -E '^[A-Za-z]' include/mlorc.h | grep -oE '\bmlorc_[a-z_]+\(' | tr -d '(' | sort -u)
+    exported=$(nm -D --defined-only "$LIB" | awk '{print $NF}' | sort -u)
+    if [[ $declared != "$exported" ]]; then
+        echo "header declarations and exports differ (< header, > library):" >&2
+        diff <(echo "$declared") <(echo "$exported") >&2 || true
+        return 1
+    fi
+    echo "$(wc -l <<<"$declared") functions declared and exported"
+}
+
+# The Swift runtime is linked in statically: no libswift* at run time.
+no_swift_runtime() {
+    local deps
+    deps=$(ldd "$LIB")
+    echo "$deps"
+    if grep -qi 'swift' <<<"$deps"; then
+        echo "libmlorc.so depends on the Swift runtime" >&2
+        return 1
+    fi
+    if grep -q 'not found' <<<"$deps"; then
+        echo "libmlorc.so has unresolved dependencies" >&2
+        return 1
+    fi
+}
+
+check api_test build_and_run_c api_test "${LINK_MLORC[@]}" -lm
+check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
+check dlopen_test dlopen_test
+check header_cxx_test header_cxx_test
+check exports_only_mlorc exports_only_mlorc
+check exports_match_header exports_match_header
+check no_swift_runtime no_swift_runtime
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,11 @@
+"""PyTorch optimizers backed by libmlorc:
+
+    opt = mlorc.torch.AdamW(model.parameters(), lr=1e-4, rank=4)
+
+Parameters must be CPU float32 contiguous tensors; they are updated in place.
+"""
+from .adamw import AdamW
+from .lion import Lion
+from .optimizer import MlorcOptimizer
+
+__all__ = ["AdamW", "Lion", "MlorcOptimizer"]

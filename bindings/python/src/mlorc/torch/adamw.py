@@ -1,0 +1,44 @@
+"""MLorc-AdamW as a torch.optim.Optimizer."""
+from .optimizer import MlorcOptimizer
+
+
+class AdamW(MlorcOptimizer):
+    """Drop-in for torch.optim.AdamW whose moments are kept as rank-`rank`
+    factors (MLorc) for large matrices and densely for the rest.
+
+    At full rank, or with dense storage, the step equals torch.optim.AdamW's
+    (same ε placement, bias correction and decoupled weight decay) up to float
+    rounding.
+
+    Args:
+        params: parameters, named_parameters() or param-group dicts. A group may
+            set any argument below, including ``compress``.
+        lr, betas, eps, weight_decay: as torch.optim.AdamW.
+        rank: rank of the momentum factors (fixed when a state is created).
+        oversampling: extra sketch columns of the randomized SVD.
+        power_iterations: randomized-SVD power iterations.
+        bias_correction: AdamW's bias correction (on by default).
+        seed: seed of the sketch matrices (steps are deterministic).
+        threads: threads of a native step (None: torch.get_num_threads()).
+        compress: which parameters are stored low-rank (see mlorc._policy):
+            None (library's AUTO), a bool, a set of names or a callable
+            (name_or_index, param) -> bool.
+    """
+
+    _rule = "adamw"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, *,
+                 rank=4, oversampling=0, power_iterations=0, bias_correction=True, seed=0,
+                 threads=None, compress=None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
+                        oversampling=oversampling, power_iterations=power_iterations,
+                        bias_correction=bias_correction, seed=seed, threads=threads)
+        super().__init__(params, defaults, compress=compress)
+
+    def _settings(self, group):
+        beta1, beta2 = group["betas"]
+        return dict(beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                    rank=group["rank"], oversampling=group["oversampling"],
+                    power_iterations=group["power_iterations"],
+                    bias_correction=1 if group["bias_correction"] else 0,
+                    seed=group["seed"], threads=self._threads(group))

@@ -1,0 +1,102 @@
+"""Loading an optimizer checkpoint: validate every state before anything
+changes, and keep the state bytes away from torch's float cast.
+
+torch.optim.Optimizer.load_state_dict casts every floating-point parameter's
+state tensors to the parameter's dtype, which would turn our uint8 state bytes
+into float32 numbers. Each state tensor therefore crosses that code inside an
+opaque box (an object that is neither a tensor, a dict nor an iterable, which
+torch passes through unchanged) and is unboxed afterwards.
+"""
+from itertools import chain
+
+import torch
+
+from .. import _native
+from .._policy import resolved_storage
+from .tensors import layout_of, state_tensor_ok
+
+STATE_KEY = "mlorc_state"
+# Hyperparameters fixed in a state when it is initialised: a checkpoint made
+# with other values cannot be continued by this optimizer.
+STRUCTURAL = ("rank", "oversampling")
+
+
+class _Box:
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def validate(opt, state_dict):
+    """Raises ValueError unless every state of `state_dict` fits `opt`."""
+    groups, saved_groups = opt.param_groups, state_dict["param_groups"]
+    if len(groups) != len(saved_groups):
+        raise ValueError(f"checkpoint has {len(saved_groups)} parameter groups, this optimizer {len(groups)}")
+    for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+        if len(group["params"]) != len(saved["params"]):
+            raise ValueError(f"parameter group {gi}: checkpoint has {len(saved['params'])} parameters, "
+                             f"this optimizer {len(group['params'])}")
+        for key in STRUCTURAL:
+            if key in saved and saved[key] != group[key]:
+                raise ValueError(f"parameter group {gi}: checkpoint was made with {key}={saved[key]}, this "
+                                 f"optimizer has {key}={group[key]}; create the optimizer with the same {key}")
+    id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
+                      chain.from_iterable(g["params"] for g in groups)))
+    for saved_id, entry in state_dict["state"].items():
+        p = id_map.get(saved_id)
+        if p is not None:
+            _validate_entry(opt, p, entry)
+
+
+def _validate_entry(opt, p, entry):
+    label = opt._label(p)
+    tensor = entry.get(STATE_KEY) if isinstance(entry, dict) else None
+    if not state_tensor_ok(tensor):
+        raise ValueError(f"checkpoint state of {label} is not an mlorc state "
+                         f"(expected a 1-D contiguous CPU uint8 tensor under {STATE_KEY!r})")
+    try:
+        info = _native.inspect_state(tensor.numpy())
+    except _native.MlorcError as e:
+        raise ValueError(f"checkpoint state of {label} is unusable: {e}") from e
+    if info["rule"] != opt._rule:
+        raise ValueError(f"checkpoint state of {label} belongs to rule {info['rule']}, "
+                         f"but this optimizer is {opt._rule}")
+    rows, cols = layout_of(p)
+    if (info["rows"], info["cols"]) != (rows, cols):
+        raise ValueError(f"checkpoint state of {label} is for a {info['rows']}x{info['cols']} tensor, "
+                         f"but the parameter is {rows}x{cols} (shape {tuple(p.shape)})")
+    gi = opt._group_index[p]
+    group, handle = opt.param_groups[gi], opt._handles[gi]
+    opt._configure(handle, group)
+    expected = _native.STORAGE_NAMES[resolved_storage(handle, rows, cols, opt._storage[p])]
+    if info["storage"] != expected:
+        raise ValueError(f"checkpoint state of {label} is {info['storage']}, but this optimizer's "
+                         f"compress= policy stores it {expected}")
+    if expected == "lowrank" and info["rank"] != group["rank"]:
+        raise ValueError(f"checkpoint state of {label} has rank {info['rank']}, "
+                         f"but its parameter group has rank {group['rank']}")
+    if info["tensor_id"] != opt._tensor_ids[p]:
+        raise ValueError(f"checkpoint state of {label} has tensor id {info['tensor_id']}, expected "
+                         f"{opt._tensor_ids[p]}: the parameters were passed in another order")
+
+
+def boxed(state_dict):
+    """A shallow copy of `state_dict` whose state bytes are boxed."""
+    out = dict(state_dict)
+    out["state"] = {
+        k: ({key: _Box(v) if key == STATE_KEY and isinstance(v, torch.Tensor) else v
+             for key, v in entry.items()} if isinstance(entry, dict) else entry)
+        for k, entry in state_dict["state"].items()
+    }
+    return out
+
+
+def unbox(opt):
+    """Unboxes the loaded states into private copies: a checkpoint loaded into
+    two optimizers must not make them share (and both update) the same bytes."""
+    for entry in opt.state.values():
+        if isinstance(entry, dict):
+            for key, v in entry.items():
+                if isinstance(v, _Box):
+                    entry[key] = v.tensor.clone()

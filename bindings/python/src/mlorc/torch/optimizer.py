@@ -1,0 +1,218 @@
+"""The torch.optim.Optimizer behind mlorc.torch.AdamW and mlorc.torch.Lion.
+
+Bookkeeping is torch's (param groups, LR schedulers, hooks, state_dict); the
+step is libmlorc's: one batched native call per param group, parameters and
+state updated in place. Each group has its own native handle, configured
+from the group's values before every call, so changes to a group (betas,
+weight decay...) and LR schedules take effect at the next step.
+"""
+import math
+
+import torch
+from torch.autograd.graph import increment_version
+
+from .. import _native
+from .._policy import storage_request
+from . import checkpoint
+from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
+
+STATE_KEY = checkpoint.STATE_KEY
+_MAX_THREADS = 256
+
+
+class MlorcOptimizer(torch.optim.Optimizer):
+    """Common machinery; subclasses set `_rule` and `_settings(group)`."""
+
+    _rule = None
+
+    def __init__(self, params, defaults, compress=None):
+        lr = defaults["lr"]
+        if not (isinstance(lr, (int, float, torch.Tensor)) and math.isfinite(float(lr)) and float(lr) >= 0):
+            raise ValueError(f"Invalid learning rate: {lr}")
+        self._compress = compress
+        self._handles = []        # group index -> native handle
+        self._group_index = {}    # param -> group index
+        self._tensor_ids = {}     # param -> tensor id: its index in the optimizer's param order
+        self._storage = {}        # param -> requested MLORC_STORAGE_*
+        self._names = {}          # param -> name, when named parameters were passed
+        super().__init__(params, defaults)
+        self._check_compress_names()
+
+    # ------------------------------------------------------------- groups
+
+    def _settings(self, group):
+        """Named libmlorc hyperparameters of a group (see subclasses)."""
+        raise NotImplementedError
+
+    def _configure(self, handle, group):
+        for name, value in self._settings(group).items():
+            _native.set_hyper(handle, name, value)
+
+    @staticmethod
+    def _threads(group):
+        threads = group.get("threads")
+        return min(_MAX_THREADS, max(1, torch.get_num_threads())) if threads is None else threads
+
+    def add_param_group(self, param_group):
+        """As torch's, plus an optional "compress" entry (see mlorc._policy),
+        which is resolved here and not kept in the group, so that groups stay
+        serialisable."""
+        param_group = dict(param_group)
+        compress = param_group.pop("compress", self._compress)
+        gi = len(self.param_groups)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._add_group(gi, group, compress)
+        except BaseException:
+            self.param_groups.pop()  # all or nothing: the group was not added
+            raise
+
+    def _add_group(self, gi, group, compress):
+        params, names = group["params"], group.get("param_names")
+        if len(set(params)) != len(params):
+            raise ValueError(f"parameter group {gi} lists a parameter twice (it would be stepped twice)")
+        handle = _native.Handle(_native.rule_code(self._rule))
+        try:
+            self._configure(handle, group)
+        except _native.MlorcError as e:
+            raise ValueError(f"parameter group {gi}: {e.message}") from e
+        first_id = len(self._tensor_ids)
+        storage = {}
+        for j, p in enumerate(params):
+            label = f"parameter {names[j]!r}" if names else f"parameter {first_id + j}"
+            check_param(p, label)
+            request = storage_request(compress, names[j] if names else first_id + j, p, group["rank"])
+            if p.numel() > 0:
+                try:
+                    handle.state_size(*layout_of(p), request)
+                except _native.MlorcError as e:
+                    raise ValueError(f"{label} (shape {tuple(p.shape)}) cannot be stored as asked: {e.message}") from e
+            storage[p] = request
+        self._handles.append(handle)
+        for j, p in enumerate(params):
+            self._group_index[p] = gi
+            self._tensor_ids[p] = first_id + j
+            self._storage[p] = storage[p]
+            if names:
+                self._names[p] = names[j]
+
+    def _check_compress_names(self):
+        """A constructor-level set of names must name real parameters (a typo
+        would silently leave a matrix dense)."""
+        if isinstance(self._compress, (set, frozenset, list, tuple)):
+            unknown = set(self._compress) - set(self._names.values())
+            if unknown:
+                raise ValueError(f"compress= names parameters that are not optimized: {sorted(unknown)}")
+
+    def _label(self, p):
+        name = self._names.get(p)
+        return f"parameter {name!r}" if name is not None else f"parameter {self._tensor_ids[p]}"
+
+    # --------------------------------------------------------------- state
+
+    def _state_array(self, p, handle):
+        """p's state bytes as a numpy array, initialised on first use."""
+        state = self.state[p]
+        tensor = state.get(STATE_KEY)
+        if tensor is None:
+            rows, cols = layout_of(p)
+            request = self._storage[p]
+            tensor = torch.empty(handle.state_size(rows, cols, request), dtype=torch.uint8)
+            handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request)
+            state[STATE_KEY] = tensor
+        elif not state_tensor_ok(tensor):
+            raise TypeError(f"state of {self._label(p)} is not a 1-D contiguous CPU uint8 tensor")
+        return tensor.numpy()
+
+    def state_bytes(self):
+        """Bytes of optimizer state for all parameters (initialised or not yet)."""
+        total = 0
+        for gi, group in enumerate(self.param_groups):
+            handle = self._handles[gi]
+            self._configure(handle, group)
+            for p in group["params"]:
+                tensor = self.state[p].get(STATE_KEY) if p in self.state else None
+                if tensor is not None:
+                    total += tensor.numel()
+                elif p.numel() > 0:
+                    total += handle.state_size(*layout_of(p), self._storage[p])
+        return total
+
+    def dense_adamw_state_bytes(self):
+        """Bytes dense AdamW (torch.optim.AdamW) keeps for the same parameters:
+        two fp32 moments each (its per-parameter step counters not counted)."""
+        return sum(8 * p.numel() for group in self.param_groups for p in group["params"])
+
+    def load_state_dict(self, state_dict):
+        """As torch's, after checking every state against this optimizer
+        (rule, shape, storage, rank, tensor id): on any mismatch a ValueError
+        is raised and nothing changes."""
+        checkpoint.validate(self, state_dict)
+        super().load_state_dict(checkpoint.boxed(state_dict))
+        checkpoint.unbox(self)
+
+    # ---------------------------------------------------------------- step
+
+    def _prepare(self, gi, params):
+        """Checks `params` of group `gi` (those with a gradient) and builds
+        their native batch; raises before anything is stepped."""
+        group, handle = self.param_groups[gi], self._handles[gi]
+        self._configure(handle, group)
+        batch, stepped = [], []
+        for p in params:
+            if p.grad is None or p.numel() == 0:
+                continue
+            label = self._label(p)
+            check_param(p, label)
+            grad = grad_array(p, label)
+            batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p))
+            stepped.append(p)
+        return handle, float(group["lr"]), batch, stepped
+
+    @staticmethod
+    def _run(handle, lr, batch, stepped):
+        """One native call: all or nothing."""
+        if batch:
+            handle.step(batch, lr)
+            # The parameters changed behind autograd's back: let it know, as
+            # an in-place torch op would.
+            increment_version(stepped)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step of every param group (one native call each). Parameters
+        whose .grad is None are skipped. Every group is checked before any is
+        stepped; each group's native call is all or nothing."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        prepared = [self._prepare(gi, group["params"]) for gi, group in enumerate(self.param_groups)]
+        for work in prepared:
+            self._run(*work)
+        return loss
+
+    @torch.no_grad()
+    def step_param(self, p):
+        """Steps one parameter now, e.g. from p.register_post_accumulate_grad_hook,
+        so its gradient can be freed during backward. Equals what step() does
+        to `p`."""
+        gi = self._group_index.get(p)
+        if gi is None:
+            raise ValueError("step_param: this tensor is not a parameter of this optimizer")
+        self._run(*self._prepare(gi, [p]))
+        self._opt_called = True  # LR schedulers check that the optimizer stepped
+
+    def register_step_hooks(self, set_grad_to_none=True):
+        """Steps every parameter as soon as its gradient is accumulated
+        (step_param from a post-accumulate-grad hook), then frees the gradient.
+        Returns the hook handles (call .remove() on each to undo)."""
+
+        def hook(p):
+            self.step_param(p)
+            if set_grad_to_none:
+                p.grad = None
+
+        return [p.register_post_accumulate_grad_hook(hook)
+                for group in self.param_groups for p in group["params"]]

@@ -1,0 +1,54 @@
+"""Torch tensors as the buffers the extension updates in place.
+
+torch tensors do not export the buffer protocol; `t.detach().numpy()` shares
+their memory. A parameter that is not a CPU, float32, contiguous tensor is
+refused: converting it (.contiguous(), .float()) would update a copy and
+silently lose the step.
+"""
+import torch
+
+from .._shapes import matrix_shape
+
+
+def check_param(p, label):
+    """Raises TypeError / ValueError, saying what to do, unless `p` can be
+    updated in place."""
+    if p.layout != torch.strided:
+        raise TypeError(f"{label} has layout {p.layout}; mlorc updates dense (strided) tensors only")
+    if p.device.type != "cpu":
+        raise TypeError(f"{label} is on {p.device}; mlorc updates CPU parameters in place: "
+                        "keep the model (or a float32 master copy of its weights) on the CPU")
+    if p.dtype != torch.float32:
+        raise TypeError(f"{label} has dtype {p.dtype}; mlorc needs float32 parameters: convert the "
+                        "model once with model.float() before creating the optimizer")
+    if not p.is_contiguous():
+        raise ValueError(f"{label} is not contiguous; make the parameter itself contiguous once "
+                         "(p.data = p.data.contiguous()) before creating the optimizer")
+
+
+def grad_array(p, label):
+    """The gradient as a float32 array. Gradients are only read, so a
+    non-contiguous one may be copied (the step is not lost)."""
+    g = p.grad
+    if g.layout != torch.strided:
+        raise TypeError(f"{label} has a {g.layout} gradient; mlorc needs dense gradients")
+    if g.device.type != "cpu" or g.dtype != torch.float32:
+        raise TypeError(f"{label} has a {g.dtype} gradient on {g.device}; mlorc needs CPU float32 gradients")
+    if g.shape != p.shape:
+        raise ValueError(f"{label}: gradient shape {tuple(g.shape)} differs from parameter shape {tuple(p.shape)}")
+    return g.detach().contiguous().numpy()
+
+
+def param_array(p):
+    """The parameter's own memory as a float32 array (no copy; check_param first)."""
+    return p.detach().numpy()
+
+
+def state_tensor_ok(t):
+    return (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.device.type == "cpu"
+            and t.layout == torch.strided and t.dim() == 1 and t.is_contiguous())
+
+
+def layout_of(p):
+    """(rows, cols) of `p` as libmlorc sees it."""
+    return matrix_shape(p.shape)
