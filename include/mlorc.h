@@ -77,7 +77,8 @@ typedef enum mlorc_status {
     MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum or inconsistent header */
     MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
     MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
-    MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity; step refused */
+    MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity (or, for low-rank
+                                          AdamW, a value whose square overflows); step refused */
     MLORC_ERROR_OUT_OF_MEMORY = 12,    /* scratch allocation failed */
     MLORC_ERROR_LINALG = 13,           /* LAPACK reported a failure */
     MLORC_ERROR_UNSUPPORTED_DTYPE = 14 /* dtype not supported by this build */

@@ -1,14 +1,36 @@
-/* Vector math that Swift's SIMD types lower to scalar libm calls: exposed as
- * clang builtins on 8-lane float vectors (Swift's SIMD8<Float>), which the
- * importer inlines into the Swift kernels as single AVX instructions. */
+/* Vector operations that Swift's SIMD types lower poorly (a scalar libm call
+ * per lane, or mask conversions through shuffles), written as clang vector
+ * expressions on 8-lane floats (Swift's SIMD8<Float>). The importer inlines
+ * them into the Swift kernels as one or two AVX instructions each. */
 #ifndef MLORC_VECTOR_MATH_H
 #define MLORC_VECTOR_MATH_H
 
 typedef float mlorc_float8 __attribute__((ext_vector_type(8)));
+typedef int mlorc_int8 __attribute__((ext_vector_type(8)));
 
 /* Correctly rounded square root of each lane (vsqrtps). */
 static inline mlorc_float8 mlorc_sqrt8(mlorc_float8 x) {
     return __builtin_elementwise_sqrt(x);
+}
+
+/* c where x < 0, x elsewhere: the second-moment fix (vcmpps + a blend). */
+static inline mlorc_float8 mlorc_replace_negative8(mlorc_float8 x, float c) {
+    mlorc_int8 negative = (mlorc_int8)(x < 0.0f);  /* all ones where x < 0 */
+    mlorc_float8 cv = c;
+    return (mlorc_float8)((negative & (mlorc_int8)cv) | (~negative & (mlorc_int8)x));
+}
+
+/* 1.0 where x < 0, 0.0 elsewhere (vcmpps + vandps). */
+static inline mlorc_float8 mlorc_negative_indicator8(mlorc_float8 x) {
+    mlorc_int8 bits = (mlorc_int8)(x < 0.0f) & (mlorc_int8)0x3f800000;
+    return (mlorc_float8)bits;
+}
+
+/* sign(x): 1, -1 or 0 per lane (0 for ±0 and NaN), as torch.sign for finite x. */
+static inline mlorc_float8 mlorc_sign8(mlorc_float8 x) {
+    mlorc_int8 pos = (mlorc_int8)(x > 0.0f) & (mlorc_int8)0x3f800000;  /* +1.0f */
+    mlorc_int8 neg = (mlorc_int8)(x < 0.0f) & (mlorc_int8)0xbf800000;  /* -1.0f */
+    return (mlorc_float8)(pos | neg);
 }
 
 #endif

@@ -1,3 +1,5 @@
+import CVectorMath
+
 /// The two streaming passes of a low-rank (MLorc) step (DESIGN.md §4). Neither
 /// materialises a full moment: each rebuilds the previous moments of one 8-wide
 /// row segment from their factors in registers, applies the rule, and folds
@@ -73,19 +75,19 @@ struct Accumulators4 {
 }
 
 /// 8 floats at p; with `full` false only `count` lanes are read (the rest are 0).
-@inline(__always)
+@_transparent
 private func load(_ p: UnsafePointer<Float>, _ full: Bool, _ count: Int) -> SIMD8<Float> {
     full ? UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) : load8(p, count)
 }
 
-@inline(__always)
+@_transparent
 private func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ full: Bool, _ count: Int) {
     if full { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) } else { store8(v, p, count) }
 }
 
 /// Σ_a coef[a] · Vt[a, j..j+7] for a panel block (rows `stride` apart),
 /// four ranks per iteration.
-@inline(__always)
+@_transparent
 private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>, stride: Int, rank: Int,
                      _ full: Bool, _ count: Int) -> SIMD8<Float> {
     var s0 = SIMD8<Float>(repeating: 0), s1 = SIMD8<Float>(repeating: 0)
@@ -107,30 +109,31 @@ private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>
 /// The previous moments at columns j..j+7 of one row rebuilt from their
 /// factors (coef = U[row, :]·diag(s) per moment), with the non-negative moment
 /// fixed: its entries below zero become c. Also returns that moment's raw
-/// values and the mask of its negative entries (zero / all-false for rules
-/// without one).
-@inline(__always)
+/// values (zero for rules without one).
+@_transparent
 private func previousMoments<Rule: MomentRule>(_: Rule.Type, _ t: LowRankTensor, _ coef: UnsafePointer<Float>,
                                                _ c: PerMoment<Float>, _ j: Int, _ full: Bool, _ count: Int)
-    -> (fixed: PerMoment<SIMD8<Float>>, raw: SIMD8<Float>, negative: SIMDMask<SIMD8<Int32>>) {
+    -> (fixed: PerMoment<SIMD8<Float>>, raw: SIMD8<Float>) {
+    // Moments written out one by one (not a loop) so each specialisation is straight-line code.
+    @_transparent func moment(_ k: Int) -> SIMD8<Float> {
+        let (block, stride) = Panel.block(t.factors[k].vt, col: j, rows: t.rank, cols: t.cols, full: full)
+        return rebuild(coef + k &* t.rank, block, stride: stride, rank: t.rank, full, count)
+    }
     var p = PerMoment<SIMD8<Float>>(repeating: .zero)
     var raw = SIMD8<Float>(repeating: 0)
-    var negative = SIMDMask<SIMD8<Int32>>(repeating: false)
-    for k in 0..<Rule.momentCount {
-        let (block, stride) = Panel.block(t.factors[k].vt, col: j, rows: t.rank, cols: t.cols)
-        var sum = rebuild(coef + k &* t.rank, block, stride: stride, rank: t.rank, full, count)
-        if Rule.isNonNegative(k) {
-            raw = sum
-            negative = sum .< 0
-            sum = sum.replacing(with: c[k], where: negative)
+    p.first = moment(0)
+    if Rule.momentCount > 1 {
+        p.second = moment(1)
+        if Rule.isNonNegative(1) {
+            raw = p.second
+            p.second = mlorc_replace_negative8(raw, c[1])
         }
-        p[k] = sum
     }
-    return (p, raw, negative)
+    return (p, raw)
 }
 
 /// coef[k·rank + a] = U_k[row, a] · s_k[a].
-@inline(__always)
+@_transparent
 private func loadCoefficients(_ t: LowRankTensor, momentCount: Int, row: Int, into coef: UnsafeMutablePointer<Float>) {
     for k in 0..<momentCount {
         let f = t.factors[k]
@@ -139,12 +142,13 @@ private func loadCoefficients(_ t: LowRankTensor, momentCount: Int, row: Int, in
 }
 
 /// Row pass: y_k[i, b] = Σ_j A_k[i, j] · sketch_k[b, j] for the rows in
-/// `rows`, where A_k is the new moment k built from the fixed previous moment.
+/// `rows`, where A_k is the new moment k built from the fixed previous moments.
 /// With `negatives` given (the first pass, c = 0), also accumulates
 /// yNeg[i, b] = Σ_j [R < 0] · sketch[b, j] for the non-negative moment and the
-/// per-row sum and count of its negative entries. Returns false if a gradient
-/// entry is not finite. y, yNeg are rows x l column-major; sketches are l x cols
-/// panels.
+/// per-row sum of |R| and count over its negative entries. y, yNeg are rows x l
+/// column-major; sketches are l x cols panels. A non-finite gradient makes the
+/// affected y non-finite (every moment takes (1 − β)·g or (1 − β)·g² with β < 1),
+/// which is how the caller detects it.
 func rowPass<Rule: MomentRule>(
     _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>,
     sketch: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
@@ -152,97 +156,110 @@ func rowPass<Rule: MomentRule>(
     negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                 rowCount: UnsafeMutablePointer<Double>)?,
     scratch: UnsafeMutablePointer<Float>
-) -> Bool {
+) {
     let coef = PassScratch(scratch, rank: t.rank).coef
-    var finite = true
     for i in rows {
         loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
-        // Sketch columns in blocks of up to 4: each block is one sweep of the
-        // row with its accumulators in registers.
-        var b0 = 0
-        while b0 < t.sketchWidth {
-            let width = min(4, t.sketchWidth - b0)
-            let args = RowBlock(t: t, row: i, b0: b0, coef: coef, sketch: sketch, c: c, y: y,
-                                negatives: negatives, firstBlock: b0 == 0)
-            let ok: Bool
-            switch width {
-            case 1: ok = rowBlock(rule, args, Width1.self)
-            case 2: ok = rowBlock(rule, args, Width2.self)
-            case 3: ok = rowBlock(rule, args, Width3.self)
-            default: ok = rowBlock(rule, args, Width4.self)
+        // One sweep of the row per moment and per block of up to 4 sketch
+        // columns, so that each sweep's accumulators fit in registers (the
+        // repeated row reads hit L2).
+        for k in 0..<Rule.momentCount {
+            var b0 = 0
+            while b0 < t.sketchWidth {
+                let args = RowSweep(t: t, row: i, b0: b0, coef: coef, sketch: sketch[k], c: c, y: y[k],
+                                    negatives: Rule.isNonNegative(k) ? negatives : nil)
+                switch (k, min(4, t.sketchWidth - b0)) {
+                case (0, 1): rowSweep(rule, args, Width1.self, Slot0.self)
+                case (0, 2): rowSweep(rule, args, Width2.self, Slot0.self)
+                case (0, 3): rowSweep(rule, args, Width3.self, Slot0.self)
+                case (0, _): rowSweep(rule, args, Width4.self, Slot0.self)
+                case (_, 1): rowSweep(rule, args, Width1.self, Slot1.self)
+                case (_, 2): rowSweep(rule, args, Width2.self, Slot1.self)
+                case (_, 3): rowSweep(rule, args, Width3.self, Slot1.self)
+                default: rowSweep(rule, args, Width4.self, Slot1.self)
+                }
+                b0 += 4
             }
-            finite = finite && ok
-            b0 += width
         }
     }
-    return finite
 }
 
-/// Arguments of one row sweep for sketch columns b0 ..< b0 + W.
-private struct RowBlock {
+/// A moment slot known at compile time.
+protocol MomentSlot { static var index: Int { get } }
+enum Slot0: MomentSlot { static var index: Int { 0 } }
+enum Slot1: MomentSlot { static var index: Int { 1 } }
+
+/// Arguments of one row sweep for one moment and sketch columns b0 ..< b0 + W.
+private struct RowSweep {
     let t: LowRankTensor, row: Int, b0: Int
     let coef: UnsafePointer<Float>
-    let sketch: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>
-    let y: PerMoment<UnsafeMutablePointer<Float>>
+    let sketch: UnsafePointer<Float>, c: PerMoment<Float>
+    let y: UnsafeMutablePointer<Float>
     let negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                     rowCount: UnsafeMutablePointer<Double>)?
-    let firstBlock: Bool
 }
 
-private func rowBlock<Rule: MomentRule, W: BlockWidth>(_ rule: Rule, _ a: RowBlock, _: W.Type) -> Bool {
-    let t = a.t, n = t.cols, l = t.sketchWidth
-    let gradRow = t.grad + a.row &* n
-    let hasNonNegative = Rule.momentCount > 1 && Rule.isNonNegative(1)
-    let trackNegatives = hasNonNegative && a.negatives != nil
-    let countNegatives = trackNegatives && a.firstBlock
-    let sharedSketch = a.sketch[0] == a.sketch[1]
-    var acc = PerMoment(Accumulators4(), Accumulators4())
+/// The running sums of one row sweep.
+private struct RowSums {
+    var acc = Accumulators4()
     var accNeg = Accumulators4()
-    var probe = SIMD8<Float>(repeating: 0)
     var negSum = SIMD8<Float>(repeating: 0), negCount = SIMD8<Float>(repeating: 0)
-    let zero = SIMD8<Float>(repeating: 0)
+}
 
-    @inline(__always) func chunk(_ j: Int, _ full: Bool, _ count: Int) {
-        let g = load(gradRow + j, full, count)
-        if a.firstBlock { probe += nonFiniteProbe(g) }
-        var (p, raw, negative) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
-        // Lanes past `count` hold 0: never negative, and they meet zero sketch entries.
-        if countNegatives {
-            negSum -= zero.replacing(with: raw, where: negative)
-            negCount += zero.replacing(with: 1, where: negative)
-        }
-        _ = rule.apply(&p.first, &p.second, g)
-        let (s0Block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.sketch[0]), col: j, rows: l, cols: n)
-        let (s1Block, _) = Panel.block(UnsafeMutablePointer(mutating: a.sketch[1]), col: j, rows: l, cols: n)
-        for b in 0..<W.value {
-            let row = a.b0 &+ b
-            let s0 = load(s0Block + row &* stride, full, count)
-            acc[0][b] = acc[0][b].addingProduct(p[0], s0)
-            if Rule.momentCount > 1 {
-                let s1 = sharedSketch ? s0 : load(s1Block + row &* stride, full, count)
-                acc[1][b] = acc[1][b].addingProduct(p[1], s1)
-                if trackNegatives { accNeg[b] += zero.replacing(with: s1, where: negative) }
-            }
-        }
+/// One 8-column chunk of a row sweep. A separate function taking the sums
+/// inout (not a closure capturing them) keeps them in registers.
+@_transparent
+private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout RowSums
+) {
+    let t = a.t, n = t.cols, l = t.sketchWidth
+    let trackNegatives = Rule.isNonNegative(K.index) && a.negatives != nil
+    let g = load(t.grad + (a.row &* n &+ j), full, count)
+    var (p, raw) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
+    _ = rule.apply(&p.first, &p.second, g)
+    let value = p[K.index]
+    // Lanes past `count` hold 0: never negative, and they meet zero sketch entries.
+    let negative = mlorc_negative_indicator8(raw)  // 1 where R < 0
+    if trackNegatives && a.b0 == 0 {
+        sums.negSum = sums.negSum.addingProduct(raw, negative)  // Σ of the negative entries (<= 0)
+        sums.negCount += negative
     }
+    let (block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.sketch), col: j, rows: l, cols: n, full: full)
+    for b in 0..<W.value {
+        let s = load(block + (a.b0 &+ b) &* stride, full, count)
+        sums.acc[b] = sums.acc[b].addingProduct(value, s)
+        if trackNegatives { sums.accNeg[b] = sums.accNeg[b].addingProduct(negative, s) }
+    }
+}
 
+/// The last, partial chunk of a row, out of line so that the main loop is
+/// compiled for full chunks only.
+@inline(never)
+private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout RowSums
+) {
+    rowChunk(rule, a, W.self, K.self, j, false, count, &sums)
+}
+
+private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type
+) {
+    let n = a.t.cols
+    var sums = RowSums()
     let fullEnd = n & ~7
     var j = 0
-    while j < fullEnd { chunk(j, true, 8); j &+= 8 }
-    if j < n { chunk(j, false, n &- j) }
+    while j < fullEnd { rowChunk(rule, a, W.self, K.self, j, true, 8, &sums); j &+= 8 }
+    if j < n { rowTail(rule, a, W.self, K.self, j, n &- j, &sums) }
 
-    let m = t.rows, i = a.row
-    for k in 0..<Rule.momentCount {
-        for b in 0..<W.value { a.y[k][i + (a.b0 + b) * m] = acc[k][b].sum() }
-    }
-    if trackNegatives, let negatives = a.negatives {
-        for b in 0..<W.value { negatives.yNeg[i + (a.b0 + b) * m] = accNeg[b].sum() }
-        if countNegatives {
-            negatives.rowSum[i] = Double(negSum.sum())
-            negatives.rowCount[i] = Double(negCount.sum())
+    let m = a.t.rows, i = a.row
+    for b in 0..<W.value { a.y[i + (a.b0 + b) * m] = sums.acc[b].sum() }
+    if Rule.isNonNegative(K.index), let negatives = a.negatives {
+        for b in 0..<W.value { negatives.yNeg[i + (a.b0 + b) * m] = sums.accNeg[b].sum() }
+        if a.b0 == 0 {
+            negatives.rowSum[i] = -Double(sums.negSum.sum())
+            negatives.rowCount[i] = Double(sums.negCount.sum())
         }
     }
-    return probe.sum() == 0
 }
 
 /// Whether a column pass writes the weights, as a type (specialised away).
@@ -293,35 +310,66 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
             for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
             let gradRow = t.grad + i &* n, weightRow = t.weights + i &* n
 
-            @inline(__always) func chunk(_ j: Int, _ full: Bool, _ count: Int) {
-                let g = load(gradRow + j, full, count)
-                var (p, _, _) = previousMoments(Rule.self, t, coef, c, j, full, count)
-                let direction = rule.apply(&p.first, &p.second, g)
-                if Mode.updates {
-                    let w = weightRow + j
-                    store(load(w, full, count) * rule.decayFactor - rule.stepSize * direction, w, full, count)
-                }
-                for k in 0..<Rule.momentCount {
-                    let (o, stride) = Panel.block(out[k], col: j, rows: l, cols: n)
-                    let qk = qRow + k &* l
-                    for b in 0..<W.value {
-                        let ob = o + b &* stride
-                        store(load(ob, full, count).addingProduct(qk[b], p[k]), ob, full, count)
-                    }
-                    var b = W.value
-                    while b < l {
-                        let ob = o + b &* stride
-                        store(load(ob, full, count).addingProduct(qk[b], p[k]), ob, full, count)
-                        b &+= 1
-                    }
-                }
-            }
-
+            let row = ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out,
+                                gradRow: gradRow, weightRow: weightRow)
             let fullEnd = blockStart + (blockEnd - blockStart) & ~7
             var j = blockStart
-            while j < fullEnd { chunk(j, true, 8); j &+= 8 }
-            if j < blockEnd { chunk(j, false, blockEnd &- j) }
+            while j < fullEnd { columnChunk(rule, row, W.self, Mode.self, j, true, 8); j &+= 8 }
+            if j < blockEnd { columnTail(rule, row, W.self, Mode.self, j, blockEnd &- j) }
         }
         blockStart = blockEnd
+    }
+}
+
+/// What one row of a column sweep needs.
+private struct ColumnRow {
+    let t: LowRankTensor
+    let coef: UnsafePointer<Float>, qRow: UnsafePointer<Float>
+    let c: PerMoment<Float>
+    let out: PerMoment<UnsafeMutablePointer<Float>>
+    let gradRow: UnsafePointer<Float>, weightRow: UnsafeMutablePointer<Float>
+}
+
+/// The last, partial chunk of a row segment, out of line (see rowTail).
+@inline(never)
+private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ count: Int
+) {
+    columnChunk(rule, r, W.self, Mode.self, j, false, count)
+}
+
+/// One 8-column chunk of one row in a column sweep.
+@_transparent
+private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
+) {
+    let t = r.t, l = t.sketchWidth, n = t.cols
+    let g = load(r.gradRow + j, full, count)
+    var (p, _) = previousMoments(Rule.self, t, r.coef, r.c, j, full, count)
+    let direction = rule.apply(&p.first, &p.second, g)
+    if Mode.updates {
+        let w = r.weightRow + j
+        store(load(w, full, count) * rule.decayFactor - rule.stepSize * direction, w, full, count)
+    }
+    accumulate(r, W.self, 0, p.first, j, full, count)
+    if Rule.momentCount > 1 { accumulate(r, W.self, 1, p.second, j, full, count) }
+}
+
+/// out_k[b, j..j+7] += q_k[i, b] · A_k[i, j..j+7] for every sketch column b.
+@_transparent
+private func accumulate<W: BlockWidth>(_ r: ColumnRow, _: W.Type, _ k: Int, _ value: SIMD8<Float>,
+                                       _ j: Int, _ full: Bool, _ count: Int) {
+    let l = r.t.sketchWidth
+    let (o, stride) = Panel.block(r.out[k], col: j, rows: l, cols: r.t.cols, full: full)
+    let qk = r.qRow + k &* l
+    for b in 0..<W.value {
+        let ob = o + b &* stride
+        store(load(ob, full, count).addingProduct(qk[b], value), ob, full, count)
+    }
+    var b = W.value
+    while b < l {
+        let ob = o + b &* stride
+        store(load(ob, full, count).addingProduct(qk[b], value), ob, full, count)
+        b &+= 1
     }
 }

@@ -79,17 +79,15 @@ struct LowRankStep<Rule: MomentRule> {
             .fillNormals(staging, count: l * n)
         Panel.fromRowMajor(staging, into: omega, rows: l, cols: n)
         let (scratch, stride) = try threadScratch(parts, &workspace)
-        var finite = [Bool](repeating: true, count: parts)
         let sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega))
         let t = tensor, ys = ys, negatives = (yNeg, rowSum, rowCount), rule = rule
-        finite.withUnsafeMutableBufferPointer { ok in
-            parallelFor(parts: parts) { part in
-                ok[part] = rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
-                                   c: PerMoment(repeating: 0), y: ys, negatives: negatives,
-                                   scratch: scratch + part * stride)
-            }
+        parallelFor(parts: parts) { part in
+            rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
+                    c: PerMoment(repeating: 0), y: ys, negatives: negatives, scratch: scratch + part * stride)
         }
-        return !finite.contains(false)
+        // A NaN or infinity in the gradient reaches every sketch of its row.
+        for k in 0..<mc where !allFinite(y(k), range: 0..<(m * l)) { return false }
+        return true
     }
 
     /// Pass 2 and the factor refresh: writes the weights and the state's factors.
@@ -126,7 +124,7 @@ struct LowRankStep<Rule: MomentRule> {
                 Panel.fromRowMajor(staging, into: panel[k], rows: l, cols: n)
             }
             parallelFor(parts: parts) { part in
-                _ = rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
+                rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
                             sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
                             y: ys, negatives: nil, scratch: scratch + part * stride)
             }

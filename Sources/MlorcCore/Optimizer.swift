@@ -210,7 +210,7 @@ package final class Optimizer {
                 finite = !ok.contains(false)
             }
             guard finite else {
-                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity; step refused, nothing was changed")
+                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity (or a value whose square overflows float); step refused, nothing was changed")
             }
         }
         for (i, t) in tensors.enumerated() {

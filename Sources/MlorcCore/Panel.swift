@@ -18,10 +18,12 @@ enum Panel {
     }
 
     /// Start of the block holding column j (a multiple of 8), and the stride
-    /// between its rows (8, or the width of the last partial block).
-    @inline(__always)
-    static func block(_ base: UnsafeMutablePointer<Float>, col j: Int, rows: Int, cols n: Int) -> (UnsafeMutablePointer<Float>, Int) {
-        (base + j &* rows, min(8, n &- j))
+    /// between its rows: 8 for a full block (`full`, a constant in the kernels),
+    /// else the width of the last partial block.
+    @_transparent
+    static func block(_ base: UnsafeMutablePointer<Float>, col j: Int, rows: Int, cols n: Int,
+                      full: Bool) -> (UnsafeMutablePointer<Float>, Int) {
+        (base + j &* rows, full ? 8 : n &- j)
     }
 
     /// Copies a row-major R x n matrix into panel layout.

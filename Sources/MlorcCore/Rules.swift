@@ -42,7 +42,7 @@ struct AdamWRule: MomentRule {
     static func isNonNegative(_ k: Int) -> Bool { k == 1 }
 
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
-    let eps: Float, sqrtBiasCorrection2: Float
+    let eps: Float, inverseSqrtBiasCorrection2: Float
     let stepSize: Float, decayFactor: Float
 
     /// `step` is the 1-based number of the step being taken.
@@ -55,7 +55,7 @@ struct AdamWRule: MomentRule {
             bc1 = 1 - pow(h.beta1, Double(step))
             bc2 = 1 - pow(h.beta2, Double(step))
         }
-        sqrtBiasCorrection2 = Float(bc2.squareRoot())
+        inverseSqrtBiasCorrection2 = Float(1 / bc2.squareRoot())
         stepSize = Float(lr / bc1)
         decayFactor = Float(1 - lr * h.weightDecay)
     }
@@ -66,7 +66,9 @@ struct AdamWRule: MomentRule {
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         m = beta1 * m + oneMinusBeta1 * g
         v = beta2 * v + oneMinusBeta2 * (g * g)
-        let denom = mlorc_sqrt8(v) / sqrtBiasCorrection2 + eps
+        // A multiply by 1/sqrt(bc2) instead of torch's division: one vdivps less per
+        // 8 elements; the results differ only in the last bit of the denominator.
+        let denom = mlorc_sqrt8(v) * inverseSqrtBiasCorrection2 + eps
         return m / denom
     }
 }
@@ -92,7 +94,6 @@ struct LionRule: MomentRule {
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         let c = beta1 * m + oneMinusBeta1 * g
         m = beta2 * m + oneMinusBeta2 * g
-        let zero = SIMD8<Float>(repeating: 0)
-        return zero.replacing(with: 1, where: c .> 0).replacing(with: -1, where: c .< 0)
+        return mlorc_sign8(c)
     }
 }

@@ -7,8 +7,6 @@
 # links. Prints "N passed, M failed" last; exits non-zero if anything failed.
 #
 # Environment: CC, CXX pick the compilers (default cc, c++).
-# MLORC_TEST_KNOWN_BUGS=1 also runs api_test's checks for known, still open
-# library bugs (they fail until the bugs are fixed).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
