@@ -53,7 +53,6 @@ def test_full_rank_adamw_follows_torch_adamw(compress):
         # of sqrt(V), so single elements can move by a small fraction of one
         # step (lr); it must stay far below one step.
         assert worst < 0.02 * lr
-    assert worst > 0 or compress is None
 
 
 def test_adamw_steps_match_step_by_step_with_groups_of_different_rank():

@@ -71,8 +71,10 @@ def get_hyper(handle, name):
 
 
 def inspect_state(state):
-    """Validates a state buffer (MlorcError if corrupted) and describes it,
-    with rule and storage as names."""
+    """Validates a state (a byte buffer, numpy array or torch uint8 tensor;
+    MlorcError if corrupted) and describes it, with rule and storage as names."""
+    if hasattr(state, "detach") and hasattr(state, "numpy"):  # torch tensor: share its memory
+        state = state.detach().numpy()
     info = _mlorc.state_inspect(state)
     info["rule"] = RULE_NAMES.get(info["rule"], info["rule"])
     info["storage"] = STORAGE_NAMES.get(info["storage"], info["storage"])

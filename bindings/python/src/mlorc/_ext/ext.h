@@ -44,5 +44,7 @@ PyObject *handle_step(HandleObject *self, PyObject *args);
 
 /* module.c */
 PyObject *state_info_dict(const mlorc_state_info *info);
+/* mlorc_state_inspect over a byte buffer, as a dict. */
+PyObject *inspect_buffer(PyObject *state);
 
 #endif

@@ -121,6 +121,11 @@ static PyObject *Handle_last_error(HandleObject *self, PyObject *unused) {
     return PyUnicode_FromString(mlorc_last_error(self->opt));
 }
 
+static PyObject *Handle_state_inspect(HandleObject *self, PyObject *state) {
+    (void)self; /* needs no handle; offered here too for symmetry */
+    return inspect_buffer(state);
+}
+
 static PyObject *Handle_step_method(HandleObject *self, PyObject *args) {
     return handle_step(self, args);
 }
@@ -135,6 +140,8 @@ static PyMethodDef Handle_methods[] = {
     {"state_init", (PyCFunction)(void (*)(void))Handle_state_init, METH_VARARGS | METH_KEYWORDS,
      "state_init(state, rows, cols, tensor_id, storage=STORAGE_AUTO, dtype=DTYPE_F32):\n"
      "initialise a writable, C-contiguous byte buffer in place."},
+    {"state_inspect", (PyCFunction)Handle_state_inspect, METH_O,
+     "state_inspect(state) -> dict: as the module-level state_inspect."},
     {"step", (PyCFunction)Handle_step_method, METH_VARARGS,
      "step(tensors, lr): one mlorc_step over [(param, grad, state, rows, cols), ...].\n"
      "param and state are updated in place; all-or-nothing."},

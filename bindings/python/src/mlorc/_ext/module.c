@@ -41,8 +41,7 @@ static PyObject *param_bounds(PyObject *m, PyObject *args) {
     return Py_BuildValue("(dd)", lo, hi);
 }
 
-static PyObject *state_inspect(PyObject *m, PyObject *state) {
-    (void)m;
+PyObject *inspect_buffer(PyObject *state) {
     Py_buffer view;
     mlorc_state_info info;
     if (get_byte_buffer(state, &view, 0, "state") < 0) return NULL;
@@ -50,6 +49,11 @@ static PyObject *state_inspect(PyObject *m, PyObject *state) {
     PyBuffer_Release(&view);
     if (status != MLORC_OK) return raise_status(status, NULL, "mlorc_state_inspect");
     return state_info_dict(&info);
+}
+
+static PyObject *state_inspect(PyObject *m, PyObject *state) {
+    (void)m;
+    return inspect_buffer(state);
 }
 
 static PyMethodDef module_methods[] = {

@@ -1,0 +1,90 @@
+"""Refused parameters and states raise, never crash, and change nothing."""
+import pytest
+import torch
+
+import mlorc
+from helpers import backward, mlp, params_of, regression_data, states, train
+
+SIZES = [32, 64, 48, 10]
+
+
+def trained():
+    model = mlp(SIZES)
+    opt = mlorc.torch.AdamW(model.parameters(), lr=1e-2, rank=4)
+    x, y = regression_data(16, SIZES[0], SIZES[-1])
+    train(model, opt, x, y, 2)
+    opt.zero_grad()
+    backward(model, x, y)
+    return model, opt
+
+
+def assert_unchanged(model, opt, params, saved_states):
+    for p, before in zip(model.parameters(), params):
+        assert torch.equal(p.detach(), before)
+    for s, before in zip(states(opt, model), saved_states):
+        assert torch.equal(s, before)
+
+
+def snapshot(model, opt):
+    return params_of(model), [s.clone() for s in states(opt, model)]
+
+
+def test_construction_refuses_unsuitable_parameters():
+    with pytest.raises(ValueError, match="not contiguous"):
+        mlorc.torch.AdamW([torch.nn.Parameter(torch.randn(8, 4).t())])
+    with pytest.raises(TypeError, match="model.float()"):
+        mlorc.torch.AdamW([torch.nn.Parameter(torch.randn(8, 4, dtype=torch.float64))])
+    with pytest.raises(TypeError, match="float32"):
+        mlorc.torch.Lion([torch.nn.Parameter(torch.randn(8, 4, dtype=torch.bfloat16))])
+
+
+@pytest.mark.parametrize("case", ["non-contiguous", "float64", "non-finite grad",
+                                  "corrupted header", "corrupted factors", "foreign state"])
+def test_refused_step_changes_nothing(case):
+    model, opt = trained()
+    params, saved = snapshot(model, opt)
+    target = model[2].weight
+    if case == "non-contiguous":
+        # Swap in a non-contiguous tensor with the same values: refused, not copied.
+        target.data = target.data.t().contiguous().t()
+        expected = ValueError
+    elif case == "float64":
+        model[4].double()
+        for p in model[4].parameters():
+            p.grad = p.grad.double()
+        expected = TypeError
+    elif case == "non-finite grad":
+        target.grad[3, 3] = float("nan")
+        expected = mlorc.MlorcError
+    elif case == "corrupted header":
+        opt.state[target]["mlorc_state"][16] ^= 1
+        saved = [s.clone() for s in states(opt, model)]
+        expected = mlorc.MlorcError
+    elif case == "corrupted factors":
+        opt.state[target]["mlorc_state"][500] ^= 1
+        saved = [s.clone() for s in states(opt, model)]
+        expected = mlorc.MlorcError
+    else:
+        opt.state[target]["mlorc_state"] = opt.state[model[0].weight]["mlorc_state"].clone()
+        saved = [s.clone() for s in states(opt, model)]
+        expected = mlorc.MlorcError
+    with pytest.raises(expected) as info:
+        opt.step()
+    if expected is mlorc.MlorcError:
+        assert info.value.status in (mlorc._mlorc.ERROR_NON_FINITE, mlorc._mlorc.ERROR_STATE_CORRUPTED,
+                                     mlorc._mlorc.ERROR_STATE_MISMATCH)
+    restored = [p.detach().double() if p.dtype == torch.float64 else p.detach() for p in model.parameters()]
+    for p, before in zip(restored, params):
+        assert torch.equal(p.to(before.dtype), before)
+    for s, before in zip(states(opt, model), saved):
+        assert torch.equal(s, before)
+
+
+def test_error_names_the_parameter():
+    model = mlp(SIZES)
+    opt = mlorc.torch.AdamW(model.named_parameters())
+    x, y = regression_data(4, SIZES[0], SIZES[-1])
+    backward(model, x, y)
+    model[2].weight.data = model[2].weight.data.t().contiguous().t()
+    with pytest.raises(ValueError, match="'2.weight' is not contiguous"):
+        opt.step()

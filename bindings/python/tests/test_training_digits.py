@@ -1,0 +1,43 @@
+"""A small real training: an MLP on scikit-learn's digits with MLorc-AdamW at
+rank 4 (its two hidden matrices low-rank, the head dense)."""
+import pytest
+import torch
+
+import mlorc
+
+datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn (requirements-test.txt)")
+
+
+def digits():
+    data = datasets.load_digits()  # ships inside scikit-learn: no download
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+def test_mlorc_adamw_rank4_learns_digits():
+    (x_train, y_train), (x_test, y_test) = digits()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 10))
+    opt = mlorc.torch.AdamW(model.named_parameters(), lr=1e-2, weight_decay=0.01, rank=4)
+    epochs = 12
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * 22)
+    batches = torch.Generator().manual_seed(1)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y_train), generator=batches).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+    kinds = {name: mlorc.inspect_state(opt.state[p]["mlorc_state"].numpy())["storage"]
+             for name, p in model.named_parameters() if p.dim() == 2}
+    assert kinds == {"0.weight": "lowrank", "2.weight": "lowrank", "4.weight": "dense"}
+    assert opt.state_bytes() < 0.2 * opt.dense_adamw_state_bytes()
+    # Seen: 0.95 (dense torch.optim.AdamW, same recipe: 0.97); chance is 0.10.
+    assert accuracy >= 0.93, accuracy
