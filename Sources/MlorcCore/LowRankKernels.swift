@@ -301,7 +301,11 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     let l = t.sketchWidth, n = t.cols, m = t.rows
     let parts = PassScratch(scratch, rank: t.rank)
     let coef = parts.coef, qRow = parts.qRow
-    let blockWidth = 512  // columns per sweep over the rows: factor and output tiles stay in L1/L2
+    // Columns per sweep over the rows: as wide as possible (long contiguous row
+    // segments stream well) while the factor and output panels of the block,
+    // 4·mc·(rank + l) bytes per column, stay within half of a 512 KiB L2.
+    let panelBytesPerColumn = 4 * Rule.momentCount * (t.rank + l)
+    let blockWidth = max(64, (256 * 1024 / panelBytesPerColumn) & ~7)
     var blockStart = cols.lowerBound
     while blockStart < cols.upperBound {
         let blockEnd = min(blockStart + blockWidth, cols.upperBound)
