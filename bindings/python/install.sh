@@ -7,6 +7,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python3}"
 
+library_dir="${MLORC_LIBRARY_DIR:-$here/../../.build/release}"
+if [ ! -f "$library_dir/libmlorc.so" ]; then
+    echo "install.sh: libmlorc.so not found in $library_dir." >&2
+    echo "Build it first (swift build -c release at the repository root) or set MLORC_LIBRARY_DIR." >&2
+    exit 1
+fi
+
 # With setuptools already present, build without an isolated environment:
 # then no network is needed at all.
 isolation=()

@@ -148,7 +148,7 @@ def test_failing_tensor_leaves_whole_batch_unchanged():
 
 def test_batched_step_equals_single_steps_and_threads_do_not_matter():
     rng = np.random.default_rng(1)
-    shapes = [(40, 24), (24,), (24, 40)]
+    shapes = [(320, 256), (256,), (256, 320)]  # large enough for 2 threads to split
     runs = []
     for mode in ("batched", "single", "threads"):
         opt = mlorc.Optimizer("adamw", rank=3, seed=7, threads=2 if mode == "threads" else 1)

@@ -214,3 +214,25 @@ def test_memory_reporting():
     assert report.saving > 0.9
     assert [r["storage"] for r in report.rows] == ["lowrank", "dense", "lowrank", "dense", "dense", "dense"]
     assert "total" in str(report)
+
+
+def test_group_hyperparameters_reach_the_native_handle_every_step():
+    from mlorc import _native
+
+    model = mlp(SIZES)
+    opt = mlorc.torch.AdamW([
+        {"params": model[0].parameters(), "oversampling": 2, "power_iterations": 1, "eps": 1e-6},
+        {"params": model[2].parameters(), "betas": (0.8, 0.9), "bias_correction": False, "seed": 5},
+    ], lr=1e-3, threads=2)
+    x, y = regression_data(8, SIZES[0], SIZES[-1])
+    backward(model, x, y)
+    opt.step()
+    first, second = opt._handles
+    assert [_native.get_hyper(first, k) for k in ("oversampling", "power_iterations", "eps", "threads")] == \
+        [2, 1, pytest.approx(1e-6), 2]
+    assert [_native.get_hyper(second, k) for k in ("beta1", "beta2", "bias_correction", "seed")] == \
+        [pytest.approx(0.8), pytest.approx(0.9), 0, 5]
+    opt.param_groups[1]["betas"] = (0.7, 0.95)  # read again at the next step
+    backward(model, x, y)
+    opt.step()
+    assert _native.get_hyper(second, "beta1") == pytest.approx(0.7)
