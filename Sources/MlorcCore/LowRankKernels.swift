@@ -168,19 +168,35 @@ func rowPass<Rule: MomentRule>(
             while b0 < t.sketchWidth {
                 let args = RowSweep(t: t, row: i, b0: b0, coef: coef, sketch: sketch[k], c: c, y: y[k],
                                     negatives: Rule.isNonNegative(k) ? negatives : nil)
-                switch (k, min(4, t.sketchWidth - b0)) {
-                case (0, 1): rowSweep(rule, args, Width1.self, Slot0.self)
-                case (0, 2): rowSweep(rule, args, Width2.self, Slot0.self)
-                case (0, 3): rowSweep(rule, args, Width3.self, Slot0.self)
-                case (0, _): rowSweep(rule, args, Width4.self, Slot0.self)
-                case (_, 1): rowSweep(rule, args, Width1.self, Slot1.self)
-                case (_, 2): rowSweep(rule, args, Width2.self, Slot1.self)
-                case (_, 3): rowSweep(rule, args, Width3.self, Slot1.self)
-                default: rowSweep(rule, args, Width4.self, Slot1.self)
+                let width = min(4, t.sketchWidth - b0)
+                if k == 0 {
+                    rowSweep(rule, args, width, Slot0.self, IgnoreNegatives.self)
+                } else if args.negatives != nil {
+                    rowSweep(rule, args, width, Slot1.self, TrackNegatives.self)
+                } else {
+                    rowSweep(rule, args, width, Slot1.self, IgnoreNegatives.self)
                 }
                 b0 += 4
             }
         }
+    }
+}
+
+/// Whether a row sweep accumulates the negative-entry statistics, as a type.
+protocol NegativeMode { static var tracks: Bool { get } }
+enum TrackNegatives: NegativeMode { static var tracks: Bool { true } }
+enum IgnoreNegatives: NegativeMode { static var tracks: Bool { false } }
+
+/// Dispatches a row sweep to the kernel specialised for its block width.
+@_transparent
+private func rowSweep<Rule: MomentRule, K: MomentSlot, N: NegativeMode>(
+    _ rule: Rule, _ a: RowSweep, _ width: Int, _: K.Type, _: N.Type
+) {
+    switch width {
+    case 1: rowSweep(rule, a, Width1.self, K.self, N.self)
+    case 2: rowSweep(rule, a, Width2.self, K.self, N.self)
+    case 3: rowSweep(rule, a, Width3.self, K.self, N.self)
+    default: rowSweep(rule, a, Width4.self, K.self, N.self)
     }
 }
 
@@ -209,11 +225,12 @@ private struct RowSums {
 /// One 8-column chunk of a row sweep. A separate function taking the sums
 /// inout (not a closure capturing them) keeps them in registers.
 @_transparent
-private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout RowSums
+private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: NegativeMode>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _: N.Type, _ j: Int, _ full: Bool, _ count: Int,
+    _ sums: inout RowSums
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
-    let trackNegatives = Rule.isNonNegative(K.index) && a.negatives != nil
+    let trackNegatives = Rule.isNonNegative(K.index) && N.tracks
     let g = load(t.grad + (a.row &* n &+ j), full, count)
     var (p, raw) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
     _ = rule.apply(&p.first, &p.second, g)
@@ -235,25 +252,25 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
 /// The last, partial chunk of a row, out of line so that the main loop is
 /// compiled for full chunks only.
 @inline(never)
-private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout RowSums
+private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: NegativeMode>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _: N.Type, _ j: Int, _ count: Int, _ sums: inout RowSums
 ) {
-    rowChunk(rule, a, W.self, K.self, j, false, count, &sums)
+    rowChunk(rule, a, W.self, K.self, N.self, j, false, count, &sums)
 }
 
-private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type
+private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: NegativeMode>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _: N.Type
 ) {
     let n = a.t.cols
     var sums = RowSums()
     let fullEnd = n & ~7
     var j = 0
-    while j < fullEnd { rowChunk(rule, a, W.self, K.self, j, true, 8, &sums); j &+= 8 }
-    if j < n { rowTail(rule, a, W.self, K.self, j, n &- j, &sums) }
+    while j < fullEnd { rowChunk(rule, a, W.self, K.self, N.self, j, true, 8, &sums); j &+= 8 }
+    if j < n { rowTail(rule, a, W.self, K.self, N.self, j, n &- j, &sums) }
 
     let m = a.t.rows, i = a.row
     for b in 0..<W.value { a.y[i + (a.b0 + b) * m] = sums.acc[b].sum() }
-    if Rule.isNonNegative(K.index), let negatives = a.negatives {
+    if Rule.isNonNegative(K.index) && N.tracks, let negatives = a.negatives {
         for b in 0..<W.value { negatives.yNeg[i + (a.b0 + b) * m] = sums.accNeg[b].sum() }
         if a.b0 == 0 {
             negatives.rowSum[i] = -Double(sums.negSum.sum())

@@ -64,8 +64,10 @@ struct AdamWRule: MomentRule {
 
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
-        m = beta1 * m + oneMinusBeta1 * g
-        v = beta2 * v + oneMinusBeta2 * (g * g)
+        // Written as fused multiply-adds: one rounding each, and it keeps LLVM's
+        // SLP vectoriser from shuffling lanes between the two moments.
+        m = (oneMinusBeta1 * g).addingProduct(beta1, m)
+        v = (beta2 * v).addingProduct(oneMinusBeta2 * g, g)
         // A multiply by 1/sqrt(bc2) instead of torch's division: one vdivps less per
         // 8 elements; the results differ only in the last bit of the denominator.
         let denom = mlorc_sqrt8(v) * inverseSqrtBiasCorrection2 + eps
@@ -92,8 +94,8 @@ struct LionRule: MomentRule {
 
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
-        let c = beta1 * m + oneMinusBeta1 * g
-        m = beta2 * m + oneMinusBeta2 * g
+        let c = (oneMinusBeta1 * g).addingProduct(beta1, m)
+        m = (oneMinusBeta2 * g).addingProduct(beta2, m)
         return mlorc_sign8(c)
     }
 }

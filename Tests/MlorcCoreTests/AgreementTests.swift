@@ -76,7 +76,10 @@ final class AgreementTests: XCTestCase {
             ref.step(&w, g, lr: 1e-3)
         }
         XCTAssertLessThan(maxAbsDiff(t.param.map(Double.init), w), 1e-5)
-        XCTAssertLessThan(maxAbsDiff(t.moment(0), ref.m), 1e-5)
+        // Each step's fp32 factorisation errs by a few ulp of ‖M‖₂ (≈ 3): ~5e-7;
+        // the momentum carries it on with factor β2 = 0.98, so up to ~1/(1 − β2) = 50
+        // steps' worth accumulate: ~3e-5. Measured 1.3e-5.
+        XCTAssertLessThan(maxAbsDiff(t.moment(0), ref.m), 1e-4)
     }
 
     /// Gradients confined to a fixed rank-2 subspace keep Lion's momentum of
