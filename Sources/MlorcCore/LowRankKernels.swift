@@ -90,6 +90,20 @@ private func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ full: 
 @_transparent
 private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>, stride: Int, rank: Int,
                      _ full: Bool, _ count: Int) -> SIMD8<Float> {
+    @_transparent func term(_ a: Int) -> SIMD8<Float> { load(block + a &* stride, full, count) }
+    // The common ranks as straight-line code (the branch is loop-invariant, so
+    // LLVM hoists it out of the chunk loop).
+    if rank == 4 {
+        return (term(0) * coef[0]).addingProduct(coef[1], term(1))
+            + (term(2) * coef[2]).addingProduct(coef[3], term(3))
+    }
+    if rank == 8 {
+        let s0 = (term(0) * coef[0]).addingProduct(coef[1], term(1)).addingProduct(coef[2], term(2))
+            .addingProduct(coef[3], term(3))
+        let s1 = (term(4) * coef[4]).addingProduct(coef[5], term(5)).addingProduct(coef[6], term(6))
+            .addingProduct(coef[7], term(7))
+        return s0 + s1
+    }
     var s0 = SIMD8<Float>(repeating: 0), s1 = SIMD8<Float>(repeating: 0)
     var a = 0
     while a &+ 4 <= rank {
@@ -275,6 +289,135 @@ private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: Negativ
         if a.b0 == 0 {
             negatives.rowSum[i] = -Double(sums.negSum.sum())
             negatives.rowCount[i] = Double(sums.negCount.sum())
+        }
+    }
+}
+
+/// The first row pass of a step, using linearity: every linear moment's
+/// sketch follows from GΩ (y_k = gain·GΩ + decay·U diag(s) (VᵀΩ), see
+/// finishLinearSketches), so one sweep per row accumulates GΩ and, for a
+/// non-linear non-negative moment, XΩ with X the new moment built from the
+/// previous one clipped at 0, NΩ with N = [R < 0], and the row's sum of |R|
+/// and count over R < 0. gradSketch, y and yNeg are rows x l column-major.
+func sketchPass<Rule: MomentRule>(
+    _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>, omega: UnsafePointer<Float>,
+    gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
+    negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
+                rowCount: UnsafeMutablePointer<Double>),
+    scratch: UnsafeMutablePointer<Float>
+) {
+    let coef = PassScratch(scratch, rank: t.rank).coef
+    for i in rows {
+        loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
+        var b0 = 0
+        while b0 < t.sketchWidth {
+            let a = SketchSweep(t: t, row: i, b0: b0, coef: coef, omega: omega, gradSketch: gradSketch,
+                                y: y, negatives: negatives)
+            switch min(4, t.sketchWidth - b0) {
+            case 1: sketchSweep(rule, a, Width1.self)
+            case 2: sketchSweep(rule, a, Width2.self)
+            case 3: sketchSweep(rule, a, Width3.self)
+            default: sketchSweep(rule, a, Width4.self)
+            }
+            b0 += 4
+        }
+    }
+}
+
+private struct SketchSweep {
+    let t: LowRankTensor, row: Int, b0: Int
+    let coef: UnsafePointer<Float>
+    let omega: UnsafePointer<Float>
+    let gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>
+    let negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
+                    rowCount: UnsafeMutablePointer<Double>)
+}
+
+private struct SketchSums {
+    var grad = Accumulators4(), x = Accumulators4(), neg = Accumulators4()
+    var negSum = SIMD8<Float>(repeating: 0), negCount = SIMD8<Float>(repeating: 0)
+}
+
+@_transparent
+private func sketchChunk<Rule: MomentRule, W: BlockWidth>(
+    _ rule: Rule, _ a: SketchSweep, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums
+) {
+    let t = a.t, n = t.cols, l = t.sketchWidth
+    let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
+    let g = load(t.grad + (a.row &* n &+ j), full, count)
+    var x = SIMD8<Float>(repeating: 0), negative = SIMD8<Float>(repeating: 0)
+    if nonLinear {
+        // The previous second moment, clipped at 0 (c is added later through NΩ).
+        let (block, stride) = Panel.block(t.factors[1].vt, col: j, rows: t.rank, cols: n, full: full)
+        let raw = rebuild(a.coef + t.rank, block, stride: stride, rank: t.rank, full, count)
+        negative = mlorc_negative_indicator8(raw)  // lanes past `count` are 0: not negative
+        if a.b0 == 0 {
+            sums.negSum = sums.negSum.addingProduct(raw, negative)
+            sums.negCount += negative
+        }
+        var m = SIMD8<Float>(repeating: 0)
+        x = mlorc_replace_negative8(raw, 0)
+        _ = rule.apply(&m, &x, g)
+    }
+    let (block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.omega), col: j, rows: l, cols: n, full: full)
+    for b in 0..<W.value {
+        let s = load(block + (a.b0 &+ b) &* stride, full, count)
+        sums.grad[b] = sums.grad[b].addingProduct(g, s)
+        if nonLinear {
+            sums.x[b] = sums.x[b].addingProduct(x, s)
+            sums.neg[b] = sums.neg[b].addingProduct(negative, s)
+        }
+    }
+}
+
+@inline(never)
+private func sketchTail<Rule: MomentRule, W: BlockWidth>(
+    _ rule: Rule, _ a: SketchSweep, _: W.Type, _ j: Int, _ count: Int, _ sums: inout SketchSums
+) {
+    sketchChunk(rule, a, W.self, j, false, count, &sums)
+}
+
+private func sketchSweep<Rule: MomentRule, W: BlockWidth>(_ rule: Rule, _ a: SketchSweep, _: W.Type) {
+    let n = a.t.cols, m = a.t.rows, i = a.row
+    var sums = SketchSums()
+    let fullEnd = n & ~7
+    var j = 0
+    while j < fullEnd { sketchChunk(rule, a, W.self, j, true, 8, &sums); j &+= 8 }
+    if j < n { sketchTail(rule, a, W.self, j, n &- j, &sums) }
+    for b in 0..<W.value { a.gradSketch[i + (a.b0 + b) * m] = sums.grad[b].sum() }
+    if Rule.momentCount > 1 && !Rule.isLinear(1) {
+        for b in 0..<W.value {
+            a.y[i + (a.b0 + b) * m] = sums.x[b].sum()
+            a.negatives.yNeg[i + (a.b0 + b) * m] = sums.neg[b].sum()
+        }
+        if a.b0 == 0 {
+            a.negatives.rowSum[i] = -Double(sums.negSum.sum())
+            a.negatives.rowCount[i] = Double(sums.negCount.sum())
+        }
+    }
+}
+
+/// y = gain·GΩ + decay·U diag(s) (VᵀΩ) for a linear moment: its exact sketch
+/// by linearity, at O((rows + cols)·rank·l) cost. omega is an l x cols panel.
+func finishLinearSketch(_ f: Factors, rows m: Int, cols n: Int, rank r: Int, sketchWidth l: Int,
+                        omega: UnsafePointer<Float>, gradSketch: UnsafePointer<Float>,
+                        decay: Float, gain: Float, into y: UnsafeMutablePointer<Float>,
+                        vtOmega: UnsafeMutablePointer<Float>) {
+    // vtOmega[a·l + b] = Σ_j Vt[a, j] · Ω[b, j] (both panels share the column blocking).
+    for a in 0..<r {
+        for b in 0..<l {
+            var sum: Float = 0
+            for j in 0..<n {
+                sum += f.vt[Panel.offset(row: a, col: j, rows: r, cols: n)] * omega[Panel.offset(row: b, col: j, rows: l, cols: n)]
+            }
+            vtOmega[a * l + b] = sum * f.s[a] * decay
+        }
+    }
+    for i in 0..<m {
+        for b in 0..<l {
+            var sum = gain * gradSketch[i + b * m]
+            for a in 0..<r { sum += f.u[i * r + a] * vtOmega[a * l + b] }
+            y[i + b * m] = sum
         }
     }
 }

@@ -79,13 +79,19 @@ struct LowRankStep<Rule: MomentRule> {
             .fillNormals(staging, count: l * n)
         Panel.fromRowMajor(staging, into: omega, rows: l, cols: n)
         let (scratch, stride) = try threadScratch(parts, &workspace)
-        let sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega))
-        let t = tensor, ys = ys, negatives = (yNeg, rowSum, rowCount), rule = rule
+        let gradSketch = try workspace.floats(.gradSketch, m * l)
+        let t = tensor, nonLinearY = y(mc - 1), negatives = (yNeg, rowSum, rowCount), rule = rule
         parallelFor(parts: parts) { part in
-            rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
-                    c: PerMoment(repeating: 0), y: ys, negatives: negatives, scratch: scratch + part * stride)
+            sketchPass(rule, t, rows: partition(t.rows, parts: parts, part: part), omega: omega,
+                       gradSketch: gradSketch, y: nonLinearY, negatives: negatives, scratch: scratch + part * stride)
         }
-        // A NaN or infinity in the gradient reaches every sketch of its row.
+        // A NaN or infinity in the gradient reaches every entry of GΩ in its row.
+        guard allFinite(gradSketch, range: 0..<(m * l)) else { return false }
+        for k in 0..<mc where Rule.isLinear(k) {
+            finishLinearSketch(tensor.factors[k], rows: m, cols: n, rank: tensor.rank, sketchWidth: l,
+                               omega: omega, gradSketch: gradSketch, decay: rule.decay(k), gain: rule.gain(k),
+                               into: y(k), vtOmega: staging)
+        }
         for k in 0..<mc where !allFinite(y(k), range: 0..<(m * l)) { return false }
         return true
     }

@@ -18,6 +18,12 @@ protocol MomentRule {
     static func isNonNegative(_ k: Int) -> Bool
     /// The coefficient of the previous moment k in its recurrence.
     func decay(_ k: Int) -> Float
+    /// Whether moment k is linear in the gradient, new = decay·prev + gain·g:
+    /// its sketch then follows from GΩ and the factors, with no rebuild.
+    /// Every non-linear moment must be non-negative (slot 1).
+    static func isLinear(_ k: Int) -> Bool
+    /// The gain of a linear moment k.
+    func gain(_ k: Int) -> Float
     /// Multiplier of the direction in the weight update.
     var stepSize: Float { get }
     /// The weight-decay factor 1 − lr·λ.
@@ -61,6 +67,8 @@ struct AdamWRule: MomentRule {
     }
 
     func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
+    static func isLinear(_ k: Int) -> Bool { k == 0 }
+    func gain(_ k: Int) -> Float { oneMinusBeta1 }
 
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
@@ -91,6 +99,8 @@ struct LionRule: MomentRule {
     }
 
     func decay(_ k: Int) -> Float { beta2 }
+    static func isLinear(_ k: Int) -> Bool { true }
+    func gain(_ k: Int) -> Float { oneMinusBeta2 }
 
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {

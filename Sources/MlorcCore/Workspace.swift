@@ -11,6 +11,7 @@ struct Workspace {
         case sketches      // per-tensor sketches kept from pass 1 to pass 2 of a batch
         case omega         // the random test matrix (l x cols panel)
         case staging       // row-major copies of panels for the generator and LAPACK
+        case gradSketch    // GΩ of the tensor being sketched (rows x l)
         case panels        // per-moment l x cols accumulators (B = QᵀA, or AᵀQ)
         case svdLeft, svdRight, svdValues
         case threadScratch // per-thread accumulators
