@@ -41,18 +41,20 @@ struct LowRankTensor {
 }
 
 /// Per-thread scratch of the passes, in floats (a multiple of 16, so that
-/// consecutive threads' blocks stay 64-byte aligned): 2·rank coefficients,
-/// then 2·l entries of Q's current row.
+/// consecutive threads' blocks stay 64-byte aligned): for two rows, 2·rank
+/// coefficients and 2·l entries of Q's row each.
 func passScratchFloats(rank: Int, sketchWidth l: Int) -> Int {
-    (2 * rank + 2 * l + 15) / 16 * 16
+    (4 * rank + 4 * l + 15) / 16 * 16
 }
 
 private struct PassScratch {
-    let coef: UnsafeMutablePointer<Float>
-    let qRow: UnsafeMutablePointer<Float>
-    init(_ base: UnsafeMutablePointer<Float>, rank: Int) {
+    let coef: UnsafeMutablePointer<Float>, coef2: UnsafeMutablePointer<Float>
+    let qRow: UnsafeMutablePointer<Float>, qRow2: UnsafeMutablePointer<Float>
+    init(_ base: UnsafeMutablePointer<Float>, rank: Int, sketchWidth l: Int = 0) {
         coef = base
-        qRow = base + 2 * rank
+        coef2 = base + 2 * rank
+        qRow = base + 4 * rank
+        qRow2 = base + 4 * rank + 2 * l
     }
 }
 
@@ -459,7 +461,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     _ scratch: UnsafeMutablePointer<Float>
 ) {
     let l = t.sketchWidth, n = t.cols, m = t.rows
-    let parts = PassScratch(scratch, rank: t.rank)
+    let parts = PassScratch(scratch, rank: t.rank, sketchWidth: l)
     let coef = parts.coef, qRow = parts.qRow
     // Columns per sweep over the rows: as wide as possible (long contiguous row
     // segments stream well) while the factor and output panels of the block,
@@ -469,14 +471,29 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     var blockStart = cols.lowerBound
     while blockStart < cols.upperBound {
         let blockEnd = min(blockStart + blockWidth, cols.upperBound)
-        for i in 0..<m {
+        @_transparent func rowView(_ i: Int, _ coef: UnsafeMutablePointer<Float>,
+                                   _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow {
             loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
             for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
-            let gradRow = t.grad + i &* n, weightRow = t.weights + i &* n
-
-            let row = ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out,
-                                gradRow: gradRow, weightRow: weightRow)
-            let fullEnd = blockStart + (blockEnd - blockStart) & ~7
+            return ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out,
+                             gradRow: t.grad + i &* n, weightRow: t.weights + i &* n)
+        }
+        let fullEnd = blockStart + (blockEnd - blockStart) & ~7
+        // Two rows per sweep share the factor loads and the output panel's
+        // load/store; they are added in row order, as one row at a time would.
+        var i = 0
+        while i &+ 2 <= m {
+            let first = rowView(i, parts.coef, parts.qRow), second = rowView(i &+ 1, parts.coef2, parts.qRow2)
+            var j = blockStart
+            while j < fullEnd { columnChunk2(rule, first, second, W.self, Mode.self, j); j &+= 8 }
+            if j < blockEnd {
+                columnTail(rule, first, W.self, Mode.self, j, blockEnd &- j)
+                columnTail(rule, second, W.self, Mode.self, j, blockEnd &- j)
+            }
+            i &+= 2
+        }
+        if i < m {
+            let row = rowView(i, parts.coef, parts.qRow)
             var j = blockStart
             while j < fullEnd { columnChunk(rule, row, W.self, Mode.self, j, true, 8); j &+= 8 }
             if j < blockEnd { columnTail(rule, row, W.self, Mode.self, j, blockEnd &- j) }
@@ -517,6 +534,39 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     }
     accumulate(r, W.self, 0, p.first, j, full, count)
     if Rule.momentCount > 1 { accumulate(r, W.self, 1, p.second, j, full, count) }
+}
+
+/// One full 8-column chunk of two consecutive rows in a column sweep.
+@_transparent
+private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ r1: ColumnRow, _ r2: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int
+) {
+    let t = r1.t, l = t.sketchWidth, n = t.cols
+    let g1 = load(r1.gradRow + j, true, 8), g2 = load(r2.gradRow + j, true, 8)
+    var (p1, _) = previousMoments(Rule.self, t, r1.coef, r1.c, j, true, 8)
+    var (p2, _) = previousMoments(Rule.self, t, r2.coef, r2.c, j, true, 8)
+    let d1 = rule.apply(&p1.first, &p1.second, g1)
+    let d2 = rule.apply(&p2.first, &p2.second, g2)
+    if Mode.updates {
+        let w1 = r1.weightRow + j, w2 = r2.weightRow + j
+        store(load(w1, true, 8) * rule.decayFactor - rule.stepSize * d1, w1, true, 8)
+        store(load(w2, true, 8) * rule.decayFactor - rule.stepSize * d2, w2, true, 8)
+    }
+    for k in 0..<Rule.momentCount {
+        let (o, stride) = Panel.block(r1.out[k], col: j, rows: l, cols: n, full: true)
+        let q1 = r1.qRow + k &* l, q2 = r2.qRow + k &* l
+        let v1 = p1[k], v2 = p2[k]
+        for b in 0..<W.value {
+            let ob = o + b &* stride
+            store(load(ob, true, 8).addingProduct(q1[b], v1).addingProduct(q2[b], v2), ob, true, 8)
+        }
+        var b = W.value
+        while b < l {
+            let ob = o + b &* stride
+            store(load(ob, true, 8).addingProduct(q1[b], v1).addingProduct(q2[b], v2), ob, true, 8)
+            b &+= 1
+        }
+    }
 }
 
 /// out_k[b, j..j+7] += q_k[i, b] · A_k[i, j..j+7] for every sketch column b.
