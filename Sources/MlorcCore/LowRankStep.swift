@@ -72,7 +72,7 @@ struct LowRankStep<Rule: MomentRule> {
     }
 
     /// Pass 1: reads only. Returns false if the gradient is not finite.
-    func sketch(workspace: inout Workspace, parts: Int) throws(MlorcError) -> Bool {
+    func sketch(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
         // Ω[b, j] is normal number b·cols + j of this (seed, tensor, step).
         let staging = try workspace.floats(.staging, l * n), omega = try workspace.floats(.omega, l * n)
         SketchGenerator(seed: hyper.seed, tensorID: prepared.header.tensorID, step: prepared.header.step + 1)
@@ -81,7 +81,7 @@ struct LowRankStep<Rule: MomentRule> {
         let (scratch, stride) = try threadScratch(parts, &workspace)
         let gradSketch = try workspace.floats(.gradSketch, m * l)
         let t = tensor, nonLinearY = y(mc - 1), negatives = (yNeg, rowSum, rowCount), rule = rule
-        parallelFor(parts: parts) { part in
+        pool.run(parts: parts) { part in
             sketchPass(rule, t, rows: partition(t.rows, parts: parts, part: part), omega: omega,
                        gradSketch: gradSketch, y: nonLinearY, negatives: negatives, scratch: scratch + part * stride)
         }
@@ -97,7 +97,7 @@ struct LowRankStep<Rule: MomentRule> {
     }
 
     /// Pass 2 and the factor refresh: writes the weights and the state's factors.
-    func update(workspace: inout Workspace, parts: Int) throws(MlorcError) {
+    func update(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
         // c_k = mean |R_ij| over the negative entries of the previous second
         // moment (0 if none), summed row by row in a fixed order.
         var c = PerMoment<Float>(repeating: 0)
@@ -116,7 +116,7 @@ struct LowRankStep<Rule: MomentRule> {
         for _ in 0..<hyper.powerIterations {
             for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
             panels.initialize(repeating: 0, count: mc * l * n)
-            parallelFor(parts: parts) { part in
+            pool.run(parts: parts) { part in
                 columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
                            q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
                            out: panel, updateWeights: false, scratch: scratch + part * stride)
@@ -129,7 +129,7 @@ struct LowRankStep<Rule: MomentRule> {
                 try LinearAlgebra.orthonormalize(staging, rows: n, cols: l, workspace: &workspace)
                 Panel.fromRowMajor(staging, into: panel[k], rows: l, cols: n)
             }
-            parallelFor(parts: parts) { part in
+            pool.run(parts: parts) { part in
                 rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
                             sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
                             y: ys, negatives: nil, scratch: scratch + part * stride)
@@ -138,7 +138,7 @@ struct LowRankStep<Rule: MomentRule> {
 
         for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
         panels.initialize(repeating: 0, count: mc * l * n)
-        parallelFor(parts: parts) { part in
+        pool.run(parts: parts) { part in
             columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
                        q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
                        out: panel, updateWeights: true, scratch: scratch + part * stride)

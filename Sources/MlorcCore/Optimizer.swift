@@ -32,6 +32,17 @@ package final class Optimizer {
     package let rule: RuleKind
     package var hyper: Hyperparameters
     var workspace = Workspace()
+    /// Worker threads, started at the first step that can use them and
+    /// restarted when MLORC_PARAM_THREADS changes.
+    private var threadPool: ThreadPool?
+
+    var pool: ThreadPool {
+        if let p = threadPool, p.workerCount == hyper.threads - 1 { return p }
+        threadPool = nil  // joins the old workers first
+        let p = ThreadPool(workers: hyper.threads - 1)
+        threadPool = p
+        return p
+    }
 
     package init(rule: RuleKind) {
         self.rule = rule
@@ -166,7 +177,7 @@ package final class Optimizer {
         }
     }
 
-    /// Threads worth using for `elements` of streaming work.
+    /// Parts worth splitting `elements` of streaming work into.
     func parts(for elements: Int) -> Int {
         max(1, min(hyper.threads, elements / 32768))
     }
@@ -200,12 +211,12 @@ package final class Optimizer {
             let finite: Bool
             if t.header.storage == .lowRank {
                 finite = try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
-                    .sketch(workspace: &workspace, parts: parts(for: t.header.rows * t.header.cols))
+                    .sketch(workspace: &workspace, pool: pool, parts: parts(for: t.header.rows * t.header.cols))
             } else {
                 let n = t.header.rows * t.header.cols, p = parts(for: n)
                 var ok = [Bool](repeating: true, count: p)
                 ok.withUnsafeMutableBufferPointer { okp in
-                    parallelFor(parts: p) { part in okp[part] = allFinite(t.grad, range: partition(n, parts: p, part: part, align: 8)) }
+                    pool.run(parts: p) { part in okp[part] = allFinite(t.grad, range: partition(n, parts: p, part: part, align: 8)) }
                 }
                 finite = !ok.contains(false)
             }
@@ -219,13 +230,13 @@ package final class Optimizer {
             if header.storage == .lowRank {
                 do {
                     try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
-                        .update(workspace: &workspace, parts: parts(for: header.rows * header.cols))
+                        .update(workspace: &workspace, pool: pool, parts: parts(for: header.rows * header.cols))
                 } catch { throw error.inTensor(i) }
                 header.payloadChecksum = Checksum.of(UnsafeRawPointer(t.payload), count: header.payloadBytes)
             } else {
                 let n = header.rows * header.cols, p = parts(for: n)
                 let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
-                parallelFor(parts: p) { part in
+                pool.run(parts: p) { part in
                     denseUpdate(rule, weights: t.weights, grad: t.grad, m: m, v: v,
                                 range: partition(n, parts: p, part: part, align: 8))
                 }

@@ -2,38 +2,107 @@
 import Glibc
 #endif
 
-/// Runs `body(part)` for part in 0..<parts, on the calling thread plus up to
-/// parts − 1 short-lived pthreads, and returns when all are done. Callers
-/// split work so that each output element is computed by exactly one part in
-/// a fixed order: results never depend on how many parts run.
-func parallelFor(parts: Int, _ body: (Int) -> Void) {
-    if parts <= 1 { body(0); return }
-    withoutActuallyEscaping(body) { escapable in
-        final class Job {
-            let body: (Int) -> Void
-            let part: Int
-            init(_ body: @escaping (Int) -> Void, _ part: Int) { self.body = body; self.part = part }
-        }
-        var threads: [pthread_t] = []
-        var inline: [Int] = []  // parts whose thread could not start run here
-        for part in 1..<parts {
-            let job = Unmanaged.passRetained(Job(escapable, part)).toOpaque()
+/// A handle's worker threads: `run(parts:)` executes body(part) for every
+/// part in 0..<parts on the calling thread and the workers, and returns when
+/// all are done. Threads are started once and parked on a condition variable
+/// between calls, so a step with many small tensors does not pay a thread
+/// start per pass. Callers split work so that each output element is computed
+/// by exactly one part in a fixed order: results never depend on how many
+/// threads run or which thread takes which part.
+final class ThreadPool {
+    private(set) var workerCount = 0
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var threads: [pthread_t] = []
+    // Guarded by `lock`.
+    private var body: ((Int) -> Void)?
+    private var generation = 0, parts = 0, nextPart = 0, remaining = 0
+    private var shuttingDown = false
+
+    /// Starts up to `workers` threads (fewer if the system refuses some; the
+    /// caller's thread then does more of the parts).
+    init(workers: Int) {
+        pthread_mutex_init(lock, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(finished, nil)
+        for _ in 0..<max(0, workers) {
+            let me = Unmanaged.passRetained(WorkerContext(self)).toOpaque()
             var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { raw in
-                let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
-                job.body(job.part)
+            if pthread_create(&thread, nil, { raw in
+                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                context.pool?.workerLoop()
                 return nil
-            }, job)
-            if rc == 0 {
+            }, me) == 0 {
                 threads.append(thread)
             } else {
-                Unmanaged<Job>.fromOpaque(job).release()
-                inline.append(part)
+                Unmanaged<WorkerContext>.fromOpaque(me).release()
             }
         }
-        escapable(0)
-        for part in inline { escapable(part) }
+        workerCount = threads.count
+    }
+
+    /// Weak link from a worker to its pool, so the pool can be released.
+    private final class WorkerContext {
+        unowned(unsafe) let pool: ThreadPool?
+        init(_ pool: ThreadPool) { self.pool = pool }
+    }
+
+    deinit {
+        pthread_mutex_lock(lock)
+        shuttingDown = true
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(lock)
         for thread in threads { pthread_join(thread, nil) }
+        pthread_cond_destroy(wake)
+        pthread_cond_destroy(finished)
+        pthread_mutex_destroy(lock)
+        lock.deallocate(); wake.deallocate(); finished.deallocate()
+    }
+
+    func run(parts count: Int, _ work: (Int) -> Void) {
+        if count <= 1 || workerCount == 0 {
+            for part in 0..<max(count, 1) { work(part) }
+            return
+        }
+        withoutActuallyEscaping(work) { escapable in
+            pthread_mutex_lock(lock)
+            body = escapable
+            parts = count
+            nextPart = 0
+            remaining = count
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            takeParts()  // the caller works too; returns with `lock` held
+            while remaining > 0 { pthread_cond_wait(finished, lock) }
+            body = nil
+            pthread_mutex_unlock(lock)
+        }
+    }
+
+    /// Runs parts until none is left. Called and returns with `lock` held.
+    private func takeParts() {
+        while nextPart < parts, let work = body {
+            let part = nextPart
+            nextPart += 1
+            pthread_mutex_unlock(lock)
+            work(part)
+            pthread_mutex_lock(lock)
+            remaining -= 1
+            if remaining == 0 { pthread_cond_broadcast(finished) }
+        }
+    }
+
+    private func workerLoop() {
+        pthread_mutex_lock(lock)
+        var seen = generation
+        while true {
+            while generation == seen && !shuttingDown { pthread_cond_wait(wake, lock) }
+            if shuttingDown { break }
+            seen = generation
+            takeParts()
+        }
+        pthread_mutex_unlock(lock)
     }
 }
 
