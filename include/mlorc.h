@@ -93,7 +93,9 @@ const char *mlorc_status_string(int status);
 /* The update rule of an optimizer handle. */
 typedef enum mlorc_rule {
     MLORC_RULE_ADAMW = 1, /* AdamW; MLorc-AdamW on low-rank storage */
-    MLORC_RULE_LION = 2   /* Lion;  MLorc-Lion on low-rank storage */
+    MLORC_RULE_LION = 2,  /* Lion;  MLorc-Lion on low-rank storage */
+    MLORC_RULE_ADOPT = 3  /* ADOPT (arXiv 2411.02853); MLorc-ADOPT on low-rank storage.
+                             Its first step only sets v = g^2 (no update). */
 } mlorc_rule;
 
 /* How a tensor's moments are stored. */
@@ -112,18 +114,22 @@ typedef enum mlorc_dtype {
 } mlorc_dtype;
 
 /* Hyperparameters and settings, set per handle with mlorc_set_param().
- * Values are doubles; integer-valued keys take integral doubles. */
+ * Values are doubles; integer-valued keys take integral doubles. Defaults
+ * are listed per rule; a key not listed for a rule is MLORC_ERROR_UNKNOWN_PARAM. */
 typedef enum mlorc_param {
-    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9,  Lion 0.95; [0, 1) */
-    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98; [0, 1) */
-    MLORC_PARAM_EPS = 3,              /* AdamW only: 1e-8; [0, 1] */
-    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05; [0, 1e3] */
+    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9; [0, 1) */
+    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999; [0, 1) */
+    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6 (not Lion); [0, 1] */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0; [0, 1e3] */
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
     MLORC_PARAM_POWER_ITERATIONS = 7, /* q, randomized-SVD power iterations: 0; [0, 16] */
     MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW only: 1 (on) or 0 (off) */
     MLORC_PARAM_SEED = 9,             /* seed of the sketch matrices: 0; integer [0, 2^53] */
-    MLORC_PARAM_THREADS = 10          /* threads used by a step: 1; [1, 256] */
+    MLORC_PARAM_THREADS = 10,         /* threads used by a step: 1; [1, 256] */
+    MLORC_PARAM_ADOPT_CLIP = 11       /* ADOPT only: 1 clips g/max(sqrt(v), eps) to
+                                         +-(t-1)^(1/4) at step t (the paper's clipped
+                                         variant), 0 (default) does not */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */

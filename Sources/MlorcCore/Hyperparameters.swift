@@ -2,6 +2,7 @@
 package enum RuleKind: Int32, CaseIterable {
     case adamW = 1
     case lion = 2
+    case adopt = 3
 }
 
 /// Keys of `mlorc_param`.
@@ -16,6 +17,7 @@ package enum ParamKey: Int32, CaseIterable {
     case biasCorrection = 8
     case seed = 9
     case threads = 10
+    case adoptClip = 11
 
     var name: String {
         switch self {
@@ -29,12 +31,13 @@ package enum ParamKey: Int32, CaseIterable {
         case .biasCorrection: "bias_correction"
         case .seed: "seed"
         case .threads: "threads"
+        case .adoptClip: "adopt_clip"
         }
     }
 
     var isInteger: Bool {
         switch self {
-        case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads: true
+        case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip: true
         default: false
         }
     }
@@ -52,11 +55,13 @@ package struct Hyperparameters {
     package var biasCorrection: Bool = true
     package var seed: UInt64 = 0
     package var threads: Int = 1
+    package var adoptClip: Bool = false
 
     package init(rule: RuleKind) {
         switch rule {
         case .adamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
+        case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
         }
     }
 
@@ -64,8 +69,9 @@ package struct Hyperparameters {
     package static func bounds(rule: RuleKind, key: ParamKey) -> ClosedRange<Double>? {
         switch key {
         case .beta1, .beta2: return 0...0.999_999_999
-        case .eps: return rule == .adamW ? 0...1 : nil
+        case .eps: return rule == .lion ? nil : 0...1
         case .biasCorrection: return rule == .adamW ? 0...1 : nil
+        case .adoptClip: return rule == .adopt ? 0...1 : nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
@@ -87,6 +93,7 @@ package struct Hyperparameters {
         case .biasCorrection: biasCorrection ? 1 : 0
         case .seed: Double(seed)
         case .threads: Double(threads)
+        case .adoptClip: adoptClip ? 1 : 0
         }
     }
 
@@ -114,6 +121,7 @@ package struct Hyperparameters {
         case .biasCorrection: biasCorrection = value != 0
         case .seed: seed = UInt64(value)
         case .threads: threads = Int(value)
+        case .adoptClip: adoptClip = value != 0
         }
     }
 }

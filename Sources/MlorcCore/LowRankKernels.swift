@@ -399,6 +399,30 @@ private func sketchSweep<Rule: MomentRule, W: BlockWidth>(_ rule: Rule, _ a: Ske
     }
 }
 
+/// Per-row sum of |R| and count over the negative entries of the previous
+/// moment 1, R = U diag(s) Vt, from the factors alone (no gradient): the fix's
+/// constant c for rules that must know it before sketching.
+func negativeStatistics(_ t: LowRankTensor, rows: Range<Int>, rowSum: UnsafeMutablePointer<Double>,
+                        rowCount: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<Float>) {
+    let coef = PassScratch(scratch, rank: t.rank).coef, n = t.cols
+    for i in rows {
+        loadCoefficients(t, momentCount: 2, row: i, into: coef)
+        var sum = SIMD8<Float>(repeating: 0), count = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j < n {
+            let c = min(8, n &- j), full = c == 8
+            let (block, stride) = Panel.block(t.factors[1].vt, col: j, rows: t.rank, cols: n, full: full)
+            let raw = rebuild(coef + t.rank, block, stride: stride, rank: t.rank, full, c)
+            let negative = mlorc_negative_indicator8(raw)
+            sum = sum.addingProduct(raw, negative)
+            count += negative
+            j &+= 8
+        }
+        rowSum[i] = -Double(sum.sum())
+        rowCount[i] = Double(count.sum())
+    }
+}
+
 /// y = gain·GΩ + decay·U diag(s) (VᵀΩ) for a linear moment: its exact sketch
 /// by linearity, at O((rows + cols)·rank·l) cost. omega is an l x cols panel.
 func finishLinearSketch(_ f: Factors, rows m: Int, cols n: Int, rank r: Int, sketchWidth l: Int,

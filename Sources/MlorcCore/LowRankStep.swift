@@ -79,32 +79,65 @@ struct LowRankStep<Rule: MomentRule> {
             .fillNormals(staging, count: l * n)
         Panel.fromRowMajor(staging, into: omega, rows: l, cols: n)
         let (scratch, stride) = try threadScratch(parts, &workspace)
-        let gradSketch = try workspace.floats(.gradSketch, m * l)
-        let t = tensor, nonLinearY = y(mc - 1), negatives = (yNeg, rowSum, rowCount), rule = rule
-        pool.run(parts: parts) { part in
-            sketchPass(rule, t, rows: partition(t.rows, parts: parts, part: part), omega: omega,
-                       gradSketch: gradSketch, y: nonLinearY, negatives: negatives, scratch: scratch + part * stride)
+        let t = tensor, negatives = (yNeg, rowSum, rowCount), rule = rule
+        if Rule.isLinear(0) {
+            // Linear moments from GΩ; at most the non-negative slot 1 is rebuilt.
+            let gradSketch = try workspace.floats(.gradSketch, m * l)
+            let nonLinearY = y(mc - 1)
+            pool.run(parts: parts) { part in
+                sketchPass(rule, t, rows: partition(t.rows, parts: parts, part: part), omega: omega,
+                           gradSketch: gradSketch, y: nonLinearY, negatives: negatives, scratch: scratch + part * stride)
+            }
+            // A NaN or infinity in the gradient reaches every entry of GΩ in its row.
+            guard allFinite(gradSketch, range: 0..<(m * l)) else { return false }
+            for k in 0..<mc where Rule.isLinear(k) {
+                finishLinearSketch(tensor.factors[k], rows: m, cols: n, rank: tensor.rank, sketchWidth: l,
+                                   omega: omega, gradSketch: gradSketch, decay: rule.decay(k), gain: rule.gain(k),
+                                   into: y(k), vtOmega: staging)
+            }
+        } else if Rule.firstMomentReadsSecond {
+            // Moment 0 reads the fixed moment 1, so c comes first (from the
+            // factors), then every moment is sketched with it; yNeg stays 0.
+            let rowSum = rowSum, rowCount = rowCount
+            pool.run(parts: parts) { part in
+                negativeStatistics(t, rows: partition(t.rows, parts: parts, part: part), rowSum: rowSum,
+                                   rowCount: rowCount, scratch: scratch + part * stride)
+            }
+            yNeg.initialize(repeating: 0, count: m * l)
+            let c = fixConstants(), sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega)), ys = ys
+            pool.run(parts: parts) { part in
+                rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
+                        c: c, y: ys, negatives: nil, scratch: scratch + part * stride)
+            }
+        } else {
+            // Every moment rebuilt and sketched directly, one sweep per moment.
+            let sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega)), ys = ys
+            pool.run(parts: parts) { part in
+                rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
+                        c: PerMoment(repeating: 0), y: ys, negatives: negatives, scratch: scratch + part * stride)
+            }
         }
-        // A NaN or infinity in the gradient reaches every entry of GΩ in its row.
-        guard allFinite(gradSketch, range: 0..<(m * l)) else { return false }
-        for k in 0..<mc where Rule.isLinear(k) {
-            finishLinearSketch(tensor.factors[k], rows: m, cols: n, rank: tensor.rank, sketchWidth: l,
-                               omega: omega, gradSketch: gradSketch, decay: rule.decay(k), gain: rule.gain(k),
-                               into: y(k), vtOmega: staging)
-        }
+        // Non-finite gradients (or moments) make their rows' sketches non-finite.
         for k in 0..<mc where !allFinite(y(k), range: 0..<(m * l)) { return false }
         return true
     }
 
-    /// Pass 2 and the factor refresh: writes the weights and the state's factors.
-    func update(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
-        // c_k = mean |R_ij| over the negative entries of the previous second
-        // moment (0 if none), summed row by row in a fixed order.
+    /// c_k = mean |R_ij| over the negative entries of the previous second
+    /// moment (0 if none), from the per-row statistics summed in row order.
+    private func fixConstants() -> PerMoment<Float> {
         var c = PerMoment<Float>(repeating: 0)
         for k in 0..<mc where Rule.isNonNegative(k) {
             var sum = 0.0, count = 0.0
             for i in 0..<m { sum += rowSum[i]; count += rowCount[i] }
             c[k] = count > 0 ? Float(sum / count) : 0
+        }
+        return c
+    }
+
+    /// Pass 2 and the factor refresh: writes the weights and the state's factors.
+    func update(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+        let c = fixConstants()
+        for k in 0..<mc where Rule.isNonNegative(k) {
             let shift = rule.decay(k) * c[k], yk = y(k)
             if shift != 0 { for e in 0..<(m * l) { yk[e] += shift * yNeg[e] } }
         }

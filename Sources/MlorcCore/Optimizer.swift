@@ -197,6 +197,8 @@ package final class Optimizer {
             try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
         case .lion:
             try run(tensors, lr: lr) { h, _ in LionRule(h, lr: lr) }
+        case .adopt:
+            try run(tensors, lr: lr) { h, t in AdoptRule(h, lr: lr, step: t) }
         }
     }
 

@@ -24,6 +24,9 @@ protocol MomentRule {
     static func isLinear(_ k: Int) -> Bool
     /// The gain of a linear moment k.
     func gain(_ k: Int) -> Float
+    /// Whether moment 0's update reads the (fixed) previous moment 1, so that
+    /// the fix's constant c must be known before anything is sketched.
+    static var firstMomentReadsSecond: Bool { get }
     /// Multiplier of the direction in the weight update.
     var stepSize: Float { get }
     /// The weight-decay factor 1 − lr·λ.
@@ -36,6 +39,7 @@ extension RuleKind {
         switch self {
         case .adamW: AdamWRule.momentCount
         case .lion: LionRule.momentCount
+        case .adopt: AdoptRule.momentCount
         }
     }
 }
@@ -67,6 +71,7 @@ struct AdamWRule: MomentRule {
     }
 
     func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
+    static let firstMomentReadsSecond = false
     static func isLinear(_ k: Int) -> Bool { k == 0 }
     func gain(_ k: Int) -> Float { oneMinusBeta1 }
 
@@ -99,6 +104,7 @@ struct LionRule: MomentRule {
     }
 
     func decay(_ k: Int) -> Float { beta2 }
+    static let firstMomentReadsSecond = false
     static func isLinear(_ k: Int) -> Bool { true }
     func gain(_ k: Int) -> Float { oneMinusBeta2 }
 
@@ -107,5 +113,48 @@ struct LionRule: MomentRule {
         let c = (oneMinusBeta1 * g).addingProduct(beta1, m)
         m = (oneMinusBeta2 * g).addingProduct(beta2, m)
         return mlorc_sign8(c)
+    }
+}
+
+/// ADOPT (Taniguchi et al. 2024, arXiv 2411.02853): the gradient is normalised
+/// by the *previous* second moment before it enters the momentum,
+///   n = g / max(√v, ε)  (optionally clipped to ±(t − 1)^{1/4}),
+///   m ← β1·m + (1−β1)·n,  direction m,  v ← β2·v + (1−β2)·g².
+/// The first step only initialises v = g² (no update, no weight decay).
+/// m depends on the previous v, so it is not linear in g.
+struct AdoptRule: MomentRule {
+    static let momentCount = 2
+    static func isNonNegative(_ k: Int) -> Bool { k == 1 }
+    static func isLinear(_ k: Int) -> Bool { false }
+    static let firstMomentReadsSecond = true
+
+    let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
+    let eps: Float, clip: Float  // clip = +inf when off
+    let first: Bool
+    let stepSize: Float, decayFactor: Float
+
+    /// `step` is the 1-based number of the step being taken.
+    init(_ h: Hyperparameters, lr: Double, step: UInt64) {
+        first = step == 1
+        beta1 = Float(h.beta1); beta2 = first ? 0 : Float(h.beta2)
+        oneMinusBeta1 = Float(1 - h.beta1); oneMinusBeta2 = first ? 1 : Float(1 - h.beta2)
+        eps = Float(h.eps)
+        clip = h.adoptClip ? Float(pow(Double(step - 1), 0.25)) : .infinity
+        stepSize = first ? 0 : Float(lr)
+        decayFactor = first ? 1 : Float(1 - lr * h.weightDecay)
+    }
+
+    func decay(_ k: Int) -> Float { k == 0 ? (first ? 1 : beta1) : beta2 }
+    func gain(_ k: Int) -> Float { 0 }  // not linear: unused
+
+    @inline(__always)
+    func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        if !first {
+            var n = g / mlorc_sqrt8(v).replacing(with: eps, where: mlorc_sqrt8(v) .< eps)
+            n = n.clamped(lowerBound: SIMD8(repeating: -clip), upperBound: SIMD8(repeating: clip))
+            m = (oneMinusBeta1 * n).addingProduct(beta1, m)
+        }
+        v = (beta2 * v).addingProduct(oneMinusBeta2 * g, g)
+        return m
     }
 }

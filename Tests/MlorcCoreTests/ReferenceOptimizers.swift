@@ -36,3 +36,30 @@ struct ReferenceLion {
         }
     }
 }
+
+/// ADOPT (arXiv 2411.02853) in double precision: the first step sets v = g²;
+/// then n = g / max(√v, ε) (clipped to ±(t−1)^{1/4} if asked), m = β1·m + (1−β1)·n,
+/// w ← w·(1 − lr·λ) − lr·m, v = β2·v + (1−β2)·g².
+struct ReferenceAdopt {
+    var beta1 = 0.9, beta2 = 0.9999, eps = 1e-6, weightDecay = 0.0
+    let clip: Bool
+    var m: [Double], v: [Double], t = 0
+
+    init(count: Int, clip: Bool) { m = .init(repeating: 0, count: count); v = m; self.clip = clip }
+
+    mutating func step(_ w: inout [Double], _ g: [Float], lr: Double) {
+        t += 1
+        if t == 1 {
+            v = g.map { Double($0) * Double($0) }
+            return
+        }
+        let bound = clip ? pow(Double(t - 1), 0.25) : .infinity
+        for i in w.indices {
+            let gi = Double(g[i])
+            let n = min(max(gi / max(v[i].squareRoot(), eps), -bound), bound)
+            m[i] = beta1 * m[i] + (1 - beta1) * n
+            w[i] = w[i] * (1 - lr * weightDecay) - lr * m[i]
+            v[i] = beta2 * v[i] + (1 - beta2) * gi * gi
+        }
+    }
+}

@@ -135,7 +135,7 @@ static void watch_free(watch *w) {
     w->count = 0;
 }
 
-#define PARAM_KEYS 10
+#define PARAM_KEYS 11
 /* Every hyperparameter of a handle (NAN where the key does not apply), so a
  * refused call can be shown not to have touched the handle's settings. */
 static void read_params(const mlorc_optimizer *opt, double out[PARAM_KEYS]) {
@@ -182,7 +182,7 @@ static void test_status_strings(void) {
 
 static void test_create_free(void) {
     mlorc_optimizer *opt;
-    const int bad_rules[] = {0, 3, -1, 1000};
+    const int bad_rules[] = {0, 4, -1, 1000};
     int i, rule = 0;
 
     current = NULL;
@@ -217,22 +217,24 @@ typedef struct {
     int key;
     const char *name;
     int integer;
-    int lion_has;
-    double adamw_default, lion_default;
+    int adamw_has, lion_has, adopt_has;
+    double adamw_default, lion_default, adopt_default;
     double lo, hi; /* documented inclusive bounds; hi < 0 means "[lo, 1)" */
 } param_spec;
 
 static const param_spec specs[PARAM_KEYS] = {
-    {MLORC_PARAM_BETA1, "beta1", 0, 1, 0.9, 0.95, 0, -1},
-    {MLORC_PARAM_BETA2, "beta2", 0, 1, 0.999, 0.98, 0, -1},
-    {MLORC_PARAM_EPS, "eps", 0, 0, 1e-8, 0, 0, 1},
-    {MLORC_PARAM_WEIGHT_DECAY, "weight_decay", 0, 1, 0.01, 0.05, 0, 1e3},
-    {MLORC_PARAM_RANK, "rank", 1, 1, 4, 4, 1, 65536},
-    {MLORC_PARAM_OVERSAMPLING, "oversampling", 1, 1, 0, 0, 0, 1024},
-    {MLORC_PARAM_POWER_ITERATIONS, "power_iterations", 1, 1, 0, 0, 0, 16},
-    {MLORC_PARAM_BIAS_CORRECTION, "bias_correction", 1, 0, 1, 0, 0, 1},
-    {MLORC_PARAM_SEED, "seed", 1, 1, 0, 0, 0, 9007199254740992.0 /* 2^53 */},
-    {MLORC_PARAM_THREADS, "threads", 1, 1, 1, 1, 1, 256},
+    /* key, name, integer, adamw/lion/adopt have it, their defaults, bounds */
+    {MLORC_PARAM_BETA1, "beta1", 0, 1, 1, 1, 0.9, 0.95, 0.9, 0, -1},
+    {MLORC_PARAM_BETA2, "beta2", 0, 1, 1, 1, 0.999, 0.98, 0.9999, 0, -1},
+    {MLORC_PARAM_EPS, "eps", 0, 1, 0, 1, 1e-8, 0, 1e-6, 0, 1},
+    {MLORC_PARAM_WEIGHT_DECAY, "weight_decay", 0, 1, 1, 1, 0.01, 0.05, 0, 0, 1e3},
+    {MLORC_PARAM_RANK, "rank", 1, 1, 1, 1, 4, 4, 4, 1, 65536},
+    {MLORC_PARAM_OVERSAMPLING, "oversampling", 1, 1, 1, 1, 0, 0, 0, 0, 1024},
+    {MLORC_PARAM_POWER_ITERATIONS, "power_iterations", 1, 1, 1, 1, 0, 0, 0, 0, 16},
+    {MLORC_PARAM_BIAS_CORRECTION, "bias_correction", 1, 1, 0, 0, 1, 0, 0, 0, 1},
+    {MLORC_PARAM_SEED, "seed", 1, 1, 1, 1, 0, 0, 0, 0, 9007199254740992.0 /* 2^53 */},
+    {MLORC_PARAM_THREADS, "threads", 1, 1, 1, 1, 1, 1, 1, 1, 256},
+    {MLORC_PARAM_ADOPT_CLIP, "adopt_clip", 1, 0, 0, 1, 0, 0, 0, 0, 1},
 };
 
 /* Sets an invalid value and checks it is refused and nothing changed. */
@@ -251,9 +253,11 @@ static void test_params(int rule) {
 
     for (i = 0; i < PARAM_KEYS; ++i) {
         const param_spec *s = &specs[i];
-        int applies = rule == MLORC_RULE_ADAMW || s->lion_has;
+        int applies = rule == MLORC_RULE_ADAMW ? s->adamw_has : rule == MLORC_RULE_LION ? s->lion_has : s->adopt_has;
+        double default_value = rule == MLORC_RULE_ADAMW ? s->adamw_default
+                               : rule == MLORC_RULE_LION ? s->lion_default : s->adopt_default;
         if (!applies) {
-            /* AdamW-only keys (EPS, BIAS_CORRECTION) are unknown to Lion. */
+            /* Keys of other rules (EPS for Lion, BIAS_CORRECTION, ADOPT_CLIP) are unknown. */
             refuse_param(opt, s->key, 0.5, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
             refuse_param(opt, s->key, 0.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
             CHECK_RC(mlorc_get_param(opt, s->key, &v), MLORC_ERROR_UNKNOWN_PARAM);
@@ -262,7 +266,7 @@ static void test_params(int rule) {
         }
         /* Default. */
         CHECK_RC(mlorc_get_param(opt, s->key, &v), MLORC_OK);
-        CHECK(v == (rule == MLORC_RULE_ADAMW ? s->adamw_default : s->lion_default));
+        CHECK(v == default_value);
 
         /* Bounds as documented. */
         CHECK_RC(mlorc_param_bounds(rule, s->key, &lo, &hi), MLORC_OK);
@@ -301,7 +305,7 @@ static void test_params(int rule) {
         CHECK(v == hi);
 
         /* Back to the default. */
-        CHECK_RC(mlorc_set_param(opt, s->key, rule == MLORC_RULE_ADAMW ? s->adamw_default : s->lion_default),
+        CHECK_RC(mlorc_set_param(opt, s->key, default_value),
                  MLORC_OK);
     }
 
@@ -315,7 +319,7 @@ static void test_params(int rule) {
 
     /* Keys that are no mlorc_param at all. */
     refuse_param(opt, 0, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
-    refuse_param(opt, 11, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
+    refuse_param(opt, 12, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     refuse_param(opt, -5, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     CHECK_RC(mlorc_get_param(opt, 99, &v), MLORC_ERROR_UNKNOWN_PARAM);
 
@@ -332,9 +336,10 @@ static void test_param_bounds_misc(void) {
     double lo = -7, hi = -7;
     current = NULL;
     CHECK_RC(mlorc_param_bounds(0, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
-    CHECK_RC(mlorc_param_bounds(3, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(mlorc_param_bounds(4, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADAMW, 0, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_LION, 11, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+    CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADOPT, 12, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK(lo == -7 && hi == -7); /* refused calls wrote nothing */
 }
 
@@ -1171,8 +1176,8 @@ int main(void) {
     test_status_strings();
     test_create_free();
     test_param_bounds_misc();
+    for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_ADOPT; ++rule) test_params(rule);
     for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_LION; ++rule) {
-        test_params(rule);
         test_state_size_and_policy(rule);
         test_state_init_inspect(rule);
         test_step(rule);

@@ -6,7 +6,7 @@ the version the extension was compiled against (checked in its init).
 from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
-RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION}
+RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT}
 RULE_NAMES = {code: name for name, code in RULES.items()}
 
 STORAGES = {
@@ -28,12 +28,14 @@ PARAMS = {
     "bias_correction": _mlorc.PARAM_BIAS_CORRECTION,
     "seed": _mlorc.PARAM_SEED,
     "threads": _mlorc.PARAM_THREADS,
+    "adopt_clip": _mlorc.PARAM_ADOPT_CLIP,
 }
-INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads"}
+INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
+                  "adopt_clip"}
 
 
 def rule_code(rule):
-    """Accepts 'adamw' / 'lion' (any case) or an MLORC_RULE_* value."""
+    """Accepts 'adamw' / 'lion' / 'adopt' (any case) or an MLORC_RULE_* value."""
     if isinstance(rule, str):
         try:
             return RULES[rule.lower()]

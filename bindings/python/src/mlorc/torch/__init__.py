@@ -5,7 +5,8 @@
 Parameters must be CPU float32 contiguous tensors; they are updated in place.
 """
 from .adamw import AdamW
+from .adopt import Adopt
 from .lion import Lion
 from .optimizer import MlorcOptimizer
 
-__all__ = ["AdamW", "Lion", "MlorcOptimizer"]
+__all__ = ["AdamW", "Adopt", "Lion", "MlorcOptimizer"]
