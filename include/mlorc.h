@@ -127,9 +127,22 @@ typedef enum mlorc_param {
     MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW only: 1 (on) or 0 (off) */
     MLORC_PARAM_SEED = 9,             /* seed of the sketch matrices: 0; integer [0, 2^53] */
     MLORC_PARAM_THREADS = 10,         /* threads used by a step: 1; [1, 256] */
-    MLORC_PARAM_ADOPT_CLIP = 11       /* ADOPT only: 1 clips g/max(sqrt(v), eps) to
+    MLORC_PARAM_ADOPT_CLIP = 11,      /* ADOPT only: 1 clips g/max(sqrt(v), eps) to
                                          +-(t-1)^(1/4) at step t (the paper's clipped
                                          variant), 0 (default) does not */
+    /* Update options, all rules unless noted; 0 (off) by default. Applied in
+     * this order: gradient transform (ORTHOGRAD, then CLIP_NORM), the rule,
+     * GRAMS, CAUTIOUS. Each is per tensor. */
+    MLORC_PARAM_GRAMS = 12,           /* 1: direction sign(g) * |u| (Grams) */
+    MLORC_PARAM_ATAN2 = 13,           /* AdamW, ADOPT: 1 replaces m/(sqrt(v)+eps) by
+                                         (4/pi) atan2(m, sqrt(v)) (bias-corrected; eps
+                                         unused); for ADOPT g/max(sqrt(v), eps) likewise */
+    MLORC_PARAM_CAUTIOUS = 14,        /* 1: u * [u*g > 0] * N / (kept + 1), kept counted
+                                         over the tensor (costs one more read pass) */
+    MLORC_PARAM_ORTHOGRAD = 15,       /* 1: g minus its component along w, rescaled to
+                                         |g| (per-tensor sums: one more read pass) */
+    MLORC_PARAM_CLIP_NORM = 16        /* > 0: g scaled down to this L2 norm per tensor
+                                         when longer; 0 off; [0, 1e30] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */

@@ -33,4 +33,16 @@ static inline mlorc_float8 mlorc_sign8(mlorc_float8 x) {
     return (mlorc_float8)(pos | neg);
 }
 
+/* 1.0 where x > 0, 0.0 elsewhere (vcmpps + vandps). */
+static inline mlorc_float8 mlorc_positive_indicator8(mlorc_float8 x) {
+    mlorc_int8 bits = (mlorc_int8)(x > 0.0f) & (mlorc_int8)0x3f800000;
+    return (mlorc_float8)bits;
+}
+
+/* Grams: the magnitude of u with the sign of g (0 where g is 0). */
+static inline mlorc_float8 mlorc_grams8(mlorc_float8 u, mlorc_float8 g) {
+    mlorc_int8 magnitude = (mlorc_int8)u & (mlorc_int8)0x7fffffff;
+    return (mlorc_float8)magnitude * mlorc_sign8(g);
+}
+
 #endif

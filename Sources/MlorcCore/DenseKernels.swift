@@ -47,11 +47,12 @@ private func denseChunk<Rule: MomentRule>(_ rule: Rule, _ w: UnsafeMutablePointe
                                           _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>) {
     var mv = UnsafeRawPointer(m).loadUnaligned(as: SIMD8<Float>.self)
     var vv = UnsafeRawPointer(v).loadUnaligned(as: SIMD8<Float>.self)
-    let gv = UnsafeRawPointer(g).loadUnaligned(as: SIMD8<Float>.self)
-    let direction = rule.apply(&mv, &vv, gv)
+    let wv = UnsafeRawPointer(w).loadUnaligned(as: SIMD8<Float>.self)
+    var gv = UnsafeRawPointer(g).loadUnaligned(as: SIMD8<Float>.self)
+    if rule.modifiers.transformsGradient { gv = rule.modifiers.gradient(gv, weights: wv) }
+    let direction = rule.modifiers.direction(rule.apply(&mv, &vv, gv), gv)
     UnsafeMutableRawPointer(m).storeBytes(of: mv, as: SIMD8<Float>.self)
     UnsafeMutableRawPointer(v).storeBytes(of: vv, as: SIMD8<Float>.self)
-    let wv = UnsafeRawPointer(w).loadUnaligned(as: SIMD8<Float>.self)
     UnsafeMutableRawPointer(w).storeBytes(of: wv * rule.decayFactor - rule.stepSize * direction, as: SIMD8<Float>.self)
 }
 
@@ -65,4 +66,45 @@ func allFinite(_ p: UnsafePointer<Float>, range: Range<Int>) -> Bool {
         e += 8
     }
     return probe.sum() == 0
+}
+
+/// How many elements of range cautious masking keeps under `rule` (a
+/// read-only rehearsal of denseUpdate: same moments, same direction).
+func denseCautiousKept<Rule: MomentRule>(
+    _ rule: Rule, weights: UnsafePointer<Float>, grad: UnsafePointer<Float>,
+    m: UnsafePointer<Float>, v: UnsafePointer<Float>?, range: Range<Int>
+) -> Int {
+    var kept = 0
+    var e = range.lowerBound
+    while e < range.upperBound {
+        let count = min(8, range.upperBound - e)
+        var g = load8(grad + e, count)
+        if rule.modifiers.transformsGradient { g = rule.modifiers.gradient(g, weights: load8(weights + e, count)) }
+        var mv = load8(m + e, count)
+        var vv = v.map { load8($0 + e, count) } ?? .zero
+        let u = rule.apply(&mv, &vv, g)
+        let keptLanes = rule.modifiers.cautiousKept(u, g)
+        for lane in 0..<count { kept += Int(keptLanes[lane]) }
+        e += 8
+    }
+    return kept
+}
+
+/// Σg², Σw·g and Σw² over rows of a rows x cols tensor, one entry per row
+/// (summed in double; the caller adds rows in order, so the totals do not
+/// depend on how rows were split between threads).
+func gradientSums(weights: UnsafePointer<Float>, grad: UnsafePointer<Float>, cols: Int, rows: Range<Int>,
+                  into sums: UnsafeMutablePointer<SIMD4<Double>>) {
+    for i in rows {
+        var gg = SIMD8<Float>(repeating: 0), wg = gg, ww = gg
+        var e = i * cols
+        let end = e + cols
+        while e < end {
+            let count = min(8, end - e)
+            let g = load8(grad + e, count), w = load8(weights + e, count)
+            gg = gg.addingProduct(g, g); wg = wg.addingProduct(w, g); ww = ww.addingProduct(w, w)
+            e += 8
+        }
+        sums[i] = SIMD4(Double(gg.sum()), Double(wg.sum()), Double(ww.sum()), 0)
+    }
 }

@@ -18,6 +18,11 @@ package enum ParamKey: Int32, CaseIterable {
     case seed = 9
     case threads = 10
     case adoptClip = 11
+    case grams = 12
+    case atan2 = 13
+    case cautious = 14
+    case orthograd = 15
+    case clipNorm = 16
 
     var name: String {
         switch self {
@@ -32,12 +37,18 @@ package enum ParamKey: Int32, CaseIterable {
         case .seed: "seed"
         case .threads: "threads"
         case .adoptClip: "adopt_clip"
+        case .grams: "grams"
+        case .atan2: "atan2"
+        case .cautious: "cautious"
+        case .orthograd: "orthograd"
+        case .clipNorm: "clip_norm"
         }
     }
 
     var isInteger: Bool {
         switch self {
-        case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip: true
+        case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
+             .grams, .atan2, .cautious, .orthograd: true
         default: false
         }
     }
@@ -56,6 +67,8 @@ package struct Hyperparameters {
     package var seed: UInt64 = 0
     package var threads: Int = 1
     package var adoptClip: Bool = false
+    package var grams = false, atan2 = false, cautious = false, orthograd = false
+    package var clipNorm: Double = 0
 
     package init(rule: RuleKind) {
         switch rule {
@@ -72,6 +85,9 @@ package struct Hyperparameters {
         case .eps: return rule == .lion ? nil : 0...1
         case .biasCorrection: return rule == .adamW ? 0...1 : nil
         case .adoptClip: return rule == .adopt ? 0...1 : nil
+        case .grams, .cautious, .orthograd: return 0...1
+        case .atan2: return rule == .lion ? nil : 0...1
+        case .clipNorm: return 0...1e30
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
@@ -94,6 +110,11 @@ package struct Hyperparameters {
         case .seed: Double(seed)
         case .threads: Double(threads)
         case .adoptClip: adoptClip ? 1 : 0
+        case .grams: grams ? 1 : 0
+        case .atan2: atan2 ? 1 : 0
+        case .cautious: cautious ? 1 : 0
+        case .orthograd: orthograd ? 1 : 0
+        case .clipNorm: clipNorm
         }
     }
 
@@ -122,6 +143,11 @@ package struct Hyperparameters {
         case .seed: seed = UInt64(value)
         case .threads: threads = Int(value)
         case .adoptClip: adoptClip = value != 0
+        case .grams: grams = value != 0
+        case .atan2: atan2 = value != 0
+        case .cautious: cautious = value != 0
+        case .orthograd: orthograd = value != 0
+        case .clipNorm: clipNorm = value
         }
     }
 }

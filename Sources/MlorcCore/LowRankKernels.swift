@@ -87,6 +87,16 @@ private func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ full: 
     if full { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) } else { store8(v, p, count) }
 }
 
+/// The gradient at row offset `e` (row·cols + j), after the tensor's gradient
+/// transform (OrthoGrad / clipping) when one is set.
+@_transparent
+private func gradient<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor, _ e: Int, _ full: Bool,
+                                        _ count: Int) -> SIMD8<Float> {
+    let g = load(t.grad + e, full, count)
+    guard rule.modifiers.transformsGradient else { return g }
+    return rule.modifiers.gradient(g, weights: load(t.weights + e, full, count))
+}
+
 /// Σ_a coef[a] · Vt[a, j..j+7] for a panel block (rows `stride` apart),
 /// four ranks per iteration.
 @_transparent
@@ -247,7 +257,7 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: Negativ
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let trackNegatives = Rule.isNonNegative(K.index) && N.tracks
-    let g = load(t.grad + (a.row &* n &+ j), full, count)
+    let g = gradient(rule, t, a.row &* n &+ j, full, count)
     var (p, raw) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
     _ = rule.apply(&p.first, &p.second, g)
     let value = p[K.index]
@@ -346,7 +356,7 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth>(
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
-    let g = load(t.grad + (a.row &* n &+ j), full, count)
+    let g = gradient(rule, t, a.row &* n &+ j, full, count)
     var x = SIMD8<Float>(repeating: 0), negative = SIMD8<Float>(repeating: 0)
     if nonLinear {
         // The previous second moment, clipped at 0 (c is added later through NΩ).
@@ -448,31 +458,41 @@ func finishLinearSketch(_ f: Factors, rows m: Int, cols n: Int, rank r: Int, ske
     }
 }
 
-/// Whether a column pass writes the weights, as a type (specialised away).
-protocol WeightMode { static var updates: Bool { get } }
-enum UpdateWeights: WeightMode { static var updates: Bool { true } }
-enum KeepWeights: WeightMode { static var updates: Bool { false } }
+/// What a column pass does besides reading, as a type (specialised away):
+/// update the weights and accumulate QᵀA, only accumulate, or only count the
+/// elements cautious masking keeps.
+protocol WeightMode { static var updates: Bool { get }; static var counts: Bool { get } }
+enum UpdateWeights: WeightMode { static var updates: Bool { true }; static var counts: Bool { false } }
+enum KeepWeights: WeightMode { static var updates: Bool { false }; static var counts: Bool { false } }
+enum CountKept: WeightMode { static var updates: Bool { false }; static var counts: Bool { true } }
 
 /// Column pass over columns `cols` (starting at a multiple of 8):
 /// out_k[b, j] += Σ_i q_k[i, b] · A_k[i, j] for every row i in order, where A_k
 /// is the new moment k built from the previous one fixed with c_k. With
 /// `updateWeights` it also writes W ← W·(1 − lr·λ) − stepSize·direction.
-/// q is rows x l column-major; out is an l x cols panel.
+/// With `countKept` it only stores in `kept` how many elements of its
+/// columns cautious masking keeps. q is rows x l column-major; out is an
+/// l x cols panel.
 func columnPass<Rule: MomentRule>(
     _ rule: Rule, _ t: LowRankTensor, cols: Range<Int>,
     q: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
     out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
-    scratch: UnsafeMutablePointer<Float>
+    scratch: UnsafeMutablePointer<Float>, kept: UnsafeMutablePointer<Int>, countKept: Bool = false
 ) {
+    if countKept {
+        kept.pointee = 0
+        columnPass(rule, t, cols, q, c, out, Width1.self, CountKept.self, scratch, kept)
+        return
+    }
     switch (min(t.sketchWidth, 4), updateWeights) {
-    case (1, true): columnPass(rule, t, cols, q, c, out, Width1.self, UpdateWeights.self, scratch)
-    case (2, true): columnPass(rule, t, cols, q, c, out, Width2.self, UpdateWeights.self, scratch)
-    case (3, true): columnPass(rule, t, cols, q, c, out, Width3.self, UpdateWeights.self, scratch)
-    case (_, true): columnPass(rule, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch)
-    case (1, false): columnPass(rule, t, cols, q, c, out, Width1.self, KeepWeights.self, scratch)
-    case (2, false): columnPass(rule, t, cols, q, c, out, Width2.self, KeepWeights.self, scratch)
-    case (3, false): columnPass(rule, t, cols, q, c, out, Width3.self, KeepWeights.self, scratch)
-    default: columnPass(rule, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch)
+    case (1, true): columnPass(rule, t, cols, q, c, out, Width1.self, UpdateWeights.self, scratch, kept)
+    case (2, true): columnPass(rule, t, cols, q, c, out, Width2.self, UpdateWeights.self, scratch, kept)
+    case (3, true): columnPass(rule, t, cols, q, c, out, Width3.self, UpdateWeights.self, scratch, kept)
+    case (_, true): columnPass(rule, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch, kept)
+    case (1, false): columnPass(rule, t, cols, q, c, out, Width1.self, KeepWeights.self, scratch, kept)
+    case (2, false): columnPass(rule, t, cols, q, c, out, Width2.self, KeepWeights.self, scratch, kept)
+    case (3, false): columnPass(rule, t, cols, q, c, out, Width3.self, KeepWeights.self, scratch, kept)
+    default: columnPass(rule, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch, kept)
     }
 }
 
@@ -482,7 +502,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     _ rule: Rule, _ t: LowRankTensor, _ cols: Range<Int>,
     _ q: PerMoment<UnsafePointer<Float>>, _ c: PerMoment<Float>,
     _ out: PerMoment<UnsafeMutablePointer<Float>>, _: W.Type, _: Mode.Type,
-    _ scratch: UnsafeMutablePointer<Float>
+    _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
 ) {
     let l = t.sketchWidth, n = t.cols, m = t.rows
     let parts = PassScratch(scratch, rank: t.rank, sketchWidth: l)
@@ -499,8 +519,8 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
                                    _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow {
             loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
             for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
-            return ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out,
-                             gradRow: t.grad + i &* n, weightRow: t.weights + i &* n)
+            return ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out, rowOffset: i &* n,
+                             weightRow: t.weights + i &* n, kept: kept)
         }
         let fullEnd = blockStart + (blockEnd - blockStart) & ~7
         // Two rows per sweep share the factor loads and the output panel's
@@ -532,7 +552,9 @@ private struct ColumnRow {
     let coef: UnsafePointer<Float>, qRow: UnsafePointer<Float>
     let c: PerMoment<Float>
     let out: PerMoment<UnsafeMutablePointer<Float>>
-    let gradRow: UnsafePointer<Float>, weightRow: UnsafeMutablePointer<Float>
+    let rowOffset: Int  // row · cols
+    let weightRow: UnsafeMutablePointer<Float>
+    let kept: UnsafeMutablePointer<Int>  // cautious counting only
 }
 
 /// The last, partial chunk of a row segment, out of line (see rowTail).
@@ -549,9 +571,13 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
 ) {
     let t = r.t, l = t.sketchWidth, n = t.cols
-    let g = load(r.gradRow + j, full, count)
+    let g = gradient(rule, t, r.rowOffset &+ j, full, count)
     var (p, _) = previousMoments(Rule.self, t, r.coef, r.c, j, full, count)
-    let direction = rule.apply(&p.first, &p.second, g)
+    let direction = rule.modifiers.direction(rule.apply(&p.first, &p.second, g), g)
+    if Mode.counts {
+        r.kept.pointee &+= Int(rule.modifiers.cautiousKept(direction, g).sum())
+        return
+    }
     if Mode.updates {
         let w = r.weightRow + j
         store(load(w, full, count) * rule.decayFactor - rule.stepSize * direction, w, full, count)
@@ -566,11 +592,15 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     _ rule: Rule, _ r1: ColumnRow, _ r2: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int
 ) {
     let t = r1.t, l = t.sketchWidth, n = t.cols
-    let g1 = load(r1.gradRow + j, true, 8), g2 = load(r2.gradRow + j, true, 8)
+    let g1 = gradient(rule, t, r1.rowOffset &+ j, true, 8), g2 = gradient(rule, t, r2.rowOffset &+ j, true, 8)
     var (p1, _) = previousMoments(Rule.self, t, r1.coef, r1.c, j, true, 8)
     var (p2, _) = previousMoments(Rule.self, t, r2.coef, r2.c, j, true, 8)
-    let d1 = rule.apply(&p1.first, &p1.second, g1)
-    let d2 = rule.apply(&p2.first, &p2.second, g2)
+    let d1 = rule.modifiers.direction(rule.apply(&p1.first, &p1.second, g1), g1)
+    let d2 = rule.modifiers.direction(rule.apply(&p2.first, &p2.second, g2), g2)
+    if Mode.counts {
+        r1.kept.pointee &+= Int((rule.modifiers.cautiousKept(d1, g1) + rule.modifiers.cautiousKept(d2, g2)).sum())
+        return
+    }
     if Mode.updates {
         let w1 = r1.weightRow + j, w2 = r2.weightRow + j
         store(load(w1, true, 8) * rule.decayFactor - rule.stepSize * d1, w1, true, 8)

@@ -144,7 +144,12 @@ struct LowRankStep<Rule: MomentRule> {
         let (scratch, stride) = try threadScratch(parts, &workspace)
         let panels = try workspace.floats(.panels, mc * l * n)
         let panel = PerMoment(panels, panels + (mc - 1) * l * n)
-        let t = tensor, ys = ys, rule = rule
+        let t = tensor, ys = ys
+        var rule = rule
+        // One counter per part for cautious masking (the passes need a place either way).
+        let keptBase = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+        keptBase.initialize(repeating: 0, count: parts)
+        defer { keptBase.deallocate() }
 
         for _ in 0..<hyper.powerIterations {
             for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
@@ -152,7 +157,7 @@ struct LowRankStep<Rule: MomentRule> {
             pool.run(parts: parts) { part in
                 columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
                            q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
-                           out: panel, updateWeights: false, scratch: scratch + part * stride)
+                           out: panel, updateWeights: false, scratch: scratch + part * stride, kept: keptBase + part)
             }
             // Z_k = A_kᵀQ_k, orthonormalised as a cols x l column-major matrix
             // (= row-major l x cols), then back in panel layout as the next sketch.
@@ -164,17 +169,30 @@ struct LowRankStep<Rule: MomentRule> {
             }
             pool.run(parts: parts) { part in
                 rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
-                            sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
+                        sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
                             y: ys, negatives: nil, scratch: scratch + part * stride)
             }
         }
 
         for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
+        if hyper.cautious {
+            // Cautious masking scales by elements / (kept + 1): count first.
+            let counting = rule
+            pool.run(parts: parts) { part in
+                columnPass(counting, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
+                           q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
+                           out: panel, updateWeights: false, scratch: scratch + part * stride,
+                           kept: keptBase + part, countKept: true)
+            }
+            let total = (0..<parts).reduce(0) { $0 + keptBase[$1] }
+            rule.modifiers.cautiousScale = Float(Double(m * n) / Double(total + 1))
+        }
         panels.initialize(repeating: 0, count: mc * l * n)
+        let updating = rule
         pool.run(parts: parts) { part in
-            columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
+            columnPass(updating, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
                        q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
-                       out: panel, updateWeights: true, scratch: scratch + part * stride)
+                       out: panel, updateWeights: true, scratch: scratch + part * stride, kept: keptBase + part)
         }
         for k in 0..<mc { try refreshFactors(k, b: panel[k], workspace: &workspace) }
     }

@@ -177,6 +177,20 @@ package final class Optimizer {
         }
     }
 
+    /// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count independent).
+    private func gradientTotals(_ t: Prepared) -> SIMD3<Double> {
+        let rows = t.header.rows, cols = t.header.cols, p = min(parts(for: rows * cols), rows)
+        var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
+        perRow.withUnsafeMutableBufferPointer { sums in
+            pool.run(parts: p) { part in
+                gradientSums(weights: t.weights, grad: t.grad, cols: cols,
+                             rows: partition(rows, parts: p, part: part), into: sums.baseAddress!)
+            }
+        }
+        let total = perRow.reduce(SIMD4<Double>.zero, +)
+        return SIMD3(total.x, total.y, total.z)
+    }
+
     /// Parts worth splitting `elements` of streaming work into.
     func parts(for elements: Int) -> Int {
         max(1, min(hyper.threads, elements / 32768))
@@ -208,10 +222,22 @@ package final class Optimizer {
                                        makeRule: (Hyperparameters, UInt64) -> Rule) throws(MlorcError) {
         var tensors = input
         let plan = try LowRankStep<Rule>.reserveSketches(&tensors, hyper: hyper, workspace: &workspace)
+        var rules: [Rule] = []
+        rules.reserveCapacity(tensors.count)
         for (i, t) in tensors.enumerated() {
-            let rule = makeRule(hyper, t.header.step + 1)
-            let finite: Bool
-            if t.header.storage == .lowRank {
+            var rule = makeRule(hyper, t.header.step + 1)
+            rule.modifiers.grams = hyper.grams
+            var finite = true
+            if hyper.orthograd || hyper.clipNorm > 0 {
+                let sums = gradientTotals(t)
+                finite = sums.x.isFinite && sums.y.isFinite && sums.z.isFinite
+                rule.modifiers.setGradientTransform(gg: sums.x, wg: sums.y, ww: sums.z,
+                                                    orthograd: hyper.orthograd, clipNorm: hyper.clipNorm)
+            }
+            rules.append(rule)
+            if !finite {
+                // Reported below like any non-finite gradient.
+            } else if t.header.storage == .lowRank {
                 finite = try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
                     .sketch(workspace: &workspace, pool: pool, parts: parts(for: t.header.rows * t.header.cols))
             } else {
@@ -227,7 +253,7 @@ package final class Optimizer {
             }
         }
         for (i, t) in tensors.enumerated() {
-            let rule = makeRule(hyper, t.header.step + 1)
+            var rule = rules[i]
             var header = t.header
             if header.storage == .lowRank {
                 do {
@@ -238,8 +264,21 @@ package final class Optimizer {
             } else {
                 let n = header.rows * header.cols, p = parts(for: n)
                 let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+                if hyper.cautious {
+                    // Cautious masking scales by elements / (kept + 1): count first.
+                    var kept = [Int](repeating: 0, count: p)
+                    let counting = rule
+                    kept.withUnsafeMutableBufferPointer { keptp in
+                        pool.run(parts: p) { part in
+                            keptp[part] = denseCautiousKept(counting, weights: t.weights, grad: t.grad, m: m, v: v,
+                                                            range: partition(n, parts: p, part: part, align: 8))
+                        }
+                    }
+                    rule.modifiers.cautiousScale = Float(Double(n) / Double(kept.reduce(0, +) + 1))
+                }
+                let updating = rule
                 pool.run(parts: p) { part in
-                    denseUpdate(rule, weights: t.weights, grad: t.grad, m: m, v: v,
+                    denseUpdate(updating, weights: t.weights, grad: t.grad, m: m, v: v,
                                 range: partition(n, parts: p, part: part, align: 8))
                 }
             }

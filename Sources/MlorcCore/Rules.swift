@@ -31,6 +31,8 @@ protocol MomentRule {
     var stepSize: Float { get }
     /// The weight-decay factor 1 − lr·λ.
     var decayFactor: Float { get }
+    /// The options applied around the rule for the tensor being stepped.
+    var modifiers: StepModifiers { get set }
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float>
 }
 
@@ -46,14 +48,17 @@ extension RuleKind {
 
 /// AdamW with torch.optim.AdamW's conventions: bias corrections folded into the
 /// step size and the denominator, ε added after the square root, decoupled
-/// weight decay applied before the update.
+/// weight decay applied before the update. With the atan2 option the direction
+/// is (4/π)·atan2(m̂, √v̂) (no ε).
 struct AdamWRule: MomentRule {
     static let momentCount = 2
     static func isNonNegative(_ k: Int) -> Bool { k == 1 }
 
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
     let eps: Float, inverseSqrtBiasCorrection2: Float
+    let atan2: Bool, inverseBiasCorrection1: Float
     let stepSize: Float, decayFactor: Float
+    var modifiers = StepModifiers()
 
     /// `step` is the 1-based number of the step being taken.
     init(_ h: Hyperparameters, lr: Double, step: UInt64) {
@@ -66,7 +71,10 @@ struct AdamWRule: MomentRule {
             bc2 = 1 - pow(h.beta2, Double(step))
         }
         inverseSqrtBiasCorrection2 = Float(1 / bc2.squareRoot())
-        stepSize = Float(lr / bc1)
+        atan2 = h.atan2
+        inverseBiasCorrection1 = Float(1 / bc1)
+        // With atan2 the bias correction of m sits inside the atan2.
+        stepSize = Float(h.atan2 ? lr : lr / bc1)
         decayFactor = Float(1 - lr * h.weightDecay)
     }
 
@@ -81,6 +89,7 @@ struct AdamWRule: MomentRule {
         // SLP vectoriser from shuffling lanes between the two moments.
         m = (oneMinusBeta1 * g).addingProduct(beta1, m)
         v = (beta2 * v).addingProduct(oneMinusBeta2 * g, g)
+        if atan2 { return scaledAtan2(m * inverseBiasCorrection1, mlorc_sqrt8(v) * inverseSqrtBiasCorrection2) }
         // A multiply by 1/sqrt(bc2) instead of torch's division: one vdivps less per
         // 8 elements; the results differ only in the last bit of the denominator.
         let denom = mlorc_sqrt8(v) * inverseSqrtBiasCorrection2 + eps
@@ -95,6 +104,7 @@ struct LionRule: MomentRule {
 
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
     let stepSize: Float, decayFactor: Float
+    var modifiers = StepModifiers()
 
     init(_ h: Hyperparameters, lr: Double) {
         beta1 = Float(h.beta1); beta2 = Float(h.beta2)
@@ -118,7 +128,8 @@ struct LionRule: MomentRule {
 
 /// ADOPT (Taniguchi et al. 2024, arXiv 2411.02853): the gradient is normalised
 /// by the *previous* second moment before it enters the momentum,
-///   n = g / max(√v, ε)  (optionally clipped to ±(t − 1)^{1/4}),
+///   n = g / max(√v, ε), or (4/π)·atan2(g, √v) with the atan2 option
+///   (optionally clipped to ±(t − 1)^{1/4}),
 ///   m ← β1·m + (1−β1)·n,  direction m,  v ← β2·v + (1−β2)·g².
 /// The first step only initialises v = g² (no update, no weight decay).
 /// m depends on the previous v, so it is not linear in g.
@@ -130,8 +141,9 @@ struct AdoptRule: MomentRule {
 
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
     let eps: Float, clip: Float  // clip = +inf when off
-    let first: Bool
+    let first: Bool, atan2: Bool
     let stepSize: Float, decayFactor: Float
+    var modifiers = StepModifiers()
 
     /// `step` is the 1-based number of the step being taken.
     init(_ h: Hyperparameters, lr: Double, step: UInt64) {
@@ -140,6 +152,7 @@ struct AdoptRule: MomentRule {
         oneMinusBeta1 = Float(1 - h.beta1); oneMinusBeta2 = first ? 1 : Float(1 - h.beta2)
         eps = Float(h.eps)
         clip = h.adoptClip ? Float(pow(Double(step - 1), 0.25)) : .infinity
+        atan2 = h.atan2
         stepSize = first ? 0 : Float(lr)
         decayFactor = first ? 1 : Float(1 - lr * h.weightDecay)
     }
@@ -150,7 +163,8 @@ struct AdoptRule: MomentRule {
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         if !first {
-            var n = g / mlorc_sqrt8(v).replacing(with: eps, where: mlorc_sqrt8(v) .< eps)
+            let root = mlorc_sqrt8(v)
+            var n = atan2 ? scaledAtan2(g, root) : g / root.replacing(with: eps, where: root .< eps)
             n = n.clamped(lowerBound: SIMD8(repeating: -clip), upperBound: SIMD8(repeating: clip))
             m = (oneMinusBeta1 * n).addingProduct(beta1, m)
         }

@@ -135,7 +135,7 @@ static void watch_free(watch *w) {
     w->count = 0;
 }
 
-#define PARAM_KEYS 11
+#define PARAM_KEYS 16
 /* Every hyperparameter of a handle (NAN where the key does not apply), so a
  * refused call can be shown not to have touched the handle's settings. */
 static void read_params(const mlorc_optimizer *opt, double out[PARAM_KEYS]) {
@@ -235,6 +235,11 @@ static const param_spec specs[PARAM_KEYS] = {
     {MLORC_PARAM_SEED, "seed", 1, 1, 1, 1, 0, 0, 0, 0, 9007199254740992.0 /* 2^53 */},
     {MLORC_PARAM_THREADS, "threads", 1, 1, 1, 1, 1, 1, 1, 1, 256},
     {MLORC_PARAM_ADOPT_CLIP, "adopt_clip", 1, 0, 0, 1, 0, 0, 0, 0, 1},
+    {MLORC_PARAM_GRAMS, "grams", 1, 1, 1, 1, 0, 0, 0, 0, 1},
+    {MLORC_PARAM_ATAN2, "atan2", 1, 1, 0, 1, 0, 0, 0, 0, 1},
+    {MLORC_PARAM_CAUTIOUS, "cautious", 1, 1, 1, 1, 0, 0, 0, 0, 1},
+    {MLORC_PARAM_ORTHOGRAD, "orthograd", 1, 1, 1, 1, 0, 0, 0, 0, 1},
+    {MLORC_PARAM_CLIP_NORM, "clip_norm", 0, 1, 1, 1, 0, 0, 0, 0, 1e30},
 };
 
 /* Sets an invalid value and checks it is refused and nothing changed. */
@@ -319,7 +324,7 @@ static void test_params(int rule) {
 
     /* Keys that are no mlorc_param at all. */
     refuse_param(opt, 0, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
-    refuse_param(opt, 12, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
+    refuse_param(opt, 17, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     refuse_param(opt, -5, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     CHECK_RC(mlorc_get_param(opt, 99, &v), MLORC_ERROR_UNKNOWN_PARAM);
 
@@ -339,7 +344,7 @@ static void test_param_bounds_misc(void) {
     CHECK_RC(mlorc_param_bounds(4, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADAMW, 0, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_LION, 11, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
-    CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADOPT, 12, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+    CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADOPT, 17, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK(lo == -7 && hi == -7); /* refused calls wrote nothing */
 }
 

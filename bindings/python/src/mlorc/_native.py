@@ -29,9 +29,14 @@ PARAMS = {
     "seed": _mlorc.PARAM_SEED,
     "threads": _mlorc.PARAM_THREADS,
     "adopt_clip": _mlorc.PARAM_ADOPT_CLIP,
+    "grams": _mlorc.PARAM_GRAMS,
+    "atan2": _mlorc.PARAM_ATAN2,
+    "cautious": _mlorc.PARAM_CAUTIOUS,
+    "orthograd": _mlorc.PARAM_ORTHOGRAD,
+    "clip_norm": _mlorc.PARAM_CLIP_NORM,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
-                  "adopt_clip"}
+                  "adopt_clip", "grams", "atan2", "cautious", "orthograd"}
 
 
 def rule_code(rule):

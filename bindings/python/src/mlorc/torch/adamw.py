@@ -20,6 +20,9 @@ class AdamW(MlorcOptimizer):
         bias_correction: AdamW's bias correction (on by default).
         seed: seed of the sketch matrices (steps are deterministic).
         threads: threads of a native step (None: torch.get_num_threads()).
+        atan2: (4/π)·atan2(m̂, √v̂) instead of m̂/(√v̂ + ε).
+        grams, cautious, orthograd: update options (see mlorc.h), off by default.
+        clip_norm: per-tensor gradient-norm bound (0: off).
         compress: which parameters are stored low-rank (see mlorc._policy):
             None (library's AUTO), a bool, a set of names or a callable
             (name_or_index, param) -> bool.
@@ -29,10 +32,12 @@ class AdamW(MlorcOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, *,
                  rank=4, oversampling=0, power_iterations=0, bias_correction=True, seed=0,
-                 threads=None, compress=None):
+                 threads=None, compress=None, atan2=False, grams=False, cautious=False,
+                 orthograd=False, clip_norm=0.0):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
                         oversampling=oversampling, power_iterations=power_iterations,
-                        bias_correction=bias_correction, seed=seed, threads=threads)
+                        bias_correction=bias_correction, seed=seed, threads=threads, atan2=atan2,
+                        grams=grams, cautious=cautious, orthograd=orthograd, clip_norm=clip_norm)
         super().__init__(params, defaults, compress=compress)
 
     def _settings(self, group):
@@ -41,4 +46,5 @@ class AdamW(MlorcOptimizer):
                     rank=group["rank"], oversampling=group["oversampling"],
                     power_iterations=group["power_iterations"],
                     bias_correction=1 if group["bias_correction"] else 0,
-                    seed=group["seed"], threads=self._threads(group))
+                    seed=group["seed"], threads=self._threads(group), atan2=int(bool(group["atan2"])),
+                    **self._options(group))

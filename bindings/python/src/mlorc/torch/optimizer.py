@@ -53,6 +53,12 @@ class MlorcOptimizer(torch.optim.Optimizer):
         threads = group.get("threads")
         return min(_MAX_THREADS, max(1, torch.get_num_threads())) if threads is None else threads
 
+    @staticmethod
+    def _options(group):
+        """The update options every rule shares (Grams, cautious, OrthoGrad, clipping)."""
+        return dict(grams=int(bool(group["grams"])), cautious=int(bool(group["cautious"])),
+                    orthograd=int(bool(group["orthograd"])), clip_norm=float(group["clip_norm"]))
+
     def add_param_group(self, param_group):
         """As torch's, plus an optional "compress" entry (see mlorc._policy),
         which is resolved here and not kept in the group, so that groups stay
