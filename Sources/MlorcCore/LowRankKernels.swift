@@ -168,20 +168,15 @@ private func loadCoefficients(_ t: LowRankTensor, momentCount: Int, row: Int, in
 }
 
 /// Row pass: y_k[i, b] = Σ_j A_k[i, j] · sketch_k[b, j] for the rows in
-/// `rows`, where A_k is the new moment k built from the fixed previous moments.
-/// With `negatives` given (the first pass, c = 0), also accumulates
-/// yNeg[i, b] = Σ_j [R < 0] · sketch[b, j] for the non-negative moment and the
-/// per-row sum of |R| and count over its negative entries. y, yNeg are rows x l
-/// column-major; sketches are l x cols panels. A non-finite gradient makes the
-/// affected y non-finite (every moment takes (1 − β)·g or (1 − β)·g² with β < 1),
-/// which is how the caller detects it.
+/// `rows`, where A_k is the new moment k built from the previous moments fixed
+/// with c (which the caller knows: power iterations, and rules whose first
+/// moment reads the second). y is rows x l column-major; sketches are l x cols
+/// panels. A non-finite gradient makes the affected y non-finite (every moment
+/// takes (1 − β)·g or (1 − β)·g² with β < 1), which is how callers detect it.
 func rowPass<Rule: MomentRule>(
     _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>,
     sketch: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
-    y: PerMoment<UnsafeMutablePointer<Float>>,
-    negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
-                rowCount: UnsafeMutablePointer<Double>)?,
-    scratch: UnsafeMutablePointer<Float>
+    y: PerMoment<UnsafeMutablePointer<Float>>, scratch: UnsafeMutablePointer<Float>
 ) {
     let coef = PassScratch(scratch, rank: t.rank).coef
     for i in rows {
@@ -192,37 +187,23 @@ func rowPass<Rule: MomentRule>(
         for k in 0..<Rule.momentCount {
             var b0 = 0
             while b0 < t.sketchWidth {
-                let args = RowSweep(t: t, row: i, b0: b0, coef: coef, sketch: sketch[k], c: c, y: y[k],
-                                    negatives: Rule.isNonNegative(k) ? negatives : nil)
+                let args = RowSweep(t: t, row: i, b0: b0, coef: coef, sketch: sketch[k], c: c, y: y[k])
                 let width = min(4, t.sketchWidth - b0)
-                if k == 0 {
-                    rowSweep(rule, args, width, Slot0.self, IgnoreNegatives.self)
-                } else if args.negatives != nil {
-                    rowSweep(rule, args, width, Slot1.self, TrackNegatives.self)
-                } else {
-                    rowSweep(rule, args, width, Slot1.self, IgnoreNegatives.self)
-                }
+                if k == 0 { rowSweep(rule, args, width, Slot0.self) } else { rowSweep(rule, args, width, Slot1.self) }
                 b0 += 4
             }
         }
     }
 }
 
-/// Whether a row sweep accumulates the negative-entry statistics, as a type.
-protocol NegativeMode { static var tracks: Bool { get } }
-enum TrackNegatives: NegativeMode { static var tracks: Bool { true } }
-enum IgnoreNegatives: NegativeMode { static var tracks: Bool { false } }
-
 /// Dispatches a row sweep to the kernel specialised for its block width.
 @_transparent
-private func rowSweep<Rule: MomentRule, K: MomentSlot, N: NegativeMode>(
-    _ rule: Rule, _ a: RowSweep, _ width: Int, _: K.Type, _: N.Type
-) {
+private func rowSweep<Rule: MomentRule, K: MomentSlot>(_ rule: Rule, _ a: RowSweep, _ width: Int, _: K.Type) {
     switch width {
-    case 1: rowSweep(rule, a, Width1.self, K.self, N.self)
-    case 2: rowSweep(rule, a, Width2.self, K.self, N.self)
-    case 3: rowSweep(rule, a, Width3.self, K.self, N.self)
-    default: rowSweep(rule, a, Width4.self, K.self, N.self)
+    case 1: rowSweep(rule, a, Width1.self, K.self)
+    case 2: rowSweep(rule, a, Width2.self, K.self)
+    case 3: rowSweep(rule, a, Width3.self, K.self)
+    default: rowSweep(rule, a, Width4.self, K.self)
     }
 }
 
@@ -237,72 +218,45 @@ private struct RowSweep {
     let coef: UnsafePointer<Float>
     let sketch: UnsafePointer<Float>, c: PerMoment<Float>
     let y: UnsafeMutablePointer<Float>
-    let negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
-                    rowCount: UnsafeMutablePointer<Double>)?
-}
-
-/// The running sums of one row sweep.
-private struct RowSums {
-    var acc = Accumulators4()
-    var accNeg = Accumulators4()
-    var negSum = SIMD8<Float>(repeating: 0), negCount = SIMD8<Float>(repeating: 0)
 }
 
 /// One 8-column chunk of a row sweep. A separate function taking the sums
 /// inout (not a closure capturing them) keeps them in registers.
 @_transparent
-private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: NegativeMode>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _: N.Type, _ j: Int, _ full: Bool, _ count: Int,
-    _ sums: inout RowSums
+private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int,
+    _ sums: inout Accumulators4
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
-    let trackNegatives = Rule.isNonNegative(K.index) && N.tracks
     let g = gradient(rule, t, a.row &* n &+ j, full, count)
-    var (p, raw) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
+    var (p, _) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
     _ = rule.apply(&p.first, &p.second, g)
     let value = p[K.index]
-    // Lanes past `count` hold 0: never negative, and they meet zero sketch entries.
-    let negative = mlorc_negative_indicator8(raw)  // 1 where R < 0
-    if trackNegatives && a.b0 == 0 {
-        sums.negSum = sums.negSum.addingProduct(raw, negative)  // Σ of the negative entries (<= 0)
-        sums.negCount += negative
-    }
     let (block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.sketch), col: j, rows: l, cols: n, full: full)
     for b in 0..<W.value {
-        let s = load(block + (a.b0 &+ b) &* stride, full, count)
-        sums.acc[b] = sums.acc[b].addingProduct(value, s)
-        if trackNegatives { sums.accNeg[b] = sums.accNeg[b].addingProduct(negative, s) }
+        sums[b] = sums[b].addingProduct(value, load(block + (a.b0 &+ b) &* stride, full, count))
     }
 }
 
 /// The last, partial chunk of a row, out of line so that the main loop is
 /// compiled for full chunks only.
 @inline(never)
-private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: NegativeMode>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _: N.Type, _ j: Int, _ count: Int, _ sums: inout RowSums
+private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout Accumulators4
 ) {
-    rowChunk(rule, a, W.self, K.self, N.self, j, false, count, &sums)
+    rowChunk(rule, a, W.self, K.self, j, false, count, &sums)
 }
 
-private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, N: NegativeMode>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _: N.Type
+private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type
 ) {
     let n = a.t.cols
-    var sums = RowSums()
+    var sums = Accumulators4()
     let fullEnd = n & ~7
     var j = 0
-    while j < fullEnd { rowChunk(rule, a, W.self, K.self, N.self, j, true, 8, &sums); j &+= 8 }
-    if j < n { rowTail(rule, a, W.self, K.self, N.self, j, n &- j, &sums) }
-
-    let m = a.t.rows, i = a.row
-    for b in 0..<W.value { a.y[i + (a.b0 + b) * m] = sums.acc[b].sum() }
-    if Rule.isNonNegative(K.index) && N.tracks, let negatives = a.negatives {
-        for b in 0..<W.value { negatives.yNeg[i + (a.b0 + b) * m] = sums.accNeg[b].sum() }
-        if a.b0 == 0 {
-            negatives.rowSum[i] = -Double(sums.negSum.sum())
-            negatives.rowCount[i] = Double(sums.negCount.sum())
-        }
-    }
+    while j < fullEnd { rowChunk(rule, a, W.self, K.self, j, true, 8, &sums); j &+= 8 }
+    if j < n { rowTail(rule, a, W.self, K.self, j, n &- j, &sums) }
+    for b in 0..<W.value { a.y[a.row + (a.b0 + b) * a.t.rows] = sums[b].sum() }
 }
 
 /// The first row pass of a step, using linearity: every linear moment's

@@ -95,9 +95,10 @@ struct LowRankStep<Rule: MomentRule> {
                                    omega: omega, gradSketch: gradSketch, decay: rule.decay(k), gain: rule.gain(k),
                                    into: y(k), vtOmega: staging)
             }
-        } else if Rule.firstMomentReadsSecond {
-            // Moment 0 reads the fixed moment 1, so c comes first (from the
-            // factors), then every moment is sketched with it; yNeg stays 0.
+        } else {
+            // The first moment is not linear in g (ADOPT's reads the fixed second
+            // moment): c comes first, from the factors alone, then every moment is
+            // rebuilt and sketched with it (yNeg stays 0).
             let rowSum = rowSum, rowCount = rowCount
             pool.run(parts: parts) { part in
                 negativeStatistics(t, rows: partition(t.rows, parts: parts, part: part), rowSum: rowSum,
@@ -107,14 +108,7 @@ struct LowRankStep<Rule: MomentRule> {
             let c = fixConstants(), sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega)), ys = ys
             pool.run(parts: parts) { part in
                 rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
-                        c: c, y: ys, negatives: nil, scratch: scratch + part * stride)
-            }
-        } else {
-            // Every moment rebuilt and sketched directly, one sweep per moment.
-            let sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega)), ys = ys
-            pool.run(parts: parts) { part in
-                rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part), sketch: sketch,
-                        c: PerMoment(repeating: 0), y: ys, negatives: negatives, scratch: scratch + part * stride)
+                        c: c, y: ys, scratch: scratch + part * stride)
             }
         }
         // Non-finite gradients (or moments) make their rows' sketches non-finite.
@@ -170,7 +164,7 @@ struct LowRankStep<Rule: MomentRule> {
             pool.run(parts: parts) { part in
                 rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
                         sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
-                            y: ys, negatives: nil, scratch: scratch + part * stride)
+                            y: ys, scratch: scratch + part * stride)
             }
         }
 

@@ -24,9 +24,7 @@ protocol MomentRule {
     static func isLinear(_ k: Int) -> Bool
     /// The gain of a linear moment k.
     func gain(_ k: Int) -> Float
-    /// Whether moment 0's update reads the (fixed) previous moment 1, so that
-    /// the fix's constant c must be known before anything is sketched.
-    static var firstMomentReadsSecond: Bool { get }
+
     /// Multiplier of the direction in the weight update.
     var stepSize: Float { get }
     /// The weight-decay factor 1 − lr·λ.
@@ -79,7 +77,6 @@ struct AdamWRule: MomentRule {
     }
 
     func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
-    static let firstMomentReadsSecond = false
     static func isLinear(_ k: Int) -> Bool { k == 0 }
     func gain(_ k: Int) -> Float { oneMinusBeta1 }
 
@@ -114,7 +111,6 @@ struct LionRule: MomentRule {
     }
 
     func decay(_ k: Int) -> Float { beta2 }
-    static let firstMomentReadsSecond = false
     static func isLinear(_ k: Int) -> Bool { true }
     func gain(_ k: Int) -> Float { oneMinusBeta2 }
 
@@ -137,7 +133,6 @@ struct AdoptRule: MomentRule {
     static let momentCount = 2
     static func isNonNegative(_ k: Int) -> Bool { k == 1 }
     static func isLinear(_ k: Int) -> Bool { false }
-    static let firstMomentReadsSecond = true
 
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
     let eps: Float, clip: Float  // clip = +inf when off
