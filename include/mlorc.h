@@ -94,8 +94,14 @@ const char *mlorc_status_string(int status);
 typedef enum mlorc_rule {
     MLORC_RULE_ADAMW = 1, /* AdamW; MLorc-AdamW on low-rank storage */
     MLORC_RULE_LION = 2,  /* Lion;  MLorc-Lion on low-rank storage */
-    MLORC_RULE_ADOPT = 3  /* ADOPT (arXiv 2411.02853); MLorc-ADOPT on low-rank storage.
+    MLORC_RULE_ADOPT = 3, /* ADOPT (arXiv 2411.02853); MLorc-ADOPT on low-rank storage.
                              Its first step only sets v = g^2 (no update). */
+    MLORC_RULE_GALORE_ADAMW = 4 /* GaLore-AdamW (arXiv 2403.03507), the projected-gradient
+                             baseline: on low-rank storage the state is the rank-r
+                             projection of the short side plus AdamW moments of the
+                             projected gradient, r(min(m,n) + 2 max(m,n)) floats;
+                             dense storage is AdamW. Options other than ORTHOGRAD and
+                             CLIP_NORM do not apply. */
 } mlorc_rule;
 
 /* How a tensor's moments are stored. */
@@ -120,7 +126,8 @@ typedef enum mlorc_param {
     MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9; [0, 1) */
     MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999; [0, 1) */
     MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6 (not Lion); [0, 1] */
-    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0; [0, 1e3] */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0; [0, 1e3]
+                                         (GaLore-AdamW: as AdamW for every key) */
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
     MLORC_PARAM_POWER_ITERATIONS = 7, /* q, randomized-SVD power iterations: 0; [0, 16] */
@@ -141,8 +148,11 @@ typedef enum mlorc_param {
                                          over the tensor (costs one more read pass) */
     MLORC_PARAM_ORTHOGRAD = 15,       /* 1: g minus its component along w, rescaled to
                                          |g| (per-tensor sums: one more read pass) */
-    MLORC_PARAM_CLIP_NORM = 16        /* > 0: g scaled down to this L2 norm per tensor
+    MLORC_PARAM_CLIP_NORM = 16,       /* > 0: g scaled down to this L2 norm per tensor
                                          when longer; 0 off; [0, 1e30] */
+    MLORC_PARAM_GALORE_SCALE = 17,    /* GaLore only: update scale alpha, 0.25; [0, 1e6] */
+    MLORC_PARAM_GALORE_INTERVAL = 18  /* GaLore only: steps between projection refreshes
+                                         T, 200 (first at step 1); integer [1, 1e9] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */

@@ -3,6 +3,7 @@ package enum RuleKind: Int32, CaseIterable {
     case adamW = 1
     case lion = 2
     case adopt = 3
+    case galoreAdamW = 4
 }
 
 /// Keys of `mlorc_param`.
@@ -23,6 +24,8 @@ package enum ParamKey: Int32, CaseIterable {
     case cautious = 14
     case orthograd = 15
     case clipNorm = 16
+    case galoreScale = 17
+    case galoreInterval = 18
 
     var name: String {
         switch self {
@@ -42,13 +45,15 @@ package enum ParamKey: Int32, CaseIterable {
         case .cautious: "cautious"
         case .orthograd: "orthograd"
         case .clipNorm: "clip_norm"
+        case .galoreScale: "galore_scale"
+        case .galoreInterval: "galore_interval"
         }
     }
 
     var isInteger: Bool {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd: true
+             .grams, .atan2, .cautious, .orthograd, .galoreInterval: true
         default: false
         }
     }
@@ -69,10 +74,11 @@ package struct Hyperparameters {
     package var adoptClip: Bool = false
     package var grams = false, atan2 = false, cautious = false, orthograd = false
     package var clipNorm: Double = 0
+    package var galoreScale = 0.25, galoreInterval = 200
 
     package init(rule: RuleKind) {
         switch rule {
-        case .adamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
+        case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
         case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
         }
@@ -83,11 +89,14 @@ package struct Hyperparameters {
         switch key {
         case .beta1, .beta2: return 0...0.999_999_999
         case .eps: return rule == .lion ? nil : 0...1
-        case .biasCorrection: return rule == .adamW ? 0...1 : nil
+        case .biasCorrection: return rule == .adamW || rule == .galoreAdamW ? 0...1 : nil
         case .adoptClip: return rule == .adopt ? 0...1 : nil
-        case .grams, .cautious, .orthograd: return 0...1
-        case .atan2: return rule == .lion ? nil : 0...1
+        case .grams, .cautious: return rule == .galoreAdamW ? nil : 0...1
+        case .orthograd: return 0...1
+        case .atan2: return rule == .lion || rule == .galoreAdamW ? nil : 0...1
         case .clipNorm: return 0...1e30
+        case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
+        case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
@@ -115,6 +124,8 @@ package struct Hyperparameters {
         case .cautious: cautious ? 1 : 0
         case .orthograd: orthograd ? 1 : 0
         case .clipNorm: clipNorm
+        case .galoreScale: galoreScale
+        case .galoreInterval: Double(galoreInterval)
         }
     }
 
@@ -148,6 +159,8 @@ package struct Hyperparameters {
         case .cautious: cautious = value != 0
         case .orthograd: orthograd = value != 0
         case .clipNorm: clipNorm = value
+        case .galoreScale: galoreScale = value
+        case .galoreInterval: galoreInterval = Int(value)
         }
     }
 }

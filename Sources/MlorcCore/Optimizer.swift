@@ -213,6 +213,8 @@ package final class Optimizer {
             try run(tensors, lr: lr) { h, _ in LionRule(h, lr: lr) }
         case .adopt:
             try run(tensors, lr: lr) { h, t in AdoptRule(h, lr: lr, step: t) }
+        case .galoreAdamW:
+            try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
         }
     }
 
@@ -237,7 +239,7 @@ package final class Optimizer {
             rules.append(rule)
             if !finite {
                 // Reported below like any non-finite gradient.
-            } else if t.header.storage == .lowRank {
+            } else if t.header.storage == .lowRank && self.rule != .galoreAdamW {
                 finite = try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
                     .sketch(workspace: &workspace, pool: pool, parts: parts(for: t.header.rows * t.header.cols))
             } else {
@@ -257,8 +259,14 @@ package final class Optimizer {
             var header = t.header
             if header.storage == .lowRank {
                 do {
-                    try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
-                        .update(workspace: &workspace, pool: pool, parts: parts(for: header.rows * header.cols))
+                    if let adamW = rule as? AdamWRule, self.rule == .galoreAdamW {
+                        try GaLoreStep(rule: adamW, hyper: hyper, header: header, weights: t.weights, grad: t.grad,
+                                       payload: t.payload)
+                            .update(workspace: &workspace, pool: pool, parts: parts(for: header.rows * header.cols))
+                    } else {
+                        try LowRankStep(rule: rule, tensor: t, hyper: hyper, sketches: plan)
+                            .update(workspace: &workspace, pool: pool, parts: parts(for: header.rows * header.cols))
+                    }
                 } catch { throw error.inTensor(i) }
                 header.payloadChecksum = Checksum.of(UnsafeRawPointer(t.payload), count: header.payloadBytes)
             } else {

@@ -40,6 +40,7 @@ extension RuleKind {
         case .adamW: AdamWRule.momentCount
         case .lion: LionRule.momentCount
         case .adopt: AdoptRule.momentCount
+        case .galoreAdamW: AdamWRule.momentCount
         }
     }
 }

@@ -10,6 +10,7 @@
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
+/// GaLore's low-rank payload is its own (see GaLoreStep).
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {
@@ -37,17 +38,26 @@ enum StateFormat {
 
         var momentCount: Int { rule.momentCount }
 
-        /// Floats in one moment's payload.
+        /// Floats in one moment's payload (MLorc and dense storage).
         var floatsPerMoment: Int {
             storage == .dense ? rows * cols : rank * (rows + cols + 1)
         }
-        var payloadBytes: Int { 4 * momentCount * floatsPerMoment }
+        var payloadBytes: Int {
+            StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank)!
+        }
         var totalBytes: Int { headerBytes + payloadBytes }
     }
 
-    /// Payload size in bytes, or nil on overflow.
+    /// Payload size in bytes, or nil on overflow. GaLore's low-rank payload is
+    /// its projection (rank x min(rows, cols)) and two rank x max(rows, cols)
+    /// projected moments.
     static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int) -> Int? {
         let (perMoment, o1): (Int, Bool)
+        if rule == .galoreAdamW && storage == .lowRank {
+            let (floats, o) = rank.multipliedReportingOverflow(by: min(rows, cols) + 2 * max(rows, cols))
+            let (bytes, o2) = floats.multipliedReportingOverflow(by: 4)
+            return o || o2 || bytes > Int.max - headerBytes ? nil : bytes
+        }
         if storage == .dense {
             (perMoment, o1) = rows.multipliedReportingOverflow(by: cols)
         } else {

@@ -12,6 +12,7 @@ struct Workspace {
         case omega         // the random test matrix (l x cols panel)
         case staging       // row-major copies of panels for the generator and LAPACK
         case gradSketch    // GΩ of the tensor being sketched (rows x l)
+        case projectionSketch // GaLore's sketch of the gradient (short side x l)
         case panels        // per-moment l x cols accumulators (B = QᵀA, or AᵀQ)
         case svdLeft, svdRight, svdValues
         case threadScratch // per-thread accumulators

@@ -71,7 +71,7 @@ final class ContractTests: XCTestCase {
     }
 
     func testZeroGradientsGiveNoNaN() throws {
-        for rule in RuleKind.allCases {
+        for rule in [RuleKind.adamW, .lion, .adopt] {  // GaLore's payload is no factor form
             let opt = try makeOptimizer(rule)
             var rng = TestRandom(8)
             let initial = rng.matrix(48 * 36)

@@ -182,7 +182,7 @@ static void test_status_strings(void) {
 
 static void test_create_free(void) {
     mlorc_optimizer *opt;
-    const int bad_rules[] = {0, 4, -1, 1000};
+    const int bad_rules[] = {0, 5, -1, 1000};
     int i, rule = 0;
 
     current = NULL;
@@ -324,7 +324,7 @@ static void test_params(int rule) {
 
     /* Keys that are no mlorc_param at all. */
     refuse_param(opt, 0, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
-    refuse_param(opt, 17, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
+    refuse_param(opt, 19, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     refuse_param(opt, -5, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     CHECK_RC(mlorc_get_param(opt, 99, &v), MLORC_ERROR_UNKNOWN_PARAM);
 
@@ -341,10 +341,11 @@ static void test_param_bounds_misc(void) {
     double lo = -7, hi = -7;
     current = NULL;
     CHECK_RC(mlorc_param_bounds(0, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
-    CHECK_RC(mlorc_param_bounds(4, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(mlorc_param_bounds(5, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADAMW, 0, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_LION, 11, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADOPT, 17, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+    CHECK_RC(mlorc_param_bounds(MLORC_RULE_GALORE_ADAMW, 19, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK(lo == -7 && hi == -7); /* refused calls wrote nothing */
 }
 

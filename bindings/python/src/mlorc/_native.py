@@ -6,7 +6,8 @@ the version the extension was compiled against (checked in its init).
 from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
-RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT}
+RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT,
+         "galore_adamw": _mlorc.RULE_GALORE_ADAMW}
 RULE_NAMES = {code: name for name, code in RULES.items()}
 
 STORAGES = {
@@ -34,9 +35,11 @@ PARAMS = {
     "cautious": _mlorc.PARAM_CAUTIOUS,
     "orthograd": _mlorc.PARAM_ORTHOGRAD,
     "clip_norm": _mlorc.PARAM_CLIP_NORM,
+    "galore_scale": _mlorc.PARAM_GALORE_SCALE,
+    "galore_interval": _mlorc.PARAM_GALORE_INTERVAL,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
-                  "adopt_clip", "grams", "atan2", "cautious", "orthograd"}
+                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval"}
 
 
 def rule_code(rule):

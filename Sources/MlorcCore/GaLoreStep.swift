@@ -1,0 +1,185 @@
+/// GaLore-AdamW (Zhao et al. 2024, arXiv 2403.03507), the projected-gradient
+/// baseline MLorc is compared with. On an m x n matrix with s = min(m, n),
+/// L = max(m, n):
+///
+///   every T steps (T = MLORC_PARAM_GALORE_INTERVAL, first at step 1):
+///       P = the top-r singular vectors of G on its short side (left for
+///       m <= n, right otherwise), by the randomized SVD with the handle's
+///       oversampling and power iterations (the paper uses an exact SVD);
+///   R = PᵀG (m <= n) or G P (m > n): r x L;  M, V: AdamW moments of R
+///   (kept, not reset, when P changes, as in the authors' code);
+///   W ← W·(1 − lr·λ) − α·lr/bc1·P·(M / (√V/√bc2 + ε))  (α = MLORC_PARAM_GALORE_SCALE).
+///
+/// State payload: Pᵀ (r x s, row-major), then M and V (r x L, row-major;
+/// for m > n these hold the transposed m x r matrices).
+struct GaLoreStep {
+    let rule: AdamWRule
+    let hyper: Hyperparameters
+    let header: StateFormat.Header
+    let weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>
+    let payload: UnsafeMutablePointer<Float>
+
+    var m: Int { header.rows }
+    var n: Int { header.cols }
+    var r: Int { header.rank }
+    var short: Int { min(m, n) }
+    var long: Int { max(m, n) }
+    var projectsRows: Bool { m <= n }
+    var projection: UnsafeMutablePointer<Float> { payload }                // r x s
+    var moment1: UnsafeMutablePointer<Float> { payload + r * short }      // r x L
+    var moment2: UnsafeMutablePointer<Float> { payload + r * short + r * long }
+
+    /// Refreshes P when due, projects, runs AdamW on R and writes the weights.
+    func update(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+        let t = header.step + 1
+        if (t - 1) % UInt64(hyper.galoreInterval) == 0 { try refreshProjection(workspace: &workspace) }
+        let projected = try workspace.floats(.panels, r * long)  // R, then the scaled direction
+        project(into: projected, pool: pool, parts: parts)
+        // AdamW on R: direction·stepSize in place of R.
+        var e = 0
+        let count = r * long
+        while e < count {
+            let c = min(8, count - e)
+            var mv = load8(moment1 + e, c), vv = load8(moment2 + e, c)
+            let u = rule.apply(&mv, &vv, load8(projected + e, c))
+            store8(mv, moment1 + e, c)
+            store8(vv, moment2 + e, c)
+            store8(u * (rule.stepSize * Float(hyper.galoreScale)), projected + e, c)
+            e += 8
+        }
+        applyUpdate(projected, pool: pool, parts: parts)
+    }
+
+    /// R (r x L): Pᵀ G for m <= n (R[a, :] = Σ_i P[i, a]·G[i, :], columns split
+    /// between parts so each entry is summed by one part in row order), or
+    /// (G P)ᵀ for m > n (R[a, i] = G[i, :]·Pᵀ[a, :], rows split).
+    private func project(into out: UnsafeMutablePointer<Float>, pool: ThreadPool, parts: Int) {
+        let m = m, n = n, r = r, p = projection, g = grad
+        if projectsRows {
+            pool.run(parts: parts) { part in
+                let cols = partition(n, parts: parts, part: part, align: 8)
+                for a in 0..<r { for j in cols { out[a * n + j] = 0 } }
+                for i in 0..<m {
+                    for a in 0..<r { axpy(p[a * m + i], g + i * n, out + a * n, cols) }
+                }
+            }
+        } else {
+            pool.run(parts: parts) { part in
+                for i in partition(m, parts: parts, part: part) {
+                    for a in 0..<r { out[a * m + i] = dot(g + i * n, p + a * n, n) }
+                }
+            }
+        }
+    }
+
+    /// W ← W·(1 − lr·λ) − P·D (m <= n) or − Dᵀ Pᵀ (m > n), D the scaled direction.
+    private func applyUpdate(_ d: UnsafeMutablePointer<Float>, pool: ThreadPool, parts: Int) {
+        let m = m, n = n, r = r, p = projection, w = weights, decay = rule.decayFactor, rowsSide = projectsRows
+        pool.run(parts: parts) { part in
+            for i in partition(m, parts: parts, part: part) {
+                let row = w + i * n
+                scale(row, decay, n)
+                for a in 0..<r {
+                    if rowsSide {
+                        axpy(-p[a * m + i], d + a * n, row, 0..<n)
+                    } else {
+                        axpy(-d[a * m + i], p + a * n, row, 0..<n)
+                    }
+                }
+            }
+        }
+    }
+
+    /// P ← the top-r singular vectors of G on its short side, by the
+    /// randomized SVD of A = G (m <= n) or Gᵀ, stored as Pᵀ (r x s).
+    private func refreshProjection(workspace: inout Workspace) throws(MlorcError) {
+        let s = short, other = long, l = min(r + hyper.oversampling, s)
+        // A is s x other; apply(A, X other x l) and applyT(A, Y s x l), column-major.
+        let omega = try workspace.floats(.omega, other * l)
+        SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
+            .fillNormals(omega, count: other * l)
+        let y = try workspace.floats(.projectionSketch, s * l)
+        let z = try workspace.floats(.staging, other * l)
+        applyA(omega, into: y, l)
+        for _ in 0..<hyper.powerIterations {
+            try LinearAlgebra.orthonormalize(y, rows: s, cols: l, workspace: &workspace)
+            applyAT(y, into: z, l)
+            try LinearAlgebra.orthonormalize(z, rows: other, cols: l, workspace: &workspace)
+            applyA(z, into: y, l)
+        }
+        try LinearAlgebra.orthonormalize(y, rows: s, cols: l, workspace: &workspace)
+        applyAT(y, into: z, l)  // Bᵀ = AᵀQ, other x l
+        let left = try workspace.floats(.svdLeft, other * l)
+        let right = try workspace.floats(.svdRight, l * l)
+        let values = try workspace.floats(.svdValues, l)
+        try LinearAlgebra.thinSVD(z, rows: other, cols: l, u: left, s: values, vt: right, workspace: &workspace)
+        // B = Ũ Σ Ṽᵀ with Ũ = rightᵀ: P = Q Ũ[:, :r]; Pᵀ[a, x] = Σ_b Q[x, b] Ũ[b, a].
+        // Each vector's sign is fixed (largest entry positive): the moments
+        // outlive a refresh, and an arbitrary sign flip would negate them.
+        for a in 0..<r {
+            var largest: Float = 0
+            for x in 0..<s {
+                var sum: Float = 0
+                for b in 0..<l { sum += y[x + b * s] * right[a + b * l] }
+                projection[a * s + x] = sum
+                if abs(sum) > abs(largest) { largest = sum }
+            }
+            if largest < 0 { for x in 0..<s { projection[a * s + x] = -projection[a * s + x] } }
+        }
+    }
+
+    /// y (s x l) = A·x (x: other x l), A = G or Gᵀ.
+    private func applyA(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ l: Int) {
+        if projectsRows {  // A = G: y[i, b] = G[i, :]·x[:, b]
+            for b in 0..<l { for i in 0..<m { y[i + b * m] = dot(grad + i * n, x + b * n, n) } }
+        } else {           // A = Gᵀ: y[j, b] = Σ_i G[i, j] x[i, b]
+            y.initialize(repeating: 0, count: n * l)
+            for b in 0..<l { for i in 0..<m { axpy(x[i + b * m], grad + i * n, y + b * n, 0..<n) } }
+        }
+    }
+
+    /// x (other x l) = Aᵀ·y (y: s x l).
+    private func applyAT(_ y: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, _ l: Int) {
+        if projectsRows {  // Aᵀ = Gᵀ: x[j, b] = Σ_i G[i, j] y[i, b]
+            x.initialize(repeating: 0, count: n * l)
+            for b in 0..<l { for i in 0..<m { axpy(y[i + b * m], grad + i * n, x + b * n, 0..<n) } }
+        } else {           // Aᵀ = G: x[i, b] = G[i, :]·y[:, b]
+            for b in 0..<l { for i in 0..<m { x[i + b * m] = dot(grad + i * n, y + b * n, n) } }
+        }
+    }
+}
+
+/// y[range] += a·x[range], 8 lanes at a time.
+@inline(__always)
+func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
+    var j = range.lowerBound
+    while j < range.upperBound {
+        let c = min(8, range.upperBound - j)
+        store8(load8(y + j, c).addingProduct(a, load8(x + j, c)), y + j, c)
+        j += 8
+    }
+}
+
+/// Σ x[j]·y[j] over 0..<count (8 partial sums, then their sum: a fixed order).
+@inline(__always)
+func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var j = 0
+    while j < count {
+        let c = min(8, count - j)
+        acc = acc.addingProduct(load8(x + j, c), load8(y + j, c))
+        j += 8
+    }
+    return acc.sum()
+}
+
+/// x[0..<count] *= a.
+@inline(__always)
+func scale(_ x: UnsafeMutablePointer<Float>, _ a: Float, _ count: Int) {
+    var j = 0
+    while j < count {
+        let c = min(8, count - j)
+        store8(load8(x + j, c) * a, x + j, c)
+        j += 8
+    }
+}
