@@ -65,6 +65,7 @@ enum Width1: BlockWidth { static var value: Int { 1 } }
 enum Width2: BlockWidth { static var value: Int { 2 } }
 enum Width3: BlockWidth { static var value: Int { 3 } }
 enum Width4: BlockWidth { static var value: Int { 4 } }
+enum Width8: BlockWidth { static var value: Int { 8 } }  // column passes only (no register accumulators)
 
 /// Up to four SIMD accumulators addressed by a constant index.
 struct Accumulators4 {
@@ -438,7 +439,9 @@ func columnPass<Rule: MomentRule>(
         columnPass(rule, t, cols, q, c, out, Width1.self, CountKept.self, scratch, kept)
         return
     }
-    switch (min(t.sketchWidth, 4), updateWeights) {
+    switch (t.sketchWidth == 8 ? 8 : min(t.sketchWidth, 4), updateWeights) {
+    case (8, true): columnPass(rule, t, cols, q, c, out, Width8.self, UpdateWeights.self, scratch, kept)
+    case (8, false): columnPass(rule, t, cols, q, c, out, Width8.self, KeepWeights.self, scratch, kept)
     case (1, true): columnPass(rule, t, cols, q, c, out, Width1.self, UpdateWeights.self, scratch, kept)
     case (2, true): columnPass(rule, t, cols, q, c, out, Width2.self, UpdateWeights.self, scratch, kept)
     case (3, true): columnPass(rule, t, cols, q, c, out, Width3.self, UpdateWeights.self, scratch, kept)
