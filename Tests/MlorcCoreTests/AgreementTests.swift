@@ -170,6 +170,7 @@ final class AgreementTests: XCTestCase {
             (50, 41, 5, 1, 2, false),
             (29, 45, 4, 2, 1, true),   // previous moments with many negative entries: the c fix matters
             (45, 29, 4, 0, 0, true),
+            (40, 36, 8, 0, 0, true),   // sketch width 8: its own column kernel
         ]
         for rule in [RuleKind.adamW, .lion, .adopt] {  // the MLorc rules (GaLore: GaLoreTests)
             for c in cases {

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Tests/fuzz/build.sh - builds the fuzzing setup into .build-fuzz/ (git-ignored):
+#   .build-fuzz/release/libmlorc.so  the library with AddressSanitizer and
+#                                    libFuzzer coverage (8-bit counters, PC
+#                                    table, comparison tracing) compiled in
+#   .build-fuzz/bin/fuzz_state       the libFuzzer target (C, ASan + UBSan)
+#   .build-fuzz/bin/make_corpus      the seed corpus writer
+# No Package.swift change is needed: the same `mlorc` product is built with
+# extra compiler flags in its own scratch path, and the C side links it like
+# any user would. The C side uses the toolchain's clang (swiftc's compiler-rt
+# must match the fuzzer's and ASan's runtime).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+SCRATCH=.build-fuzz
+CLANG=${CLANG:-$(dirname "$(command -v swiftc)")/clang}
+
+swift build -c release --product mlorc --scratch-path "$SCRATCH" \
+    -Xswiftc -sanitize=address \
+    -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp
+
+mkdir -p "$SCRATCH/bin"
+# lld: gold warns about every ASan helper it cannot export.
+CFLAGS=(-g -O1 -std=c99 -Wall -Wextra -Werror -fuse-ld=lld -Iinclude)
+# $ORIGIN: the binaries find ../release/libmlorc.so wherever the checkout is.
+LINK=(-L"$SCRATCH/release" -lmlorc '-Wl,-rpath,$ORIGIN/../release' -lm)
+"$CLANG" "${CFLAGS[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    Tests/fuzz/fuzz_state.c -o "$SCRATCH/bin/fuzz_state" "${LINK[@]}"
+"$CLANG" "${CFLAGS[@]}" -fsanitize=address Tests/fuzz/make_corpus.c -o "$SCRATCH/bin/make_corpus" "${LINK[@]}"
