@@ -47,6 +47,7 @@ static void probe_rules(void) {
     }
     CHECK(rule_count >= 2);
 }
+
 static const double lr = 1e-2;
 
 static int contains(const char *s, const char *part) { return strstr(s, part) != NULL; }

@@ -3,7 +3,8 @@
  * the library itself, so mutations start from inputs that pass validation.
  *
  * Usage: make_corpus DIR. Writes DIR/RULE-{dense,lowrank}-{fresh,stepped}.bin
- * for every rule the library supports (adamw, lion, adopt; ruleN for later ones),
+ * for every rule the library supports (adamw, lion, adopt, galore-adamw; ruleN
+ * for later ones),
  * each a 32-byte control block (see fuzz_state.c) followed by one state:
  * dense 3x5 or low-rank 8x6 with rank 2; "stepped" after 3 steps.
  */
@@ -65,6 +66,7 @@ static void write_seed(const char *dir, mlorc_optimizer *opt, int rule, int rule
     case MLORC_RULE_ADAMW: snprintf(name, sizeof name, "adamw"); break;
     case MLORC_RULE_LION: snprintf(name, sizeof name, "lion"); break;
     case MLORC_RULE_ADOPT: snprintf(name, sizeof name, "adopt"); break;
+    case MLORC_RULE_GALORE_ADAMW: snprintf(name, sizeof name, "galore-adamw"); break;
     default: snprintf(name, sizeof name, "rule%d", rule); break;
     }
     snprintf(path, sizeof path, "%s/%s-%s-%s.bin", dir, name, storage == MLORC_STORAGE_DENSE ? "dense" : "lowrank",

@@ -8,7 +8,9 @@
 # valid states written by the library), and the bounded fuzzing run. New
 # interesting inputs go to .build-fuzz/corpus (kept between runs, ignored by
 # git); a crashing input is saved under .build-fuzz/artifacts/ and printed.
-# Reproduce one with: .build-fuzz/bin/fuzz_state <file>.
+# Reproduce one with: .build-fuzz/bin/fuzz_state <file>. Known library bugs
+# are stepped around and counted ("known-bug inputs: ..."); to stop at them:
+#   FUZZ_CFLAGS=-DMLORC_FUZZ_STRICT bash Tests/fuzz/run.sh
 # Prints executions and "N passed, M failed" last; exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
