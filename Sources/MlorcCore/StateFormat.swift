@@ -115,6 +115,14 @@ enum StateFormat {
               u64(80) == 0 else {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
         }
+        guard u32(20) == 0 else {
+            throw MlorcError(.stateCorrupted, "state header names an unknown dtype \(u32(20))")
+        }
+        // 2^53 steps cannot be reached; beyond it step + 1 and the bias
+        // corrections' powers would no longer be exact.
+        guard u64(48) < 1 << 53 else {
+            throw MlorcError(.stateCorrupted, "state step counter \(u64(48)) is implausible")
+        }
         let header = Header(rule: rule, storage: storage, dtype: u32(20), rows: Int(rows), cols: Int(cols),
                             rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72))
         guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank)),
@@ -129,8 +137,47 @@ enum StateFormat {
             guard actual == header.payloadChecksum else {
                 throw MlorcError(.stateCorrupted, "state payload checksum does not match (factors corrupted)")
             }
+            try checkFactors(header, (state + headerBytes).assumingMemoryBound(to: Float.self))
         }
         return header
+    }
+
+    /// Refuses low-rank payloads that no step can have written, even with a
+    /// valid checksum: factors that are not finite, orthonormal factors with
+    /// entries beyond 1, negative or absurd singular values. Such input would
+    /// otherwise reach LAPACK (which can fail or never return on it) after the
+    /// weights were written.
+    static func checkFactors(_ h: Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
+        func within(_ p: UnsafePointer<Float>, _ count: Int, _ bound: Float) -> Bool {
+            var worst = SIMD8<Float>(repeating: 0)
+            var e = 0
+            while e < count {
+                let c = min(8, count - e)
+                let v = load8(p + e, c)
+                // NaN fails the comparison below through the max (x != x).
+                worst = pointwiseMax(worst, v.replacing(with: .infinity, where: v .!= v))
+                worst = pointwiseMax(worst, -v)
+                e += 8
+            }
+            return worst.max() <= bound
+        }
+        let orthonormalBound: Float = 1.001
+        if h.rule == .galoreAdamW {
+            let projection = h.rank * min(h.rows, h.cols), moments = 2 * h.rank * max(h.rows, h.cols)
+            guard within(payload, projection, orthonormalBound), within(payload + projection, moments, .greatestFiniteMagnitude) else {
+                throw MlorcError(.stateCorrupted, "state projection or moments are out of range (not written by a step)")
+            }
+            return
+        }
+        for k in 0..<h.momentCount {
+            let base = payload + k * h.floatsPerMoment, r = h.rank
+            let u = base, s = base + h.rows * r, vt = s + r
+            var singularOK = true
+            for a in 0..<r where !(s[a] >= 0 && s[a] <= 1e30) { singularOK = false }
+            guard singularOK, within(u, h.rows * r, orthonormalBound), within(vt, r * h.cols, orthonormalBound) else {
+                throw MlorcError(.stateCorrupted, "state factors of moment \(k) are out of range (not written by a step)")
+            }
+        }
     }
 }
 
@@ -171,7 +218,7 @@ package struct StateDescription {
         layoutVersion = StateFormat.layoutVersion
         rule = h.rule.rawValue
         storage = Int32(h.storage.rawValue)
-        dtype = Int32(h.dtype)
+        dtype = Int32(bitPattern: h.dtype)
         rows = Int64(h.rows); cols = Int64(h.cols); rank = Int64(h.rank)
         step = h.step; tensorID = h.tensorID; stateBytes = UInt64(h.totalBytes)
     }

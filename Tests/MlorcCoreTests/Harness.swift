@@ -90,7 +90,11 @@ extension TestTensor {
         state.withUnsafeMutableBytes { raw in
             let payload = raw.baseAddress!.advanced(by: StateFormat.headerBytes)
             let base = payload.assumingMemoryBound(to: Float.self) + k * h.floatsPerMoment
+            // Within what the library accepts: |U|, |Vt| <= 1 and s >= 0 (not
+            // orthonormal, so the rebuilt second moment has negative entries).
             for e in 0..<h.floatsPerMoment { base[e] = scale * rng.next() }
+            let s = base + h.rows * h.rank
+            for a in 0..<h.rank { s[a] = abs(s[a]) * 4 }
             h.payloadChecksum = Checksum.of(UnsafeRawPointer(payload), count: h.payloadBytes)
             StateFormat.write(h, to: raw.baseAddress!)
         }
