@@ -69,16 +69,18 @@ typedef enum mlorc_status {
     MLORC_OK = 0,
     MLORC_ERROR_NULL_POINTER = 1,      /* a required pointer argument is NULL */
     MLORC_ERROR_INVALID_ARGUMENT = 2,  /* an enum, count or flag is not valid */
-    MLORC_ERROR_INVALID_SHAPE = 3,     /* rows/cols zero, negative or too large */
+    MLORC_ERROR_INVALID_SHAPE = 3,     /* rows/cols zero, negative or above 2^31 - 1, or
+                                          rows * cols above 2^59 */
     MLORC_ERROR_INVALID_RANK = 4,      /* rank 0, or rank > min(rows, cols) for low-rank storage */
     MLORC_ERROR_PARAM_OUT_OF_RANGE = 5,/* hyperparameter outside mlorc_param_bounds() */
     MLORC_ERROR_UNKNOWN_PARAM = 6,     /* key not known to this handle's rule */
     MLORC_ERROR_STATE_TOO_SMALL = 7,   /* state buffer smaller than its layout needs */
-    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum or inconsistent header */
+    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum, inconsistent header, or
+                                          factors no step can have written */
     MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
     MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
-    MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity (or, for low-rank
-                                          AdamW, a value whose square overflows); step refused */
+    MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity, or a low-rank
+                                          step's new moments overflow; step refused */
     MLORC_ERROR_OUT_OF_MEMORY = 12,    /* scratch allocation failed */
     MLORC_ERROR_LINALG = 13,           /* LAPACK reported a failure */
     MLORC_ERROR_UNSUPPORTED_DTYPE = 14 /* dtype not supported by this build */

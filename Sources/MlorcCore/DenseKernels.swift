@@ -56,17 +56,6 @@ private func denseChunk<Rule: MomentRule>(_ rule: Rule, _ w: UnsafeMutablePointe
     UnsafeMutableRawPointer(w).storeBytes(of: wv * rule.decayFactor - rule.stepSize * direction, as: SIMD8<Float>.self)
 }
 
-/// Whether every element of p[range] is finite (no NaN, no infinity).
-func allFinite(_ p: UnsafePointer<Float>, range: Range<Int>) -> Bool {
-    var probe = SIMD8<Float>(repeating: 0)
-    var e = range.lowerBound
-    while e < range.upperBound {
-        let count = min(8, range.upperBound - e)
-        probe += nonFiniteProbe(load8(p + e, count))
-        e += 8
-    }
-    return probe.sum() == 0
-}
 
 /// How many elements of range cautious masking keeps under `rule` (a
 /// read-only rehearsal of denseUpdate: same moments, same direction).
@@ -107,4 +96,17 @@ func gradientSums(weights: UnsafePointer<Float>, grad: UnsafePointer<Float>, col
         }
         sums[i] = SIMD4(Double(gg.sum()), Double(wg.sum()), Double(ww.sum()), 0)
     }
+}
+
+/// Whether every element of p[0..<count] is finite with |x| <= bound.
+func allWithin(_ p: UnsafePointer<Float>, count: Int, bound: Float) -> Bool {
+    var worst = SIMD8<Float>(repeating: 0)
+    var e = 0
+    while e < count {
+        let c = min(8, count - e)
+        let v = load8(p + e, c)
+        worst = pointwiseMax(worst, pointwiseMax(v, -v).replacing(with: .infinity, where: v .!= v))
+        e += 8
+    }
+    return worst.max() <= bound
 }

@@ -89,7 +89,7 @@ struct LowRankStep<Rule: MomentRule> {
                            gradSketch: gradSketch, y: nonLinearY, negatives: negatives, scratch: scratch + part * stride)
             }
             // A NaN or infinity in the gradient reaches every entry of GΩ in its row.
-            guard allFinite(gradSketch, range: 0..<(m * l)) else { return false }
+            guard allWithin(gradSketch, count: m * l, bound: .greatestFiniteMagnitude) else { return false }
             for k in 0..<mc where Rule.isLinear(k) {
                 finishLinearSketch(tensor.factors[k], rows: m, cols: n, rank: tensor.rank, sketchWidth: l,
                                    omega: omega, gradSketch: gradSketch, decay: rule.decay(k), gain: rule.gain(k),
@@ -112,7 +112,12 @@ struct LowRankStep<Rule: MomentRule> {
             }
         }
         // Non-finite gradients (or moments) make their rows' sketches non-finite.
-        for k in 0..<mc where !allFinite(y(k), range: 0..<(m * l)) { return false }
+        // Moments so large that the step could overflow in QᵀA (whose SVD would
+        // then fail after the weights were written) are refused here, with the
+        // non-finite ones: |y| ≈ the row norms of A, so |y| <= 1e24 keeps ‖A‖_F,
+        // and the singular values this step writes, far below the 1e30 that
+        // StateFormat.checkFactors accepts.
+        for k in 0..<mc where !allWithin(y(k), count: m * l, bound: 1e24) { return false }
         return true
     }
 

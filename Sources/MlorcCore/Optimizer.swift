@@ -59,6 +59,10 @@ package final class Optimizer {
         guard (1...StateFormat.maxDimension).contains(rows), (1...StateFormat.maxDimension).contains(cols) else {
             throw MlorcError(.invalidShape, "shape \(rows)x\(cols) is invalid: rows and cols must be in [1, \(StateFormat.maxDimension)]")
         }
+        // The tensor's bytes must be addressable: 4·rows·cols (and its state) in an Int.
+        guard rows * cols <= Int64.max / 16 else {
+            throw MlorcError(.invalidShape, "shape \(rows)x\(cols) has more elements than memory can address")
+        }
     }
 
     static func checkDtype(_ dtype: Int32) throws(MlorcError) {
@@ -244,14 +248,21 @@ package final class Optimizer {
                     .sketch(workspace: &workspace, pool: pool, parts: parts(for: t.header.rows * t.header.cols))
             } else {
                 let n = t.header.rows * t.header.cols, p = parts(for: n)
+                // GaLore's projected moments square sums of up to 2^31 gradient
+                // entries: entries above 1e14 could overflow them, so they are
+                // refused like non-finite ones (the state stays valid).
+                let bound: Float = t.header.storage == .lowRank ? 1e14 : .greatestFiniteMagnitude
                 var ok = [Bool](repeating: true, count: p)
                 ok.withUnsafeMutableBufferPointer { okp in
-                    pool.run(parts: p) { part in okp[part] = allFinite(t.grad, range: partition(n, parts: p, part: part, align: 8)) }
+                    pool.run(parts: p) { part in
+                        let range = partition(n, parts: p, part: part, align: 8)
+                        okp[part] = allWithin(t.grad + range.lowerBound, count: range.count, bound: bound)
+                    }
                 }
                 finite = !ok.contains(false)
             }
             guard finite else {
-                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity (or a value whose square overflows float); step refused, nothing was changed")
+                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity (or the new moments overflow float); step refused, nothing was changed")
             }
         }
         for (i, t) in tensors.enumerated() {

@@ -110,7 +110,7 @@ enum StateFormat {
             throw MlorcError(.stateCorrupted, "state header names an unknown rule or storage")
         }
         let rows = Int64(bitPattern: u64(24)), cols = Int64(bitPattern: u64(32)), rank = Int64(bitPattern: u64(40))
-        guard (1...maxDimension).contains(rows), (1...maxDimension).contains(cols),
+        guard (1...maxDimension).contains(rows), (1...maxDimension).contains(cols), rows * cols <= Int64.max / 16,
               storage == .dense ? rank == 0 : (1...min(rows, cols)).contains(rank),
               u64(80) == 0 else {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
@@ -148,19 +148,7 @@ enum StateFormat {
     /// otherwise reach LAPACK (which can fail or never return on it) after the
     /// weights were written.
     static func checkFactors(_ h: Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
-        func within(_ p: UnsafePointer<Float>, _ count: Int, _ bound: Float) -> Bool {
-            var worst = SIMD8<Float>(repeating: 0)
-            var e = 0
-            while e < count {
-                let c = min(8, count - e)
-                let v = load8(p + e, c)
-                // NaN fails the comparison below through the max (x != x).
-                worst = pointwiseMax(worst, v.replacing(with: .infinity, where: v .!= v))
-                worst = pointwiseMax(worst, -v)
-                e += 8
-            }
-            return worst.max() <= bound
-        }
+        let within = { (p: UnsafePointer<Float>, count: Int, bound: Float) in allWithin(p, count: count, bound: bound) }
         let orthonormalBound: Float = 1.001
         if h.rule == .galoreAdamW {
             let projection = h.rank * min(h.rows, h.cols), moments = 2 * h.rank * max(h.rows, h.cols)
@@ -173,7 +161,7 @@ enum StateFormat {
             let base = payload + k * h.floatsPerMoment, r = h.rank
             let u = base, s = base + h.rows * r, vt = s + r
             var singularOK = true
-            for a in 0..<r where !(s[a] >= 0 && s[a] <= 1e30) { singularOK = false }
+            for a in 0..<r where !(s[a] >= 0 && s[a] <= 1e30) { singularOK = false }  // NaN fails too
             guard singularOK, within(u, h.rows * r, orthonormalBound), within(vt, r * h.cols, orthonormalBound) else {
                 throw MlorcError(.stateCorrupted, "state factors of moment \(k) are out of range (not written by a step)")
             }

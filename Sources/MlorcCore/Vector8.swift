@@ -13,8 +13,3 @@ func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ count: Int) {
     if count >= 8 { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self); return }
     for i in 0..<count { p[i] = v[i] }
 }
-
-/// Sets lanes of `v` to zero where x is finite; NaN where it is not. Summing
-/// these over a tensor tells whether any element was NaN or infinite.
-@inline(__always)
-func nonFiniteProbe(_ x: SIMD8<Float>) -> SIMD8<Float> { x - x }

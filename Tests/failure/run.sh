@@ -21,8 +21,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=.build-failure
 BIN=$OUT/failure_test
 CC=${CC:-cc}
-TESTS=(cross_rule truncated bit_flips nonfinite aliasing concurrent versioning long_run)
-KNOWN=(known_dtype_trap known_step_overflow known_linalg_partial_write known_thread_leak known_svd_hang)
+TESTS=(cross_rule truncated bit_flips nonfinite aliasing concurrent versioning long_run
+    known_dtype_trap known_step_overflow known_linalg_partial_write known_thread_leak known_svd_hang)
+KNOWN=()  # reproducers of open library bugs (none open now)
 
 bash scripts/build.sh >/dev/null
 mkdir -p "$OUT"
@@ -64,7 +65,7 @@ else
 fi
 
 echo "== known library bugs (expected to fail until fixed)"
-for t in "${KNOWN[@]}"; do
+for t in ${KNOWN[@]+"${KNOWN[@]}"}; do
     if "$BIN" "$t" >/dev/null 2>&1; then
         echo "XPASS $t: the bug is fixed; make this a regular test"
         passed=$((passed + 1))
