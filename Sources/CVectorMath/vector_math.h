@@ -45,4 +45,13 @@ static inline mlorc_float8 mlorc_grams8(mlorc_float8 u, mlorc_float8 g) {
     return (mlorc_float8)magnitude * mlorc_sign8(g);
 }
 
+/* max(acc, |x| as bits) per lane. For non-negative floats the bit patterns
+ * order like the values, and NaN's pattern is above infinity's, so the
+ * result's largest lane compared with a bound's bits tells whether every x
+ * was finite and within the bound (vpand + vpmaxsd). */
+static inline mlorc_int8 mlorc_max_magnitude_bits8(mlorc_int8 acc, mlorc_float8 x) {
+    mlorc_int8 magnitude = (mlorc_int8)x & (mlorc_int8)0x7fffffff;
+    return __builtin_elementwise_max(acc, magnitude);
+}
+
 #endif

@@ -1,3 +1,5 @@
+import CVectorMath
+
 /// Dense storage: the rule applied element by element to full-size moments
 /// held in the state (this is exactly AdamW / Lion).
 func denseUpdate<Rule: MomentRule>(
@@ -98,15 +100,14 @@ func gradientSums(weights: UnsafePointer<Float>, grad: UnsafePointer<Float>, col
     }
 }
 
-/// Whether every element of p[0..<count] is finite with |x| <= bound.
+/// Whether every element of p[0..<count] is finite with |x| <= bound (a
+/// non-negative, finite bound).
 func allWithin(_ p: UnsafePointer<Float>, count: Int, bound: Float) -> Bool {
-    var worst = SIMD8<Float>(repeating: 0)
+    var worst = SIMD8<Int32>(repeating: 0)
     var e = 0
     while e < count {
-        let c = min(8, count - e)
-        let v = load8(p + e, c)
-        worst = pointwiseMax(worst, pointwiseMax(v, -v).replacing(with: .infinity, where: v .!= v))
+        worst = mlorc_max_magnitude_bits8(worst, load8(p + e, min(8, count - e)))
         e += 8
     }
-    return worst.max() <= bound
+    return worst.max() <= Int32(bitPattern: bound.bitPattern)
 }
