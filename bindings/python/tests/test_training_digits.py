@@ -17,24 +17,34 @@ def digits():
     return (x[:1400], y[:1400]), (x[1400:], y[1400:])
 
 
-def test_mlorc_adamw_rank4_learns_digits():
+def train_on_digits(make_optimizer, make_scheduler=None, epochs=12):
+    """Trains a 64-128-128-10 MLP on digits (batches of 64, fixed seeds) with
+    the optimizer make_optimizer(named_parameters) builds; returns
+    (model, optimizer, held-out accuracy)."""
     (x_train, y_train), (x_test, y_test) = digits()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 10))
-    opt = mlorc.torch.AdamW(model.named_parameters(), lr=1e-2, weight_decay=0.01, rank=4)
-    epochs = 12
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * 22)
+    opt = make_optimizer(model.named_parameters())
+    sched = make_scheduler(opt) if make_scheduler else None
     batches = torch.Generator().manual_seed(1)
     for _ in range(epochs):
         for idx in torch.randperm(len(y_train), generator=batches).split(64):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
             opt.step()
-            sched.step()
+            if sched:
+                sched.step()
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+    return model, opt, accuracy
+
+
+def test_mlorc_adamw_rank4_learns_digits():
+    model, opt, accuracy = train_on_digits(
+        lambda params: mlorc.torch.AdamW(params, lr=1e-2, weight_decay=0.01, rank=4),
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12 * 22))
     kinds = {name: mlorc.inspect_state(opt.state[p]["mlorc_state"].numpy())["storage"]
              for name, p in model.named_parameters() if p.dim() == 2}
     assert kinds == {"0.weight": "lowrank", "2.weight": "lowrank", "4.weight": "dense"}
