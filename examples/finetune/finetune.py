@@ -331,6 +331,11 @@ def train(name, base_model, train_data, held_data, batches, args, initial_eval):
         "state_bytes_by_kind": state_bytes_by_kind(opt, model),
         "mean_step_ms": 1e3 * sum(timed) / len(timed),
         "mean_train_step_ms": 1e3 * sum(timed_train) / len(timed_train),
+        # Medians resist the outliers other work on the machine causes.
+        "median_step_ms": 1e3 * float(np.median(timed)),
+        "median_train_step_ms": 1e3 * float(np.median(timed_train)),
+        "step_ms": [1e3 * t for t in step_times],
+        "train_step_ms": [1e3 * t for t in train_times],
         "train_seconds": seconds,
         "trainable_parameters": len(initial),
         "changed_parameters": len(changed),
@@ -377,13 +382,13 @@ def plot(results, path, smooth, title):
 def table(results):
     base = results.get("adamw")
     rows = [("optimizer", "lr", "held-out acc", "final train loss", "state bytes", "vs AdamW",
-             "opt.step ms", "train step ms")]
+             "opt.step ms mean/median", "train step ms mean/median")]
     for r in results.values():
         ratio = f"{r['state_bytes'] / base['state_bytes']:.3f}" if base else "-"
         rows.append((r["label"] + (f" r={r['rank']}" if r["rank"] else ""), f"{r['lr']:.0e}",
                      f"{100 * r['held_out_accuracy']:.1f}%", f"{r['final_train_loss']:.4f}",
-                     f"{r['state_bytes']:,}", ratio, f"{r['mean_step_ms']:.1f}",
-                     f"{r['mean_train_step_ms']:.1f}"))
+                     f"{r['state_bytes']:,}", ratio, f"{r['mean_step_ms']:.1f} / {r['median_step_ms']:.1f}",
+                     f"{r['mean_train_step_ms']:.1f} / {r['median_train_step_ms']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]

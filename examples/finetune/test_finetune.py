@@ -49,8 +49,10 @@ def test_results_json(run):
     assert set(results) == {"adamw", "mlorc-adamw", "mlorc-lion"}
     for name, r in results.items():
         assert 0.0 <= r["held_out_accuracy"] <= 1.0, name
-        for key in ("held_out_loss", "final_train_loss", "mean_step_ms", "mean_train_step_ms"):
+        for key in ("held_out_loss", "final_train_loss", "mean_step_ms", "mean_train_step_ms",
+                    "median_step_ms", "median_train_step_ms", "train_seconds"):
             assert math.isfinite(r[key]) and r[key] > 0, (name, key)
+        assert len(r["step_ms"]) == len(r["train_step_ms"]) == STEPS
         assert len(r["train_losses"]) == STEPS and all(math.isfinite(x) for x in r["train_losses"])
         assert [e["step"] for e in r["evals"]] == [0, 2, 4]
         assert r["state_bytes"] > 0
