@@ -145,6 +145,10 @@ package final class Optimizer {
             throw MlorcError(.invalidArgument, "\(name) pointer is not 4-byte aligned")
         }
         let header = try StateFormat.read(state, bytes: a.stateBytes)
+        // The counter this step would write must still read back as plausible.
+        guard header.step + 1 < StateFormat.stepLimit else {
+            throw MlorcError(.stateCorrupted, "state step counter \(header.step) is at its limit (2^53 - 1)")
+        }
         guard header.rule == rule else {
             throw MlorcError(.stateMismatch, "state belongs to rule \(header.rule) but this optimizer is \(rule)")
         }

@@ -14,6 +14,9 @@
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {
+    /// Step counters stay below 2^53: beyond it step + 1 and the bias
+    /// corrections' powers would no longer be exact.
+    static let stepLimit: UInt64 = 1 << 53
     static let magic: UInt64 = 0x3154_5343_524F_4C4D  // "MLORCST1" little-endian
     static let layoutVersion: UInt32 = 1
     static let headerBytes = 128
@@ -118,9 +121,8 @@ enum StateFormat {
         guard u32(20) == 0 else {
             throw MlorcError(.stateCorrupted, "state header names an unknown dtype \(u32(20))")
         }
-        // 2^53 steps cannot be reached; beyond it step + 1 and the bias
-        // corrections' powers would no longer be exact.
-        guard u64(48) < 1 << 53 else {
+        // 2^53 steps cannot be reached: a larger counter was not written by a step.
+        guard u64(48) < stepLimit else {
             throw MlorcError(.stateCorrupted, "state step counter \(u64(48)) is implausible")
         }
         let header = Header(rule: rule, storage: storage, dtype: u32(20), rows: Int(rows), cols: Int(cols),
