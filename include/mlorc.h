@@ -98,12 +98,21 @@ typedef enum mlorc_rule {
     MLORC_RULE_LION = 2,  /* Lion;  MLorc-Lion on low-rank storage */
     MLORC_RULE_ADOPT = 3, /* ADOPT (arXiv 2411.02853); MLorc-ADOPT on low-rank storage.
                              Its first step only sets v = g^2 (no update). */
-    MLORC_RULE_GALORE_ADAMW = 4 /* GaLore-AdamW (arXiv 2403.03507), the projected-gradient
+    MLORC_RULE_GALORE_ADAMW = 4, /* GaLore-AdamW (arXiv 2403.03507), the projected-gradient
                              baseline: on low-rank storage the state is the rank-r
                              projection of the short side plus AdamW moments of the
                              projected gradient, r(min(m,n) + 2 max(m,n)) floats;
                              dense storage is AdamW. Options other than ORTHOGRAD and
                              CLIP_NORM do not apply. */
+    MLORC_RULE_PRODIGY = 6,     /* Prodigy (arXiv 2306.06101, prodigyopt 1.x): AdamW whose
+                             step size d*lr is estimated over the group of tensors
+                             stepped together; MLorc moments on low-rank storage.
+                             Steps with a group state (mlorc_step_group). Pass lr = 1
+                             (or a schedule around 1). */
+    MLORC_RULE_DADAPT_LION = 7  /* D-Adapted Lion (facebookresearch/dadaptation): Lion with
+                             step size d*lr estimated over the group; MLorc momentum
+                             on low-rank storage. Steps with a group state. GRAMS,
+                             CAUTIOUS and ATAN2 do not apply. */
 } mlorc_rule;
 
 /* How a tensor's moments are stored. */
@@ -133,7 +142,7 @@ typedef enum mlorc_param {
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
     MLORC_PARAM_POWER_ITERATIONS = 7, /* q, randomized-SVD power iterations: 0; [0, 16] */
-    MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW only: 1 (on) or 0 (off) */
+    MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW, GaLore 1 (on), Prodigy 0 (off); 1 or 0 */
     MLORC_PARAM_SEED = 9,             /* seed of the sketch matrices: 0; integer [0, 2^53] */
     MLORC_PARAM_THREADS = 10,         /* threads used by a step: 1; [1, 256] */
     MLORC_PARAM_ADOPT_CLIP = 11,      /* ADOPT only: 1 clips g/max(sqrt(v), eps) to
@@ -153,8 +162,22 @@ typedef enum mlorc_param {
     MLORC_PARAM_CLIP_NORM = 16,       /* > 0: g scaled down to this L2 norm per tensor
                                          when longer; 0 off; [0, 1e30] */
     MLORC_PARAM_GALORE_SCALE = 17,    /* GaLore only: update scale alpha, 0.25; [0, 1e6] */
-    MLORC_PARAM_GALORE_INTERVAL = 18  /* GaLore only: steps between projection refreshes
+    MLORC_PARAM_GALORE_INTERVAL = 18, /* GaLore only: steps between projection refreshes
                                          T, 200 (first at step 1); integer [1, 1e9] */
+    /* D-adaptation (Prodigy, DAdapt-Lion). Prodigy's defaults: betas 0.9,
+     * 0.999, eps 1e-8, weight decay 0, bias correction off; DAdapt-Lion's:
+     * betas 0.9, 0.99, weight decay 0. */
+    MLORC_PARAM_BETA3 = 19,           /* Prodigy: EMA of the estimate's statistics,
+                                         sqrt(0.999) (set it with BETA2); [0, 1) */
+    MLORC_PARAM_D0 = 21,              /* initial estimate d0, used by
+                                         mlorc_group_state_init: 1e-6; [1e-12, 1e6] */
+    MLORC_PARAM_D_COEF = 22,          /* Prodigy: d = d_coef * estimate: 1; [1e-6, 1e6] */
+    MLORC_PARAM_GROWTH_RATE = 23,     /* Prodigy: d grows at most by this factor per
+                                         step: +inf (no cap); [1, +inf] */
+    MLORC_PARAM_STATS_STRIDE = 24     /* the estimate's per-tensor statistics sample
+                                         every k-th element (prodigyopt's slice_p), k
+                                         fixed when a state is initialised: 11; 1 is
+                                         the reference exactly; integer [1, 2^20] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */
@@ -271,6 +294,45 @@ typedef struct mlorc_tensor {
  * mlorc_last_error(), and leaves every parameter and state bit for bit as it
  * was. */
 int mlorc_step(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t count, double lr);
+
+/* ------------------------------------------------------------ group state */
+
+/* The D-adaptation rules (MLORC_RULE_PRODIGY, MLORC_RULE_DADAPT_LION)
+ * estimate one step size d for all tensors stepped together: pass the whole
+ * group (e.g. a model's parameters) to one mlorc_step_group call each step.
+ * The estimate lives in a caller-owned group state of MLORC_GROUP_STATE_BYTES
+ * bytes, checkpointed like the tensors' states (bit-exact resume needs both).
+ * Each tensor's state also holds the rule's statistics on every k-th element
+ * (k = MLORC_PARAM_STATS_STRIDE): Prodigy 2*ceil(rows*cols/k) floats (s and
+ * the initial weights), DAdapt-Lion ceil(rows*cols/k) (s), after the moments. */
+#define MLORC_GROUP_STATE_BYTES 128
+
+/* What mlorc_group_state_inspect reports. */
+typedef struct mlorc_group_info {
+    uint32_t layout_version;
+    int32_t rule;       /* mlorc_rule */
+    uint64_t step;      /* group steps taken */
+    double d;           /* the current estimate: the step size is d * lr */
+    double d0;          /* the initial estimate */
+    double d_max;       /* Prodigy: the largest estimate seen (DAdapt-Lion: d) */
+    double numerator;   /* the estimate's running numerator */
+} mlorc_group_info;
+
+/* Writes a fresh group state (d = MLORC_PARAM_D0 of `opt`) into `group`,
+ * which must hold MLORC_GROUP_STATE_BYTES. Rules without a group state give
+ * MLORC_ERROR_INVALID_ARGUMENT. */
+int mlorc_group_state_init(const mlorc_optimizer *opt, void *group, size_t group_bytes);
+
+/* Validates a group state (magic, version, checksum, plausible values) and
+ * describes it in *out_info. */
+int mlorc_group_state_inspect(const void *group, size_t group_bytes, mlorc_group_info *out_info);
+
+/* mlorc_step for the D-adaptation rules: the same tensors and guarantees,
+ * plus `group`, read and updated in place (all-or-nothing with the rest).
+ * Other rules take group = NULL (then it is mlorc_step); the D-adaptation
+ * rules refuse NULL with MLORC_ERROR_NULL_POINTER, and mlorc_step with it. */
+int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t count, double lr, void *group,
+                     size_t group_bytes);
 
 #ifdef __cplusplus
 }

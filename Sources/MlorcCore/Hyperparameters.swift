@@ -4,6 +4,12 @@ package enum RuleKind: Int32, CaseIterable {
     case lion = 2
     case adopt = 3
     case galoreAdamW = 4
+    case prodigy = 6
+    case dadaptLion = 7
+
+    /// Rules whose step size is estimated over a group of tensors (D-adaptation):
+    /// they step with a group state and keep sliced statistics per tensor.
+    var adaptsStepSize: Bool { self == .prodigy || self == .dadaptLion }
 }
 
 /// Keys of `mlorc_param`.
@@ -26,6 +32,11 @@ package enum ParamKey: Int32, CaseIterable {
     case clipNorm = 16
     case galoreScale = 17
     case galoreInterval = 18
+    case beta3 = 19
+    case d0 = 21
+    case dCoef = 22
+    case growthRate = 23
+    case statsStride = 24
 
     var name: String {
         switch self {
@@ -47,13 +58,18 @@ package enum ParamKey: Int32, CaseIterable {
         case .clipNorm: "clip_norm"
         case .galoreScale: "galore_scale"
         case .galoreInterval: "galore_interval"
+        case .beta3: "beta3"
+        case .d0: "d0"
+        case .dCoef: "d_coef"
+        case .growthRate: "growth_rate"
+        case .statsStride: "stats_stride"
         }
     }
 
     var isInteger: Bool {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd, .galoreInterval: true
+             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride: true
         default: false
         }
     }
@@ -75,12 +91,19 @@ package struct Hyperparameters {
     package var grams = false, atan2 = false, cautious = false, orthograd = false
     package var clipNorm: Double = 0
     package var galoreScale = 0.25, galoreInterval = 200
+    /// D-adaptation (Prodigy, DAdapt-Lion): initial estimate d0, Prodigy's
+    /// coefficient and growth cap, its EMA β3 of the statistics, and the
+    /// stride of the per-tensor statistics (every k-th element; 1 = all).
+    package var beta3 = 0.999.squareRoot(), d0 = 1e-6, dCoef = 1.0, growthRate = Double.infinity
+    package var statsStride = 11
 
     package init(rule: RuleKind) {
         switch rule {
         case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
         case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
+        case .prodigy: (beta1, beta2, weightDecay, biasCorrection) = (0.9, 0.999, 0, false)
+        case .dadaptLion: (beta1, beta2, weightDecay) = (0.9, 0.99, 0)
         }
     }
 
@@ -88,15 +111,21 @@ package struct Hyperparameters {
     package static func bounds(rule: RuleKind, key: ParamKey) -> ClosedRange<Double>? {
         switch key {
         case .beta1, .beta2: return 0...0.999_999_999
-        case .eps: return rule == .lion ? nil : 0...1
-        case .biasCorrection: return rule == .adamW || rule == .galoreAdamW ? 0...1 : nil
+        case .eps: return rule == .lion || rule == .dadaptLion ? nil : 0...1
+        case .biasCorrection: return [.adamW, .galoreAdamW, .prodigy].contains(rule) ? 0...1 : nil
         case .adoptClip: return rule == .adopt ? 0...1 : nil
-        case .grams, .cautious: return rule == .galoreAdamW ? nil : 0...1
+        // DAdapt-Lion's estimate uses the plain sign direction: no direction options.
+        case .grams, .cautious: return rule == .galoreAdamW || rule == .dadaptLion ? nil : 0...1
         case .orthograd: return 0...1
-        case .atan2: return rule == .lion || rule == .galoreAdamW ? nil : 0...1
+        case .atan2: return [.lion, .galoreAdamW, .dadaptLion].contains(rule) ? nil : 0...1
         case .clipNorm: return 0...1e30
         case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
         case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
+        case .beta3, .dCoef, .growthRate:
+            guard rule == .prodigy else { return nil }
+            return key == .beta3 ? 0...0.999_999_999 : key == .dCoef ? 1e-6...1e6 : 1...Double.infinity
+        case .d0: return rule.adaptsStepSize ? 1e-12...1e6 : nil
+        case .statsStride: return rule.adaptsStepSize ? 1...1_048_576 : nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
@@ -126,6 +155,11 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm
         case .galoreScale: galoreScale
         case .galoreInterval: Double(galoreInterval)
+        case .beta3: beta3
+        case .d0: d0
+        case .dCoef: dCoef
+        case .growthRate: growthRate
+        case .statsStride: Double(statsStride)
         }
     }
 
@@ -135,7 +169,8 @@ package struct Hyperparameters {
         guard let range = Self.bounds(rule: rule, key: key) else {
             throw MlorcError(.unknownParam, "parameter \(key.name) does not apply to this rule")
         }
-        guard value.isFinite, range.contains(value) else {
+        // growth_rate alone may be +inf (no cap, its default).
+        guard value.isFinite || (key == .growthRate && value == .infinity), range.contains(value) else {
             throw MlorcError(.paramOutOfRange,
                              "\(key.name) = \(value) is outside [\(range.lowerBound), \(range.upperBound)]")
         }
@@ -161,6 +196,11 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm = value
         case .galoreScale: galoreScale = value
         case .galoreInterval: galoreInterval = Int(value)
+        case .beta3: beta3 = value
+        case .d0: d0 = value
+        case .dCoef: dCoef = value
+        case .growthRate: growthRate = value
+        case .statsStride: statsStride = Int(value)
         }
     }
 }

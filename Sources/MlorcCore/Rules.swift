@@ -41,6 +41,8 @@ extension RuleKind {
         case .lion: LionRule.momentCount
         case .adopt: AdoptRule.momentCount
         case .galoreAdamW: AdamWRule.momentCount
+        case .prodigy: ProdigyRule.momentCount
+        case .dadaptLion: DAdaptLionRule.momentCount
         }
     }
 }
