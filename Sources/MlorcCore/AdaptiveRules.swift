@@ -18,7 +18,7 @@ struct ProdigyRule: MomentRule {
 
     let beta1: Float, beta2: Float, gain1: Float, gain2: Float, eps: Float
     let atan2: Bool
-    let stepSize: Float, decayFactor: Float
+    let stepSize: Float, decayRate: Float
     var modifiers = StepModifiers()
 
     /// `d` is the estimate the moments use, `dNext` the one after this step's
@@ -29,7 +29,7 @@ struct ProdigyRule: MomentRule {
         eps = Float(dNext * h.eps)
         atan2 = h.atan2
         stepSize = Float(dlr)
-        decayFactor = Float(1 - dlr * h.weightDecay)
+        decayRate = Float(dlr * h.weightDecay)
     }
 
     func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
@@ -55,14 +55,14 @@ struct DAdaptLionRule: MomentRule {
     static func isLinear(_ k: Int) -> Bool { true }
 
     let beta1: Float, oneMinusBeta1: Float, beta2: Float, gain2: Float
-    let stepSize: Float, decayFactor: Float
+    let stepSize: Float, decayRate: Float
     var modifiers = StepModifiers()
 
     init(_ h: Hyperparameters, dlr: Double) {
         beta1 = Float(h.beta1); oneMinusBeta1 = Float(1 - h.beta1)
         beta2 = Float(h.beta2); gain2 = Float((1 - h.beta2) * dlr)
         stepSize = Float(dlr)
-        decayFactor = Float(1 - dlr * h.weightDecay)
+        decayRate = Float(dlr * h.weightDecay)
     }
 
     func decay(_ k: Int) -> Float { beta2 }

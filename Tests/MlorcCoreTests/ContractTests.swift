@@ -79,9 +79,9 @@ final class ContractTests: XCTestCase {
             for _ in 0..<4 { try step(opt, [t], lr: 1e-2) }
             XCTAssertTrue(t.param.allSatisfy(\.isFinite))
             XCTAssertTrue(t.moment(0).allSatisfy { $0 == 0 })
-            // Only weight decay acts: w·(1 − lr·λ)^4.
-            let factor = Float(1 - 1e-2 * opt.hyper.weightDecay)
-            let expected = initial.map { (($0 * factor) * factor * factor) * factor }
+            // Only weight decay acts, four times: w ← w − (lr·λ)·w, in float.
+            let rate = Float(1e-2 * opt.hyper.weightDecay)
+            let expected = initial.map { w in (0..<4).reduce(w) { x, _ in x - rate * x } }
             XCTAssertEqual(t.param, expected)
         }
     }
