@@ -6,8 +6,10 @@ Parameters must be CPU float32 contiguous tensors; they are updated in place.
 """
 from .adamw import AdamW
 from .adopt import Adopt
+from .dadapt_lion import DAdaptLion
 from .galore import GaLoreAdamW
 from .lion import Lion
 from .optimizer import MlorcOptimizer
+from .prodigy import Prodigy
 
-__all__ = ["AdamW", "Adopt", "GaLoreAdamW", "Lion", "MlorcOptimizer"]
+__all__ = ["AdamW", "Adopt", "DAdaptLion", "GaLoreAdamW", "Lion", "MlorcOptimizer", "Prodigy"]
