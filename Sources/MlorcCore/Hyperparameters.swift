@@ -4,6 +4,7 @@ package enum RuleKind: Int32, CaseIterable {
     case lion = 2
     case adopt = 3
     case galoreAdamW = 4
+    case came = 5
 }
 
 /// Keys of `mlorc_param`.
@@ -26,6 +27,9 @@ package enum ParamKey: Int32, CaseIterable {
     case clipNorm = 16
     case galoreScale = 17
     case galoreInterval = 18
+    case beta3 = 19
+    case eps2 = 20
+    case cameClip = 25
 
     var name: String {
         switch self {
@@ -47,6 +51,9 @@ package enum ParamKey: Int32, CaseIterable {
         case .clipNorm: "clip_norm"
         case .galoreScale: "galore_scale"
         case .galoreInterval: "galore_interval"
+        case .beta3: "beta3"
+        case .eps2: "eps2"
+        case .cameClip: "came_clip"
         }
     }
 
@@ -75,12 +82,16 @@ package struct Hyperparameters {
     package var grams = false, atan2 = false, cautious = false, orthograd = false
     package var clipNorm: Double = 0
     package var galoreScale = 0.25, galoreInterval = 200
+    /// CAME (arXiv 2307.02047): β3 of the instability EMA, ε2 of the
+    /// instability, the clipping threshold d of the normalised update.
+    package var beta3 = 0.9999, eps2 = 1e-16, cameClip = 1.0
 
     package init(rule: RuleKind) {
         switch rule {
         case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
         case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
+        case .came: (beta1, beta2, weightDecay, eps) = (0.9, 0.999, 0, 1e-30)  // eps is CAME's ε1
         }
     }
 
@@ -91,12 +102,16 @@ package struct Hyperparameters {
         case .eps: return rule == .lion ? nil : 0...1
         case .biasCorrection: return rule == .adamW || rule == .galoreAdamW ? 0...1 : nil
         case .adoptClip: return rule == .adopt ? 0...1 : nil
-        case .grams, .cautious: return rule == .galoreAdamW ? nil : 0...1
-        case .orthograd: return 0...1
-        case .atan2: return rule == .lion || rule == .galoreAdamW ? nil : 0...1
-        case .clipNorm: return 0...1e30
+        // CAME has its own direction (m/√S): the options around a MomentRule do not apply.
+        case .grams, .cautious: return rule == .galoreAdamW || rule == .came ? nil : 0...1
+        case .orthograd: return rule == .came ? nil : 0...1
+        case .atan2: return rule == .lion || rule == .galoreAdamW || rule == .came ? nil : 0...1
+        case .clipNorm: return rule == .came ? nil : 0...1e30
         case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
         case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
+        case .beta3: return rule == .came ? 0...0.999_999_999 : nil
+        case .eps2: return rule == .came ? 0...1 : nil
+        case .cameClip: return rule == .came ? 1e-6...1e6 : nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
@@ -126,6 +141,9 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm
         case .galoreScale: galoreScale
         case .galoreInterval: Double(galoreInterval)
+        case .beta3: beta3
+        case .eps2: eps2
+        case .cameClip: cameClip
         }
     }
 
@@ -161,6 +179,9 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm = value
         case .galoreScale: galoreScale = value
         case .galoreInterval: galoreInterval = Int(value)
+        case .beta3: beta3 = value
+        case .eps2: eps2 = value
+        case .cameClip: cameClip = value
         }
     }
 }

@@ -41,6 +41,7 @@ extension RuleKind {
         case .lion: LionRule.momentCount
         case .adopt: AdoptRule.momentCount
         case .galoreAdamW: AdamWRule.momentCount
+        case .came: 1  // the first moment; the factored statistics follow it (CAMEStep)
         }
     }
 }

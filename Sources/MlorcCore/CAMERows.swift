@@ -1,0 +1,94 @@
+/// The row kernels of a CAME step (CAMEStep): each handles one row of n
+/// elements, 8 lanes at a time (lanes past the row read as zero and are never
+/// written). Row sums are returned, column sums added into a chunk's own
+/// accumulator row, so that every reduction has a fixed order (CAMEStep sums
+/// the chunks in order): results do not depend on the thread count.
+
+/// Σ_j g[j]² of the row; adds g[j]² to columns[j].
+func cameSquareSums(_ g: UnsafePointer<Float>, _ n: Int, columns: UnsafeMutablePointer<Float>) -> Double {
+    var acc = SIMD8<Float>(repeating: 0)
+    var j = 0
+    while j < n {
+        let c = min(8, n - j)
+        let x = load8(g + j, c), sq = x * x
+        acc += sq
+        store8(load8(columns + j, c) + sq, columns + j, c)
+        j += 8
+    }
+    return Double(acc.sum())
+}
+
+/// Σ_j u[j]² of the normalised row u[j] = g[j]·b[j]·a (a = the row's factor).
+func cameNormalisedSquareSum(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Float, _ n: Int) -> Double {
+    var acc = SIMD8<Float>(repeating: 0)
+    var j = 0
+    while j < n {
+        let c = min(8, n - j)
+        let u = load8(g + j, c) * load8(b + j, c) * a
+        acc = acc.addingProduct(u, u)
+        j += 8
+    }
+    return Double(acc.sum())
+}
+
+/// The new first moment of one row, out[j] = β1·prev[j] + (1−β1)·û[j] with
+/// û[j] = g[j]·b[j]·a (a = the row's factor times the clipping scale). out may
+/// be prev (dense storage updates in place). With `residualColumns` it also
+/// returns Σ_j (û[j] − out[j])² and adds each term to residualColumns[j].
+@inline(__always)
+func cameMomentRow(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Float, _ n: Int,
+                   prev: UnsafePointer<Float>, beta1: Float, oneMinusBeta1: Float,
+                   into out: UnsafeMutablePointer<Float>, residualColumns: UnsafeMutablePointer<Float>?) -> Double {
+    var acc = SIMD8<Float>(repeating: 0)
+    var j = 0
+    while j < n {
+        let c = min(8, n - j)
+        let u = load8(g + j, c) * load8(b + j, c) * a
+        let mv = (oneMinusBeta1 * u).addingProduct(beta1, load8(prev + j, c))
+        store8(mv, out + j, c)
+        if let columns = residualColumns {
+            let d = u - mv, d2 = d * d
+            acc += d2
+            store8(load8(columns + j, c) + d2, columns + j, c)
+        }
+        j += 8
+    }
+    return Double(acc.sum())
+}
+
+/// w[j] ← w[j]·decay − step·colFactor[j]·m[j] (colFactor nil: − step·m[j]).
+func cameUpdateRow(_ w: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, _ n: Int, decay: Float, step: Float,
+                   colFactor: UnsafePointer<Float>?) {
+    var j = 0
+    while j < n {
+        let c = min(8, n - j)
+        var d = load8(m + j, c) * step
+        if let colFactor { d = d * load8(colFactor + j, c) }
+        store8(load8(w + j, c) * decay - d, w + j, c)
+        j += 8
+    }
+}
+
+/// Row i of the previous first moment: a row of the dense moment, or rebuilt
+/// from the MLorc factors, Σ_a U[i, a]·s[a]·Vt[a, :], into a row buffer.
+struct PreviousMomentRows {
+    let dense: UnsafeMutablePointer<Float>?
+    let factors: Factors?
+    let rank: Int, cols: Int
+
+    @inline(__always)
+    func row(_ i: Int, buffer: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        if let dense { return dense + i * cols }
+        let f = factors!, r = rank, n = cols
+        var j = 0
+        while j < n {
+            let c = min(8, n - j)
+            let (block, stride) = Panel.block(f.vt, col: j, rows: r, cols: n, full: c == 8)
+            var acc = SIMD8<Float>(repeating: 0)
+            for a in 0..<r { acc = acc.addingProduct(f.u[i * r + a] * f.s[a], load8(block + a * stride, c)) }
+            store8(acc, buffer + j, c)
+            j += 8
+        }
+        return buffer
+    }
+}
