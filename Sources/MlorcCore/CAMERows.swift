@@ -4,16 +4,24 @@
 /// accumulator row, so that every reduction has a fixed order (CAMEStep sums
 /// the chunks in order): results do not depend on the thread count.
 
+/// Calls body(j, count) for the row's 8-element chunks: full chunks with a
+/// literal count (so load8/store8 compile to plain vector loads), then the
+/// partial last one.
+@_transparent
+func eachChunk(_ n: Int, _ body: (_ j: Int, _ count: Int) -> Void) {
+    let full = n & ~7
+    var j = 0
+    while j < full { body(j, 8); j &+= 8 }
+    if j < n { body(j, n &- j) }
+}
+
 /// Σ_j g[j]² of the row; adds g[j]² to columns[j].
 func cameSquareSums(_ g: UnsafePointer<Float>, _ n: Int, columns: UnsafeMutablePointer<Float>) -> Double {
     var acc = SIMD8<Float>(repeating: 0)
-    var j = 0
-    while j < n {
-        let c = min(8, n - j)
+    eachChunk(n) { j, c in
         let x = load8(g + j, c), sq = x * x
         acc += sq
         store8(load8(columns + j, c) + sq, columns + j, c)
-        j += 8
     }
     return Double(acc.sum())
 }
@@ -21,12 +29,9 @@ func cameSquareSums(_ g: UnsafePointer<Float>, _ n: Int, columns: UnsafeMutableP
 /// Σ_j u[j]² of the normalised row u[j] = g[j]·b[j]·a (a = the row's factor).
 func cameNormalisedSquareSum(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Float, _ n: Int) -> Double {
     var acc = SIMD8<Float>(repeating: 0)
-    var j = 0
-    while j < n {
-        let c = min(8, n - j)
+    eachChunk(n) { j, c in
         let u = load8(g + j, c) * load8(b + j, c) * a
         acc = acc.addingProduct(u, u)
-        j += 8
     }
     return Double(acc.sum())
 }
@@ -39,19 +44,22 @@ func cameNormalisedSquareSum(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float
 func cameMomentRow(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Float, _ n: Int,
                    prev: UnsafePointer<Float>, beta1: Float, oneMinusBeta1: Float,
                    into out: UnsafeMutablePointer<Float>, residualColumns: UnsafeMutablePointer<Float>?) -> Double {
-    var acc = SIMD8<Float>(repeating: 0)
-    var j = 0
-    while j < n {
-        let c = min(8, n - j)
+    @_transparent func moment(_ j: Int, _ c: Int) -> (u: SIMD8<Float>, m: SIMD8<Float>) {
         let u = load8(g + j, c) * load8(b + j, c) * a
         let mv = (oneMinusBeta1 * u).addingProduct(beta1, load8(prev + j, c))
         store8(mv, out + j, c)
-        if let columns = residualColumns {
-            let d = u - mv, d2 = d * d
-            acc += d2
-            store8(load8(columns + j, c) + d2, columns + j, c)
-        }
-        j += 8
+        return (u, mv)
+    }
+    guard let columns = residualColumns else {
+        eachChunk(n) { j, c in _ = moment(j, c) }
+        return 0
+    }
+    var acc = SIMD8<Float>(repeating: 0)
+    eachChunk(n) { j, c in
+        let (u, mv) = moment(j, c)
+        let d = u - mv, d2 = d * d
+        acc += d2
+        store8(load8(columns + j, c) + d2, columns + j, c)
     }
     return Double(acc.sum())
 }
@@ -59,13 +67,12 @@ func cameMomentRow(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Fl
 /// w[j] ← w[j]·decay − step·colFactor[j]·m[j] (colFactor nil: − step·m[j]).
 func cameUpdateRow(_ w: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, _ n: Int, decay: Float, step: Float,
                    colFactor: UnsafePointer<Float>?) {
-    var j = 0
-    while j < n {
-        let c = min(8, n - j)
-        var d = load8(m + j, c) * step
-        if let colFactor { d = d * load8(colFactor + j, c) }
-        store8(load8(w + j, c) * decay - d, w + j, c)
-        j += 8
+    if let colFactor {
+        eachChunk(n) { j, c in
+            store8(load8(w + j, c) * decay - load8(m + j, c) * step * load8(colFactor + j, c), w + j, c)
+        }
+    } else {
+        eachChunk(n) { j, c in store8(load8(w + j, c) * decay - load8(m + j, c) * step, w + j, c) }
     }
 }
 
@@ -80,14 +87,14 @@ struct PreviousMomentRows {
     func row(_ i: Int, buffer: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
         if let dense { return dense + i * cols }
         let f = factors!, r = rank, n = cols
-        var j = 0
-        while j < n {
-            let c = min(8, n - j)
+        // coef[a] = U[i, a]·s[a], kept at the end of the buffer's row (n + r floats).
+        let coef = buffer + n
+        for a in 0..<r { coef[a] = f.u[i * r + a] * f.s[a] }
+        eachChunk(n) { j, c in
             let (block, stride) = Panel.block(f.vt, col: j, rows: r, cols: n, full: c == 8)
             var acc = SIMD8<Float>(repeating: 0)
-            for a in 0..<r { acc = acc.addingProduct(f.u[i * r + a] * f.s[a], load8(block + a * stride, c)) }
+            for a in 0..<r { acc = acc.addingProduct(coef[a], load8(block + a * stride, c)) }
             store8(acc, buffer + j, c)
-            j += 8
         }
         return buffer
     }

@@ -114,9 +114,11 @@ struct CAMEStep {
     private var beta1: Float { Float(hyper.beta1) }
     private var oneMinusBeta1: Float { Float(1 - hyper.beta1) }
 
-    /// Two row buffers of n floats per chunk (the previous and the new moment row).
+    /// Two row buffers per chunk, `rowStride` floats apart: the previous moment
+    /// row (n floats, then the rank coefficients of its rebuild) and the new one.
+    private var rowStride: Int { Self.round16(n + header.rank) }
     private func rowBuffers(_ workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
-        try workspace.floats(.threadScratch, chunks * 2 * n)
+        try workspace.floats(.threadScratch, chunks * 2 * rowStride)
     }
 
     /// new = β·old + (1−β)·(sum/count + ε) for each entry, from per-entry sums.
@@ -190,10 +192,10 @@ struct CAMEStep {
             SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
                 .fillNormals(omega, count: l * n)
         }
-        let buffers = try rowBuffers(&workspace), previous = previous, y = y, vector = isVector
+        let buffers = try rowBuffers(&workspace), stride = rowStride, previous = previous, y = y, vector = isVector
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
         pool.run(parts: chunks) { k in
-            let prevBuffer = buffers + k * 2 * n, row = prevBuffer + n, part = columns + k * n
+            let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride, part = columns + k * n
             part.initialize(repeating: 0, count: n)
             for i in partition(m, parts: chunks, part: k) {
                 let prev = previous.row(i, buffer: prevBuffer)
@@ -225,7 +227,7 @@ struct CAMEStep {
         let m = m, n = n, chunks = chunks, l = lowRank ? self.l : 0, g = prepared.grad, w = prepared.weights
         let a = rowFactor, b = colFactor, scale = scalars[0], previous = previous, y = y
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
-        let buffers = try rowBuffers(&workspace)
+        let buffers = try rowBuffers(&workspace), stride = rowStride
         let partials = try workspace.floats(.columnPartials, max(chunks * l * n, 1))
         let reduced = try workspace.floats(.staging, max(l * n, 1))  // Σ_k partials, l x n row-major
 
@@ -233,11 +235,11 @@ struct CAMEStep {
         /// handed to `body` with the chunk's partial panel (l x n).
         func forEachRow(inPlace: Bool, _ body: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
             pool.run(parts: chunks) { k in
-                let prevBuffer = buffers + k * 2 * n, part = partials + k * l * n
+                let prevBuffer = buffers + k * 2 * stride, part = partials + k * l * n
                 part.initialize(repeating: 0, count: l * n)
                 for i in partition(m, parts: chunks, part: k) {
                     let prev = previous.row(i, buffer: prevBuffer)
-                    let row = inPlace ? prev : prevBuffer + n
+                    let row = inPlace ? prev : prevBuffer + stride
                     _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: prev, beta1: beta1,
                                       oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
                     body(i, row, part)
@@ -259,7 +261,7 @@ struct CAMEStep {
                 }
                 try LinearAlgebra.orthonormalize(reduced, rows: n, cols: l, workspace: &workspace)
                 pool.run(parts: chunks) { k in
-                    let prevBuffer = buffers + k * 2 * n, row = prevBuffer + n
+                    let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride
                     for i in partition(m, parts: chunks, part: k) {
                         _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
                                           beta1: beta1, oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
