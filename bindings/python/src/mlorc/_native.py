@@ -7,7 +7,7 @@ from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
 RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT,
-         "galore_adamw": _mlorc.RULE_GALORE_ADAMW}
+         "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "came": _mlorc.RULE_CAME}
 RULE_NAMES = {code: name for name, code in RULES.items()}
 
 STORAGES = {
@@ -37,6 +37,9 @@ PARAMS = {
     "clip_norm": _mlorc.PARAM_CLIP_NORM,
     "galore_scale": _mlorc.PARAM_GALORE_SCALE,
     "galore_interval": _mlorc.PARAM_GALORE_INTERVAL,
+    "beta3": _mlorc.PARAM_BETA3,
+    "eps2": _mlorc.PARAM_EPS2,
+    "came_clip": _mlorc.PARAM_CAME_CLIP,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
                   "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval"}

@@ -79,7 +79,7 @@ static struct PyModuleDef module_def = {
 #define ADD_INT(m, name) (PyModule_AddIntConstant((m), #name, (long)(MLORC_##name)) < 0)
 
 static int add_constants(PyObject *m) {
-    if (ADD_INT(m, RULE_ADAMW) || ADD_INT(m, RULE_LION) || ADD_INT(m, RULE_ADOPT) || ADD_INT(m, RULE_GALORE_ADAMW) ||
+    if (ADD_INT(m, RULE_ADAMW) || ADD_INT(m, RULE_LION) || ADD_INT(m, RULE_ADOPT) || ADD_INT(m, RULE_GALORE_ADAMW) || ADD_INT(m, RULE_CAME) ||
         ADD_INT(m, STORAGE_AUTO) || ADD_INT(m, STORAGE_DENSE) || ADD_INT(m, STORAGE_LOWRANK) ||
         ADD_INT(m, DTYPE_F32) ||
         ADD_INT(m, PARAM_BETA1) || ADD_INT(m, PARAM_BETA2) || ADD_INT(m, PARAM_EPS) ||
@@ -87,7 +87,8 @@ static int add_constants(PyObject *m) {
         ADD_INT(m, PARAM_OVERSAMPLING) || ADD_INT(m, PARAM_POWER_ITERATIONS) ||
         ADD_INT(m, PARAM_BIAS_CORRECTION) || ADD_INT(m, PARAM_SEED) || ADD_INT(m, PARAM_THREADS) || ADD_INT(m, PARAM_ADOPT_CLIP) || ADD_INT(m, PARAM_GRAMS) || ADD_INT(m, PARAM_ATAN2) ||
         ADD_INT(m, PARAM_CAUTIOUS) || ADD_INT(m, PARAM_ORTHOGRAD) || ADD_INT(m, PARAM_CLIP_NORM) || ADD_INT(m, PARAM_GALORE_SCALE) ||
-        ADD_INT(m, PARAM_GALORE_INTERVAL) ||
+        ADD_INT(m, PARAM_GALORE_INTERVAL) || ADD_INT(m, PARAM_BETA3) || ADD_INT(m, PARAM_EPS2) ||
+        ADD_INT(m, PARAM_CAME_CLIP) ||
         ADD_INT(m, OK) || ADD_INT(m, ERROR_NULL_POINTER) || ADD_INT(m, ERROR_INVALID_ARGUMENT) ||
         ADD_INT(m, ERROR_INVALID_SHAPE) || ADD_INT(m, ERROR_INVALID_RANK) ||
         ADD_INT(m, ERROR_PARAM_OUT_OF_RANGE) || ADD_INT(m, ERROR_UNKNOWN_PARAM) ||

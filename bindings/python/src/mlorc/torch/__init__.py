@@ -6,8 +6,9 @@ Parameters must be CPU float32 contiguous tensors; they are updated in place.
 """
 from .adamw import AdamW
 from .adopt import Adopt
+from .came import CAME
 from .galore import GaLoreAdamW
 from .lion import Lion
 from .optimizer import MlorcOptimizer
 
-__all__ = ["AdamW", "Adopt", "GaLoreAdamW", "Lion", "MlorcOptimizer"]
+__all__ = ["AdamW", "Adopt", "CAME", "GaLoreAdamW", "Lion", "MlorcOptimizer"]
