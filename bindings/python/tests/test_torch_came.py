@@ -1,4 +1,5 @@
 """mlorc.torch.CAME against CAME written from the paper, resume, and a real training."""
+import pytest
 import torch
 
 import mlorc
@@ -101,3 +102,23 @@ def test_mlorc_came_rank4_learns_digits():
     assert kinds == {"0.weight": "lowrank", "2.weight": "lowrank", "4.weight": "dense"}
     # Seen: 0.96 (dense CAME, same recipe: 0.97); chance is 0.10.
     assert accuracy >= 0.90, accuracy
+
+
+def test_dense_came_follows_the_authors_came_pytorch():
+    """Against the authors' own implementation when it is installed
+    (pip install came-pytorch; not a test requirement). Seen after 100 steps:
+    3e-5 on weights of size 2.4 (both float32, different operation order)."""
+    official = pytest.importorskip("came_pytorch")
+    reference_model = mlp(SIZES)
+    model = twin(reference_model)
+    x, y = regression_data(64, SIZES[0], SIZES[-1])
+    hyper = dict(lr=1e-3, betas=(0.9, 0.999, 0.9999), eps=(1e-30, 1e-16), clip_threshold=1.0, weight_decay=0.1)
+    reference = official.CAME(reference_model.parameters(), **hyper)
+    opt = mlorc.torch.CAME(model.parameters(), compress=False, **hyper)
+    for _ in range(100):
+        for m, o in ((reference_model, reference), (model, opt)):
+            o.zero_grad()
+            backward(m, x, y)
+            o.step()
+    for a, b in zip(reference_model.parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
