@@ -313,6 +313,24 @@ final class CAMETests: XCTestCase {
         try step(opt, tensors, lr: 1e-3)
     }
 
+    /// Zero gradients with the default ε1, ε2: the statistics stay positive
+    /// (ε1·(1−β2) = 1e-33 is a normal float), nothing is refused, no NaN, and
+    /// only weight decay moves the weights.
+    func testZeroGradientsGiveNoNaN() throws {
+        let opt = try optimizer([.weightDecay: 0.1])
+        var rng = TestRandom(8)
+        for (rows, cols, storage) in [(48, 36, StorageRequest.lowRank), (7, 5, .dense), (1, 9, .dense)] {
+            let initial = rng.matrix(rows * cols)
+            let t = try TestTensor(opt, rows: rows, cols: cols, id: 1, storage: storage, param: initial)
+            for _ in 0..<4 { try step(opt, [t], lr: 1e-2) }
+            let factor = Float(1 - 1e-2 * 0.1)
+            XCTAssertEqual(t.param, initial.map { (($0 * factor) * factor * factor) * factor }, "\(rows)x\(cols)")
+            XCTAssertTrue(t.moment(0).allSatisfy { $0 == 0 })
+            let s = statistics(t)
+            XCTAssertTrue((s.r + s.c + s.bigR + s.bigC).allSatisfy { $0 > 0 && $0.isFinite })
+        }
+    }
+
     func testStatesOfOtherRulesAreRefused() throws {
         let came = try optimizer(), adamW = Optimizer(rule: .adamW)
         for storage in [StorageRequest.dense, .lowRank] {
