@@ -80,7 +80,8 @@ typedef enum mlorc_status {
     MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
     MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
     MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity, or a low-rank
-                                          step's new moments overflow; step refused */
+                                          step's new moments overflow, or CAME's statistics
+                                          are not finite; step refused */
     MLORC_ERROR_OUT_OF_MEMORY = 12,    /* scratch allocation failed */
     MLORC_ERROR_LINALG = 13,           /* LAPACK reported a failure */
     MLORC_ERROR_UNSUPPORTED_DTYPE = 14 /* dtype not supported by this build */
@@ -104,6 +105,18 @@ typedef enum mlorc_rule {
                              projected gradient, r(min(m,n) + 2 max(m,n)) floats;
                              dense storage is AdamW. Options other than ORTHOGRAD and
                              CLIP_NORM do not apply. */
+    MLORC_RULE_CAME = 5,  /* CAME (arXiv 2307.02047, as the authors' came_pytorch):
+                             Adafactor's factored second moment r (m), c (n); the
+                             normalised update u = G / sqrt(r c^T / mean(r)) scaled by
+                             1 / max(1, RMS(u) / CAME_CLIP); M = beta1 M + (1-beta1) u;
+                             the instability (u - M)^2 + EPS2 factored the same way
+                             into R (m), C (n) with BETA3; w <- w (1 - lr wd) -
+                             lr M / sqrt(R C^T / mean(R)). Row/column *means*, eps
+                             added to the means, no bias correction. A vector (rows
+                             or cols == 1) keeps r, c only and steps by lr M (the
+                             authors' 1-D branch). M is dense (mn floats, state
+                             mn + 2(m+n)) or MLorc factors (r(m+n+1) + 2(m+n)).
+                             The update options (GRAMS ... CLIP_NORM) do not apply. */
     MLORC_RULE_PRODIGY = 6,     /* Prodigy (arXiv 2306.06101, prodigyopt 1.x): AdamW whose
                              step size d*lr is estimated over the group of tensors
                              stepped together; MLorc moments on low-rank storage.
@@ -134,10 +147,11 @@ typedef enum mlorc_dtype {
  * Values are doubles; integer-valued keys take integral doubles. Defaults
  * are listed per rule; a key not listed for a rule is MLORC_ERROR_UNKNOWN_PARAM. */
 typedef enum mlorc_param {
-    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9; [0, 1) */
-    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999; [0, 1) */
-    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6 (not Lion); [0, 1] */
-    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0; [0, 1e3]
+    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, CAME 0.9; [0, 1) */
+    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999, CAME 0.999; [0, 1) */
+    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6, CAME 1e-30 (its eps1, added
+                                         to mean(G^2)) (not Lion); [0, 1] */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0, CAME 0; [0, 1e3]
                                          (GaLore-AdamW: as AdamW for every key) */
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
@@ -164,20 +178,24 @@ typedef enum mlorc_param {
     MLORC_PARAM_GALORE_SCALE = 17,    /* GaLore only: update scale alpha, 0.25; [0, 1e6] */
     MLORC_PARAM_GALORE_INTERVAL = 18, /* GaLore only: steps between projection refreshes
                                          T, 200 (first at step 1); integer [1, 1e9] */
+    MLORC_PARAM_BETA3 = 19,           /* CAME: beta3 of the instability R, C: 0.9999;
+                                         Prodigy: EMA of the estimate's statistics,
+                                         sqrt(0.999) (set it with BETA2); [0, 1) */
+    MLORC_PARAM_EPS2 = 20,            /* CAME only: eps2, added to mean((u - M)^2): 1e-16; [0, 1] */
     /* D-adaptation (Prodigy, DAdapt-Lion). Prodigy's defaults: betas 0.9,
      * 0.999, eps 1e-8, weight decay 0, bias correction off; DAdapt-Lion's:
      * betas 0.9, 0.99, weight decay 0. */
-    MLORC_PARAM_BETA3 = 19,           /* Prodigy: EMA of the estimate's statistics,
-                                         sqrt(0.999) (set it with BETA2); [0, 1) */
     MLORC_PARAM_D0 = 21,              /* initial estimate d0, used by
                                          mlorc_group_state_init: 1e-6; [1e-12, 1e6] */
     MLORC_PARAM_D_COEF = 22,          /* Prodigy: d = d_coef * estimate: 1; [1e-6, 1e6] */
     MLORC_PARAM_GROWTH_RATE = 23,     /* Prodigy: d grows at most by this factor per
                                          step: +inf (no cap); [1, +inf] */
-    MLORC_PARAM_STATS_STRIDE = 24     /* the estimate's per-tensor statistics sample
+    MLORC_PARAM_STATS_STRIDE = 24,    /* the estimate's per-tensor statistics sample
                                          every k-th element (prodigyopt's slice_p), k
                                          fixed when a state is initialised: 11; 1 is
                                          the reference exactly; integer [1, 2^20] */
+    MLORC_PARAM_CAME_CLIP = 25        /* CAME only: the update-clipping threshold d of
+                                         1 / max(1, RMS(u) / d): 1.0; [1e-6, 1e6] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */
@@ -230,7 +248,9 @@ typedef struct mlorc_tensor_layout {
 
 /* Bytes of state that a tensor of `layout` needs under the handle's rule and
  * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes.
- * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn. */
+ * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn.
+ * CAME: header + 4 * (r(m+n+1) low-rank or mn dense, + 2(m+n); + (m+n) for
+ * a vector, rows or cols == 1). */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 

@@ -4,6 +4,7 @@ package enum RuleKind: Int32, CaseIterable {
     case lion = 2
     case adopt = 3
     case galoreAdamW = 4
+    case came = 5
     case prodigy = 6
     case dadaptLion = 7
 
@@ -33,10 +34,12 @@ package enum ParamKey: Int32, CaseIterable {
     case galoreScale = 17
     case galoreInterval = 18
     case beta3 = 19
+    case eps2 = 20
     case d0 = 21
     case dCoef = 22
     case growthRate = 23
     case statsStride = 24
+    case cameClip = 25
 
     var name: String {
         switch self {
@@ -59,10 +62,12 @@ package enum ParamKey: Int32, CaseIterable {
         case .galoreScale: "galore_scale"
         case .galoreInterval: "galore_interval"
         case .beta3: "beta3"
+        case .eps2: "eps2"
         case .d0: "d0"
         case .dCoef: "d_coef"
         case .growthRate: "growth_rate"
         case .statsStride: "stats_stride"
+        case .cameClip: "came_clip"
         }
     }
 
@@ -91,10 +96,16 @@ package struct Hyperparameters {
     package var grams = false, atan2 = false, cautious = false, orthograd = false
     package var clipNorm: Double = 0
     package var galoreScale = 0.25, galoreInterval = 200
+    /// β3: CAME's EMA of the instability; Prodigy's EMA of its statistics
+    /// (defaults set per rule below).
+    package var beta3 = 0.0
+    /// CAME (arXiv 2307.02047): ε2 of the instability, the clipping threshold
+    /// d of the normalised update.
+    package var eps2 = 1e-16, cameClip = 1.0
     /// D-adaptation (Prodigy, DAdapt-Lion): initial estimate d0, Prodigy's
-    /// coefficient and growth cap, its EMA β3 of the statistics, and the
-    /// stride of the per-tensor statistics (every k-th element; 1 = all).
-    package var beta3 = 0.999.squareRoot(), d0 = 1e-6, dCoef = 1.0, growthRate = Double.infinity
+    /// coefficient and growth cap, and the stride of the per-tensor
+    /// statistics (every k-th element; 1 = all).
+    package var d0 = 1e-6, dCoef = 1.0, growthRate = Double.infinity
     package var statsStride = 11
 
     package init(rule: RuleKind) {
@@ -102,7 +113,8 @@ package struct Hyperparameters {
         case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
         case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
-        case .prodigy: (beta1, beta2, weightDecay, biasCorrection) = (0.9, 0.999, 0, false)
+        case .came: (beta1, beta2, beta3, weightDecay, eps) = (0.9, 0.999, 0.9999, 0, 1e-30)  // eps is CAME's ε1
+        case .prodigy: (beta1, beta2, beta3, weightDecay, biasCorrection) = (0.9, 0.999, 0.999.squareRoot(), 0, false)
         case .dadaptLion: (beta1, beta2, weightDecay) = (0.9, 0.99, 0)
         }
     }
@@ -114,16 +126,19 @@ package struct Hyperparameters {
         case .eps: return rule == .lion || rule == .dadaptLion ? nil : 0...1
         case .biasCorrection: return [.adamW, .galoreAdamW, .prodigy].contains(rule) ? 0...1 : nil
         case .adoptClip: return rule == .adopt ? 0...1 : nil
-        // DAdapt-Lion's estimate uses the plain sign direction: no direction options.
-        case .grams, .cautious: return rule == .galoreAdamW || rule == .dadaptLion ? nil : 0...1
-        case .orthograd: return 0...1
-        case .atan2: return [.lion, .galoreAdamW, .dadaptLion].contains(rule) ? nil : 0...1
-        case .clipNorm: return 0...1e30
+        // CAME has its own direction (m/√S): the options around a MomentRule do not
+        // apply; DAdapt-Lion's estimate uses the plain sign direction.
+        case .grams, .cautious: return [.galoreAdamW, .came, .dadaptLion].contains(rule) ? nil : 0...1
+        case .orthograd: return rule == .came ? nil : 0...1
+        case .atan2: return [.lion, .galoreAdamW, .came, .dadaptLion].contains(rule) ? nil : 0...1
+        case .clipNorm: return rule == .came ? nil : 0...1e30
         case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
         case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
-        case .beta3, .dCoef, .growthRate:
-            guard rule == .prodigy else { return nil }
-            return key == .beta3 ? 0...0.999_999_999 : key == .dCoef ? 1e-6...1e6 : 1...Double.infinity
+        case .beta3: return rule == .came || rule == .prodigy ? 0...0.999_999_999 : nil
+        case .eps2: return rule == .came ? 0...1 : nil
+        case .cameClip: return rule == .came ? 1e-6...1e6 : nil
+        case .dCoef: return rule == .prodigy ? 1e-6...1e6 : nil
+        case .growthRate: return rule == .prodigy ? 1...Double.infinity : nil
         case .d0: return rule.adaptsStepSize ? 1e-12...1e6 : nil
         case .statsStride: return rule.adaptsStepSize ? 1...1_048_576 : nil
         case .weightDecay: return 0...1000
@@ -156,6 +171,8 @@ package struct Hyperparameters {
         case .galoreScale: galoreScale
         case .galoreInterval: Double(galoreInterval)
         case .beta3: beta3
+        case .eps2: eps2
+        case .cameClip: cameClip
         case .d0: d0
         case .dCoef: dCoef
         case .growthRate: growthRate
@@ -197,6 +214,8 @@ package struct Hyperparameters {
         case .galoreScale: galoreScale = value
         case .galoreInterval: galoreInterval = Int(value)
         case .beta3: beta3 = value
+        case .eps2: eps2 = value
+        case .cameClip: cameClip = value
         case .d0: d0 = value
         case .dCoef: dCoef = value
         case .growthRate: growthRate = value

@@ -282,6 +282,31 @@ package final class Optimizer {
             try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
         case .prodigy, .dadaptLion:
             preconditionFailure("stepped with their group state above")
+        case .came:
+            try runCAME(tensors, lr: lr)
+        }
+    }
+
+    /// CAME: every tensor's read-only phase first, then, if all are finite,
+    /// every tensor's writes (CAMEStep).
+    private func runCAME(_ input: [Prepared], lr: Double) throws(MlorcError) {
+        var tensors = input
+        let regions = try CAMEStep.reserve(&tensors, hyper: hyper, workspace: &workspace)
+        for (i, t) in tensors.enumerated() {
+            guard try CAMEStep(hyper: hyper, tensor: t, regions: regions).prepare(workspace: &workspace, pool: pool) else {
+                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity, or CAME's statistics or new moment overflow float (or are zero with eps = 0); step refused, nothing was changed")
+            }
+        }
+        for (i, t) in tensors.enumerated() {
+            var header = t.header
+            do {
+                try CAMEStep(hyper: hyper, tensor: t, regions: regions).commit(lr: lr, workspace: &workspace, pool: pool)
+            } catch { throw error.inTensor(i) }
+            if header.storage == .lowRank {
+                header.payloadChecksum = Checksum.of(UnsafeRawPointer(t.payload), count: header.payloadBytes)
+            }
+            header.step += 1
+            StateFormat.write(header, to: t.state)
         }
     }
 

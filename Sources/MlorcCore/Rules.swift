@@ -54,6 +54,7 @@ extension RuleKind {
         case .galoreAdamW: AdamWRule.momentCount
         case .prodigy: ProdigyRule.momentCount
         case .dadaptLion: DAdaptLionRule.momentCount
+        case .came: 1  // the first moment; the factored statistics follow it (CAMEStep)
         }
     }
 }

@@ -11,8 +11,9 @@
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
-/// GaLore's low-rank payload is its own (see GaLoreStep). D-adaptation rules
-/// append their sliced statistics after the moments (see DAdaptation).
+/// GaLore's low-rank payload is its own (see GaLoreStep); CAME's first moment
+/// is followed by its factored statistics (see CAMEStep); the D-adaptation
+/// rules append their sliced statistics after the moments (see DAdaptation).
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {
@@ -67,6 +68,15 @@ enum StateFormat {
             let (floats, o) = rank.multipliedReportingOverflow(by: min(rows, cols) + 2 * max(rows, cols))
             let (bytes, o2) = floats.multipliedReportingOverflow(by: 4)
             return o || o2 || bytes > Int.max - headerBytes ? nil : bytes
+        }
+        if rule == .came {
+            // Shapes are checked (rows, cols < 2^31, rows·cols <= Int64.max / 16)
+            // before any payload is sized: the statistics cannot overflow.
+            let (moment, o) = storage == .dense ? rows.multipliedReportingOverflow(by: cols)
+                                                : rank.multipliedReportingOverflow(by: rows + cols + 1)
+            let (floats, o2) = moment.addingReportingOverflow(CAMEStep.statisticsFloats(rows: rows, cols: cols))
+            let (bytes, o3) = floats.multipliedReportingOverflow(by: 4)
+            return o || o2 || o3 || bytes > Int.max - headerBytes ? nil : bytes
         }
         if storage == .dense {
             (perMoment, o1) = rows.multipliedReportingOverflow(by: cols)
@@ -170,6 +180,17 @@ enum StateFormat {
                 throw MlorcError(.stateCorrupted, "state projection or moments are out of range (not written by a step)")
             }
             return
+        }
+        if h.rule == .came {
+            // The factored statistics are means of squares plus ε: finite, >= 0.
+            let stats = payload + h.floatsPerMoment
+            var statisticsOK = true
+            for e in 0..<CAMEStep.statisticsFloats(rows: h.rows, cols: h.cols) where !(stats[e] >= 0 && stats[e] <= .greatestFiniteMagnitude) {
+                statisticsOK = false
+            }
+            guard statisticsOK else {
+                throw MlorcError(.stateCorrupted, "state statistics are negative or not finite (not written by a step)")
+            }
         }
         for k in 0..<h.momentCount {
             let base = payload + k * h.floatsPerMoment, r = h.rank

@@ -7,7 +7,7 @@ from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
 RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT,
-         "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "prodigy": _mlorc.RULE_PRODIGY,
+         "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "came": _mlorc.RULE_CAME, "prodigy": _mlorc.RULE_PRODIGY,
          "dadapt_lion": _mlorc.RULE_DADAPT_LION}
 RULE_NAMES = {code: name for name, code in RULES.items()}
 
@@ -41,6 +41,8 @@ PARAMS = {
     "galore_scale": _mlorc.PARAM_GALORE_SCALE,
     "galore_interval": _mlorc.PARAM_GALORE_INTERVAL,
     "beta3": _mlorc.PARAM_BETA3,
+    "eps2": _mlorc.PARAM_EPS2,
+    "came_clip": _mlorc.PARAM_CAME_CLIP,
     "d0": _mlorc.PARAM_D0,
     "d_coef": _mlorc.PARAM_D_COEF,
     "growth_rate": _mlorc.PARAM_GROWTH_RATE,

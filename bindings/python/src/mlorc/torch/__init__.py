@@ -6,10 +6,11 @@ Parameters must be CPU float32 contiguous tensors; they are updated in place.
 """
 from .adamw import AdamW
 from .adopt import Adopt
+from .came import CAME
 from .dadapt_lion import DAdaptLion
 from .galore import GaLoreAdamW
 from .lion import Lion
 from .optimizer import MlorcOptimizer
 from .prodigy import Prodigy
 
-__all__ = ["AdamW", "Adopt", "DAdaptLion", "GaLoreAdamW", "Lion", "MlorcOptimizer", "Prodigy"]
+__all__ = ["AdamW", "Adopt", "CAME", "DAdaptLion", "GaLoreAdamW", "Lion", "MlorcOptimizer", "Prodigy"]
