@@ -303,7 +303,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* The step: the fuzzed tensor plus, optionally, a valid 4x4 one. */
         mlorc_tensor t[2];
         mlorc_tensor_layout pair_layout = {4, 4, MLORC_DTYPE_F32, MLORC_STORAGE_DENSE};
-        unsigned char pair_state[128 + 2 * 4 * 16], pair_before[sizeof pair_state];
+        /* Room for any rule's 4x4 dense state (moments plus statistics). */
+        unsigned char pair_state[1024], pair_before[sizeof pair_state];
+        size_t pair_bytes = 0;
         float pair_param[16], pair_grad[16], pair_param_before[16];
         int64_t rows = c.rows, cols = c.cols;
         int32_t dtype = c.dtype, reserved = c.reserved;
@@ -346,7 +348,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         t[0].dtype = dtype;
         t[0].reserved = reserved;
         if (c.flags & PAIR) {
-            REQUIRE(mlorc_state_init(opt, &pair_layout, 7, pair_state, sizeof pair_state) == MLORC_OK, -1);
+            REQUIRE(mlorc_state_size(opt, &pair_layout, &pair_bytes) == MLORC_OK && pair_bytes <= sizeof pair_state, -1);
+            memset(pair_state, 0, sizeof pair_state);
+            REQUIRE(mlorc_state_init(opt, &pair_layout, 7, pair_state, pair_bytes) == MLORC_OK, -1);
             fill_grad(pair_param, 16, &c);
             memset(pair_grad, 0, sizeof pair_grad);
             memcpy(pair_before, pair_state, sizeof pair_state);
@@ -356,7 +360,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             t[1 - me].param = pair_param;
             t[1 - me].grad = pair_grad;
             t[1 - me].state = pair_state;
-            t[1 - me].state_bytes = sizeof pair_state;
+            t[1 - me].state_bytes = pair_bytes;
             t[1 - me].rows = t[1 - me].cols = 4;
             t[1 - me].dtype = t[1 - me].reserved = 0;
             count = 2;
