@@ -4,6 +4,7 @@ package enum RuleKind: Int32, CaseIterable {
     case lion = 2
     case adopt = 3
     case galoreAdamW = 4
+    case mofasgd = 8
 }
 
 /// Keys of `mlorc_param`.
@@ -26,6 +27,8 @@ package enum ParamKey: Int32, CaseIterable {
     case clipNorm = 16
     case galoreScale = 17
     case galoreInterval = 18
+    case mofasgdReciprocal = 26
+    case mofasgdMaxValue = 27
 
     var name: String {
         switch self {
@@ -47,13 +50,15 @@ package enum ParamKey: Int32, CaseIterable {
         case .clipNorm: "clip_norm"
         case .galoreScale: "galore_scale"
         case .galoreInterval: "galore_interval"
+        case .mofasgdReciprocal: "mofasgd_reciprocal"
+        case .mofasgdMaxValue: "mofasgd_max_value"
         }
     }
 
     var isInteger: Bool {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd, .galoreInterval: true
+             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .mofasgdReciprocal: true
         default: false
         }
     }
@@ -75,17 +80,23 @@ package struct Hyperparameters {
     package var grams = false, atan2 = false, cautious = false, orthograd = false
     package var clipNorm: Double = 0
     package var galoreScale = 0.25, galoreInterval = 200
+    /// MoFaSGD: U·diag(1/σ)·Vᵀ (true) instead of U·Vᵀ, 1/σ clamped to mofasgdMaxValue.
+    package var mofasgdReciprocal = false, mofasgdMaxValue = 1e4
 
     package init(rule: RuleKind) {
         switch rule {
         case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
         case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
+        // β and ε as in the authors' instruction-tuning configuration; no weight
+        // decay in their optimizer (beta2 is unused).
+        case .mofasgd: (beta1, beta2, weightDecay, eps) = (0.9, 0, 0, 1e-8)
         }
     }
 
     /// Inclusive bounds of `key` under `rule`, or nil when the key does not apply.
     package static func bounds(rule: RuleKind, key: ParamKey) -> ClosedRange<Double>? {
+        if rule == .mofasgd { return mofasgdBounds(key) }
         switch key {
         case .beta1, .beta2: return 0...0.999_999_999
         case .eps: return rule == .lion ? nil : 0...1
@@ -97,12 +108,33 @@ package struct Hyperparameters {
         case .clipNorm: return 0...1e30
         case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
         case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
+        case .mofasgdReciprocal, .mofasgdMaxValue: return nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
         case .powerIterations: return 0...16
         case .seed: return 0...9_007_199_254_740_992  // 2^53: exact in a double
         case .threads: return 1...256
+        }
+    }
+
+    /// MoFaSGD's keys: its momentum β (beta1), the singular-value threshold
+    /// (eps), decoupled weight decay, the rank, the first step's sketch
+    /// (oversampling, power iterations, seed), threads and its update form.
+    /// The per-element options do not apply to a spectrally normalised update.
+    private static func mofasgdBounds(_ key: ParamKey) -> ClosedRange<Double>? {
+        switch key {
+        case .beta1: return 0...0.999_999_999
+        case .eps: return 0...1
+        case .weightDecay: return 0...1000
+        case .rank: return 1...65536
+        case .oversampling: return 0...1024
+        case .powerIterations: return 0...16
+        case .seed: return 0...9_007_199_254_740_992
+        case .threads: return 1...256
+        case .mofasgdReciprocal: return 0...1
+        case .mofasgdMaxValue: return 1e-30...1e30
+        default: return nil
         }
     }
 
@@ -126,6 +158,8 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm
         case .galoreScale: galoreScale
         case .galoreInterval: Double(galoreInterval)
+        case .mofasgdReciprocal: mofasgdReciprocal ? 1 : 0
+        case .mofasgdMaxValue: mofasgdMaxValue
         }
     }
 
@@ -161,6 +195,8 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm = value
         case .galoreScale: galoreScale = value
         case .galoreInterval: galoreInterval = Int(value)
+        case .mofasgdReciprocal: mofasgdReciprocal = value != 0
+        case .mofasgdMaxValue: mofasgdMaxValue = value
         }
     }
 }

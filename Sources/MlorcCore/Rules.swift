@@ -41,6 +41,7 @@ extension RuleKind {
         case .lion: LionRule.momentCount
         case .adopt: AdoptRule.momentCount
         case .galoreAdamW: AdamWRule.momentCount
+        case .mofasgd: 1
         }
     }
 }

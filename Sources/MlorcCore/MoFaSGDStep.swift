@@ -1,0 +1,291 @@
+/// MoFaSGD (Mahdavinia & Mahdavi, "Low-rank Momentum Factorization for Memory
+/// Efficient Training", arXiv 2507.08091), the baseline that keeps the momentum
+/// itself as rank-r factors M = U·diag(σ)·Vᵀ. One step on an m x n matrix:
+///
+///   Ĝ = UUᵀG + GVVᵀ − UUᵀGVVᵀ          (G projected on the tangent space at M)
+///   M ← SVD_r(β·M + Ĝ)                  (no (1 − β) on Ĝ), through
+///       [U | GV] = Q_U R_U,  [V | GᵀU] = Q_V R_V,
+///       K = [[β·diag(σ) − UᵀGV, I], [I, 0]],  R_U K R_Vᵀ = Ũ Σ̃ Ṽᵀ (2r x 2r),
+///       U ← Q_U Ũ[:, :r],  σ ← Σ̃[:r],  V ← Q_V Ṽ[:, :r]
+///   W ← W·(1 − lr·λ) − lr·U·diag(f(σ))·Vᵀ
+///       f(σ) = 0 for σ <= ε; else 1 (spectrally normalised: U Vᵀ, the default),
+///       or min(1/σ, max_value) with MLORC_PARAM_MOFASGD_RECIPROCAL.
+///
+/// The authors' code (pmahdavi/MoFaSGD, momentum_factorized_sgd.py,
+/// MomentumFactorizedSGD._update_momentum_factor and .step) is the source of
+/// the recurrence (β·M + Ĝ), the 2r x 2r block update and both update forms
+/// (its flag use_ones_for_nonzero_s: true gives U Vᵀ; false, the setting of
+/// its experiment configs, gives the clamped U·diag(1/σ)·Vᵀ). Its eta1 only
+/// multiplies lr and its eta2 (the complement term) is 0 in every published
+/// configuration, so neither is a key. Two deliberate differences:
+///   - First step: the code seeds U, σ, V with the top-r SVD of the *weights*;
+///     here M₀ = 0, so M₁ = SVD_r(G₁), computed by the randomized SVD
+///     (oversampling p, q power iterations, Ω from (seed, tensor id, step)).
+///   - Decoupled weight decay λ (default 0, as the code has none).
+///
+/// Low-rank state payload: U (m x r, row-major), σ (r), Vᵀ (r x n, row-major);
+/// r(m + n + 1) floats. Needs 2r <= min(m, n). Dense storage keeps the full
+/// momentum and applies MoFaSGD at full rank: M ← β·M + G, W ← … −
+/// lr·U·diag(f(σ))·Vᵀ from the exact SVD of M (for a vector: M/‖M‖).
+///
+/// `prepare` (pass 1) only reads the state, weights and gradient: it leaves the
+/// new factors in `result`; `commit` (pass 2) writes. A refused step changes nothing.
+struct MoFaSGDStep {
+    let hyper: Hyperparameters
+    let header: StateFormat.Header
+    let weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>
+    let payload: UnsafeMutablePointer<Float>
+    /// This tensor's r(m + n + 1) floats in the batch's result slot (low-rank only).
+    let result: UnsafeMutablePointer<Float>
+
+    var m: Int { header.rows }
+    var n: Int { header.cols }
+    var r: Int { header.rank }
+
+    /// Gradients beyond this are refused: it keeps every product of the step,
+    /// and the singular values it stores, within float range.
+    static let gradientBound: Float = 1e14
+    /// Largest singular value a state may hold (StateFormat.checkFactors).
+    static let singularBound: Float = 1e30
+
+    static func resultFloats(_ h: StateFormat.Header) -> Int {
+        h.storage == .lowRank ? (h.rank * (h.rows + h.cols + 1) + 15) / 16 * 16 : 0
+    }
+
+    /// The weight each singular direction gets in the update (before lr).
+    func directionWeight(_ sigma: Float) -> Float {
+        guard sigma > Float(hyper.eps) else { return 0 }
+        return hyper.mofasgdReciprocal ? min(1 / sigma, Float(hyper.mofasgdMaxValue)) : 1
+    }
+
+    // MARK: pass 1
+
+    /// Checks the gradient and computes the new factors into `result` (low-rank)
+    /// or checks that the new dense momentum is finite. Returns false when the
+    /// step must be refused as non-finite.
+    func prepare(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
+        let count = m * n, g = grad
+        var ok = [Bool](repeating: true, count: parts)
+        if header.storage == .dense {
+            let mom = payload, beta = Float(hyper.beta1)
+            ok.withUnsafeMutableBufferPointer { okp in
+                pool.run(parts: parts) { part in
+                    for e in partition(count, parts: parts, part: part, align: 8) where !momentum(beta, mom[e], g[e]).isFinite {
+                        okp[part] = false
+                        return
+                    }
+                }
+            }
+            return !ok.contains(false)
+        }
+        ok.withUnsafeMutableBufferPointer { okp in
+            pool.run(parts: parts) { part in
+                let range = partition(count, parts: parts, part: part, align: 8)
+                okp[part] = allWithin(g + range.lowerBound, count: range.count, bound: Self.gradientBound)
+            }
+        }
+        guard !ok.contains(false) else { return false }
+        if header.step == 0 {
+            try initialFactors(workspace: &workspace, pool: pool, parts: parts)
+        } else {
+            try updatedFactors(workspace: &workspace, pool: pool, parts: parts)
+        }
+        let s = result + m * r
+        for a in 0..<r where !(s[a] >= 0 && s[a] <= Self.singularBound) { return false }
+        return true
+    }
+
+    /// M₁ = SVD_r(G) by the randomized SVD: Y = GΩ (q power iterations),
+    /// Q = qr(Y), Bᵀ = GᵀQ = L·diag(s)·R, so B = Rᵀ·diag(s)·Lᵀ:
+    /// U = Q·Rᵀ[:, :r], σ = s[:r], V = L[:, :r].
+    private func initialFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+        let l = min(r + hyper.oversampling, min(m, n))
+        let omega = try workspace.floats(.omega, n * l)
+        SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: 1).fillNormals(omega, count: n * l)
+        let y = try workspace.floats(.gradSketch, m * l), z = try workspace.floats(.projectionSketch, n * l)
+        multiplyG(omega, into: y, l, pool: pool, parts: parts)
+        for _ in 0..<hyper.powerIterations {
+            try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
+            multiplyGT(y, into: z, l, pool: pool, parts: parts)
+            try LinearAlgebra.orthonormalize(z, rows: n, cols: l, workspace: &workspace)
+            multiplyG(z, into: y, l, pool: pool, parts: parts)
+        }
+        try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
+        multiplyGT(y, into: z, l, pool: pool, parts: parts)
+        let left = try workspace.floats(.svdLeft, n * l), right = try workspace.floats(.svdRight, l * l)
+        let values = try workspace.floats(.svdValues, l)
+        try LinearAlgebra.thinSVD(z, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
+        let u = result, s = result + m * r, vt = s + r
+        for i in 0..<m {
+            for a in 0..<r {
+                var sum: Float = 0
+                for x in 0..<l { sum += y[i + x * m] * right[a + x * l] }
+                u[i * r + a] = sum
+            }
+        }
+        for a in 0..<r {
+            s[a] = values[a]
+            for j in 0..<n { vt[a * n + j] = left[j + a * n] }
+        }
+    }
+
+    /// The tangent-space update of the paper through the 2r x 2r block matrix.
+    private func updatedFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+        let m = m, n = n, r = r, k = 2 * r, g = grad
+        let u = payload, sigma = payload + m * r, vt = sigma + r
+        // X_U = [U | GV] (m x 2r) and X_V = [V | GᵀU] (n x 2r), column-major,
+        // kept for R = QᵀX; Q_U, Q_V are their orthonormalised copies.
+        let xu = try workspace.floats(.panels, k * (m + n)), xv = xu + k * m
+        for i in 0..<m { for a in 0..<r { xu[i + a * m] = u[i * r + a] } }
+        pool.run(parts: parts) { part in  // GV: rows split
+            for i in partition(m, parts: parts, part: part) {
+                for a in 0..<r { xu[i + (r + a) * m] = dot(g + i * n, vt + a * n, n) }
+            }
+        }
+        (xv).update(from: vt, count: r * n)  // V's columns are Vᵀ's rows
+        multiplyGT(u, rowMajorRows: r, into: xv + r * n, pool: pool, parts: parts)
+        let qu = try workspace.floats(.gradSketch, k * m), qv = try workspace.floats(.projectionSketch, k * n)
+        qu.update(from: xu, count: k * m)
+        qv.update(from: xv, count: k * n)
+        try LinearAlgebra.orthonormalize(qu, rows: m, cols: k, workspace: &workspace)
+        try LinearAlgebra.orthonormalize(qv, rows: n, cols: k, workspace: &workspace)
+        // Small matrices in double: R_U, R_V, C = UᵀGV, K, Mid = R_U K R_Vᵀ.
+        var ru = [Double](repeating: 0, count: k * k), rv = ru, kb = ru, mid = ru
+        for x in 0..<k {
+            for c in 0..<k {
+                ru[x * k + c] = Double(dot(qu + x * m, xu + c * m, m))
+                rv[x * k + c] = Double(dot(qv + x * n, xv + c * n, n))
+            }
+        }
+        for a in 0..<r {
+            for b in 0..<r {
+                // C[a, b] = U[:, a]·(GV)[:, b]
+                let c = Double(dot(xu + a * m, xu + (r + b) * m, m))
+                kb[a * k + b] = (a == b ? hyper.beta1 * Double(sigma[a]) : 0) - c
+            }
+            kb[a * k + r + a] = 1
+            kb[(r + a) * k + a] = 1
+        }
+        for x in 0..<k {
+            for y in 0..<k {
+                var sum = 0.0
+                for a in 0..<k {
+                    var inner = 0.0
+                    for b in 0..<k { inner += kb[a * k + b] * rv[y * k + b] }
+                    sum += ru[x * k + a] * inner
+                }
+                mid[x * k + y] = sum
+            }
+        }
+        let small = try workspace.floats(.svdRight, 3 * k * k), values = try workspace.floats(.svdValues, k)
+        let a = small, uu = small + k * k, vv = small + 2 * k * k
+        for x in 0..<k { for y in 0..<k { a[x + y * k] = Float(mid[x * k + y]) } }  // column-major
+        try LinearAlgebra.thinSVD(a, rows: k, cols: k, u: uu, s: values, vt: vv, workspace: &workspace)
+        let newU = result, newS = result + m * r, newVt = newS + r
+        for i in 0..<m {
+            for c in 0..<r {
+                var sum: Float = 0
+                for x in 0..<k { sum += qu[i + x * m] * uu[x + c * k] }
+                newU[i * r + c] = sum
+            }
+        }
+        for c in 0..<r {
+            newS[c] = values[c]
+            for j in 0..<n { newVt[c * n + j] = 0 }
+            for x in 0..<k { axpy(vv[c + x * k], qv + x * n, newVt + c * n, 0..<n) }
+        }
+    }
+
+    /// y (m x l, column-major) = G·x (x: n x l, column-major); rows split.
+    private func multiplyG(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ l: Int,
+                           pool: ThreadPool, parts: Int) {
+        let m = m, n = n, g = grad
+        pool.run(parts: parts) { part in
+            for i in partition(m, parts: parts, part: part) {
+                for b in 0..<l { y[i + b * m] = dot(g + i * n, x + b * n, n) }
+            }
+        }
+    }
+
+    /// x (n x l, column-major) = Gᵀ·y (y: m x l, column-major); columns split.
+    private func multiplyGT(_ y: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, _ l: Int,
+                            pool: ThreadPool, parts: Int) {
+        let m = m, n = n, g = grad
+        pool.run(parts: parts) { part in
+            let cols = partition(n, parts: parts, part: part, align: 8)
+            for b in 0..<l {
+                for j in cols { x[j + b * n] = 0 }
+                for i in 0..<m { axpy(y[i + b * m], g + i * n, x + b * n, cols) }
+            }
+        }
+    }
+
+    /// Gᵀ·U (n x r, column-major) for U stored row-major (m x r).
+    private func multiplyGT(_ u: UnsafePointer<Float>, rowMajorRows r: Int, into x: UnsafeMutablePointer<Float>,
+                            pool: ThreadPool, parts: Int) {
+        let m = m, n = n, g = grad
+        pool.run(parts: parts) { part in
+            let cols = partition(n, parts: parts, part: part, align: 8)
+            for b in 0..<r {
+                for j in cols { x[j + b * n] = 0 }
+                for i in 0..<m { axpy(u[i * r + b], g + i * n, x + b * n, cols) }
+            }
+        }
+    }
+
+    // MARK: pass 2
+
+    /// Writes the weights and the new state payload.
+    func commit(lr: Double, workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+        if header.storage == .dense { return try commitDense(lr: lr, workspace: &workspace, pool: pool, parts: parts) }
+        let m = m, n = n, r = r, w = weights, decay = Float(1 - lr * hyper.weightDecay)
+        let u = result, s = result + m * r, vt = s + r
+        let coef = (0..<r).map { Float(lr) * directionWeight(s[$0]) }
+        pool.run(parts: parts) { part in
+            for i in partition(m, parts: parts, part: part) {
+                let row = w + i * n
+                scale(row, decay, n)
+                for a in 0..<r where coef[a] != 0 { axpy(-coef[a] * u[i * r + a], vt + a * n, row, 0..<n) }
+            }
+        }
+        payload.update(from: result, count: r * (m + n + 1))
+    }
+
+    /// Full-rank MoFaSGD on dense storage: the exact SVD of the new momentum.
+    private func commitDense(lr: Double, workspace: inout Workspace, pool: ThreadPool,
+                             parts: Int) throws(MlorcError) {
+        let m = m, n = n, k = min(m, n), beta = Float(hyper.beta1), mom = payload, g = grad
+        // Row-major M is column-major Mᵀ (n x m): decompose whichever is tall.
+        let a = try workspace.floats(.staging, m * n)
+        let left = try workspace.floats(.svdLeft, max(m, n) * k), right = try workspace.floats(.svdRight, k * k)
+        let values = try workspace.floats(.svdValues, k)
+        if m <= n {
+            for e in 0..<(m * n) { a[e] = momentum(beta, mom[e], g[e]) }
+            try LinearAlgebra.thinSVD(a, rows: n, cols: m, u: left, s: values, vt: right, workspace: &workspace)
+        } else {
+            for i in 0..<m { for j in 0..<n { a[i + j * m] = momentum(beta, mom[i * n + j], g[i * n + j]) } }
+            try LinearAlgebra.thinSVD(a, rows: m, cols: n, u: left, s: values, vt: right, workspace: &workspace)
+        }
+        // M = Σ_c σ_c x_c y_cᵀ with x_c[i], y_c[j] read from the factors of M or Mᵀ.
+        let coef = (0..<k).map { Float(lr) * directionWeight(values[$0]) }
+        let tall = m > n
+        let uOf = { (i: Int, c: Int) -> Float in tall ? left[i + c * m] : right[c + i * k] }
+        let vOf = { (j: Int, c: Int) -> Float in tall ? right[c + j * k] : left[j + c * n] }
+        let decay = Float(1 - lr * hyper.weightDecay), w = weights
+        pool.run(parts: parts) { part in
+            for i in partition(m, parts: parts, part: part) {
+                for j in 0..<n {
+                    var d: Float = 0
+                    for c in 0..<k where coef[c] != 0 { d += coef[c] * uOf(i, c) * vOf(j, c) }
+                    w[i * n + j] = w[i * n + j] * decay - d
+                }
+            }
+        }
+        for e in 0..<(m * n) { mom[e] = momentum(beta, mom[e], g[e]) }
+    }
+}
+
+/// The dense momentum recurrence, one expression so that pass 1's check and
+/// pass 2's write round identically.
+@inline(__always)
+private func momentum(_ beta: Float, _ m: Float, _ g: Float) -> Float { beta * m + g }
