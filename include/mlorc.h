@@ -98,12 +98,32 @@ typedef enum mlorc_rule {
     MLORC_RULE_LION = 2,  /* Lion;  MLorc-Lion on low-rank storage */
     MLORC_RULE_ADOPT = 3, /* ADOPT (arXiv 2411.02853); MLorc-ADOPT on low-rank storage.
                              Its first step only sets v = g^2 (no update). */
-    MLORC_RULE_GALORE_ADAMW = 4 /* GaLore-AdamW (arXiv 2403.03507), the projected-gradient
+    MLORC_RULE_GALORE_ADAMW = 4, /* GaLore-AdamW (arXiv 2403.03507), the projected-gradient
                              baseline: on low-rank storage the state is the rank-r
                              projection of the short side plus AdamW moments of the
                              projected gradient, r(min(m,n) + 2 max(m,n)) floats;
                              dense storage is AdamW. Options other than ORTHOGRAD and
                              CLIP_NORM do not apply. */
+    MLORC_RULE_MOFASGD = 8 /* MoFaSGD (arXiv 2507.08091), the low-rank-momentum
+                             baseline: the momentum itself is rank-r factors
+                             M = U diag(s) V^T, r(m+n+1) floats. Each step projects
+                             G on the tangent space at M (UU^T G + G VV^T -
+                             UU^T G VV^T), sets M = SVD_r(beta1 * M + that) (no
+                             1 - beta1) through a 2r x 2r SVD, and updates
+                             W = W (1 - lr wd) - lr U f(s) V^T with f(s) = 1
+                             (spectrally normalised U V^T, default) or
+                             min(1/s, MOFASGD_MAX_VALUE) (MOFASGD_RECIPROCAL = 1),
+                             and f = 0 where s <= EPS. Both forms are the authors'
+                             (pmahdavi/MoFaSGD, momentum_factorized_sgd.py,
+                             MomentumFactorizedSGD.step, flag use_ones_for_nonzero_s;
+                             their experiment configs use the reciprocal one).
+                             First step: M = SVD_r(G) by the randomized SVD
+                             (OVERSAMPLING, POWER_ITERATIONS, SEED); the authors'
+                             code instead seeds M with the top-r SVD of the weights.
+                             Low-rank storage needs 2r <= min(m, n). Dense storage
+                             is MoFaSGD at full rank: M = beta1 M + G, update from
+                             the exact SVD of M (a vector steps along M/|M|; costs
+                             an SVD of the whole tensor). No per-element options. */
 } mlorc_rule;
 
 /* How a tensor's moments are stored. */
@@ -113,7 +133,8 @@ typedef enum mlorc_storage {
      * otherwise (vectors and small matrices are still updated, densely). */
     MLORC_STORAGE_AUTO = 0,
     MLORC_STORAGE_DENSE = 1,  /* full-size moments: exactly AdamW / Lion */
-    MLORC_STORAGE_LOWRANK = 2 /* MLorc: rank-r factors U, s, V per moment */
+    MLORC_STORAGE_LOWRANK = 2 /* MLorc: rank-r factors U, s, V per moment
+                                 (MoFaSGD: needs 2r <= min(rows, cols)) */
 } mlorc_storage;
 
 /* Element type of parameters and gradients. */
@@ -125,10 +146,13 @@ typedef enum mlorc_dtype {
  * Values are doubles; integer-valued keys take integral doubles. Defaults
  * are listed per rule; a key not listed for a rule is MLORC_ERROR_UNKNOWN_PARAM. */
 typedef enum mlorc_param {
-    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9; [0, 1) */
+    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, MoFaSGD 0.9
+                                         (its momentum beta); [0, 1) */
     MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999; [0, 1) */
-    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6 (not Lion); [0, 1] */
-    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0; [0, 1e3]
+    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6 (not Lion); [0, 1].
+                                         MoFaSGD 1e-8: singular values <= eps get no update */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0,
+                                         MoFaSGD 0; [0, 1e3]
                                          (GaLore-AdamW: as AdamW for every key) */
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
@@ -153,8 +177,15 @@ typedef enum mlorc_param {
     MLORC_PARAM_CLIP_NORM = 16,       /* > 0: g scaled down to this L2 norm per tensor
                                          when longer; 0 off; [0, 1e30] */
     MLORC_PARAM_GALORE_SCALE = 17,    /* GaLore only: update scale alpha, 0.25; [0, 1e6] */
-    MLORC_PARAM_GALORE_INTERVAL = 18  /* GaLore only: steps between projection refreshes
+    MLORC_PARAM_GALORE_INTERVAL = 18, /* GaLore only: steps between projection refreshes
                                          T, 200 (first at step 1); integer [1, 1e9] */
+    /* MoFaSGD takes BETA1, EPS, WEIGHT_DECAY, RANK, OVERSAMPLING and
+     * POWER_ITERATIONS (its first step's randomized SVD), SEED, THREADS and: */
+    MLORC_PARAM_MOFASGD_RECIPROCAL = 26, /* MoFaSGD only: 0 (default) updates along
+                                         U V^T; 1 along U diag(min(1/s, MAX_VALUE)) V^T
+                                         (use_ones_for_nonzero_s = False); integer [0, 1] */
+    MLORC_PARAM_MOFASGD_MAX_VALUE = 27   /* MoFaSGD only: clamp of 1/s in the reciprocal
+                                         form, 1e4 (the authors' default); [1e-30, 1e30] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */
@@ -207,7 +238,8 @@ typedef struct mlorc_tensor_layout {
 
 /* Bytes of state that a tensor of `layout` needs under the handle's rule and
  * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes.
- * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn. */
+ * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn.
+ * MoFaSGD: header + 4 * r(m+n+1) low-rank, header + 4 * mn dense. */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 
