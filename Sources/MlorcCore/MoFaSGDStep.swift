@@ -29,13 +29,15 @@
 /// lr·U·diag(f(σ))·Vᵀ from the exact SVD of M (for a vector: M/‖M‖).
 ///
 /// `prepare` (pass 1) only reads the state, weights and gradient: it leaves the
-/// new factors in `result`; `commit` (pass 2) writes. A refused step changes nothing.
+/// SVD of the new momentum in `result` (for dense storage the full one, as big
+/// as the tensor twice over); `commit` (pass 2) only writes. A step refused
+/// for any tensor (non-finite values, a LAPACK failure) changes nothing.
 struct MoFaSGDStep {
     let hyper: Hyperparameters
     let header: StateFormat.Header
     let weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>
     let payload: UnsafeMutablePointer<Float>
-    /// This tensor's r(m + n + 1) floats in the batch's result slot (low-rank only).
+    /// This tensor's part of the batch's result slot (`resultFloats`).
     let result: UnsafeMutablePointer<Float>
 
     var m: Int { header.rows }
@@ -48,8 +50,14 @@ struct MoFaSGDStep {
     /// Largest singular value a state may hold (StateFormat.checkFactors).
     static let singularBound: Float = 1e30
 
+    /// Components of the new momentum's SVD: r, or min(m, n) for dense storage.
+    static func components(_ h: StateFormat.Header) -> Int {
+        h.storage == .lowRank ? h.rank : min(h.rows, h.cols)
+    }
+
+    /// Floats of `result`: U (m x k), σ (k), Vᵀ (k x n) with k = components.
     static func resultFloats(_ h: StateFormat.Header) -> Int {
-        h.storage == .lowRank ? (h.rank * (h.rows + h.cols + 1) + 15) / 16 * 16 : 0
+        (components(h) * (h.rows + h.cols + 1) + 15) / 16 * 16
     }
 
     /// The weight each singular direction gets in the update (before lr).
@@ -60,9 +68,8 @@ struct MoFaSGDStep {
 
     // MARK: pass 1
 
-    /// Checks the gradient and computes the new factors into `result` (low-rank)
-    /// or checks that the new dense momentum is finite. Returns false when the
-    /// step must be refused as non-finite.
+    /// Checks the gradient and computes the SVD of the new momentum into
+    /// `result`. Returns false when the step must be refused as non-finite.
     func prepare(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
         let count = m * n, g = grad
         var ok = [Bool](repeating: true, count: parts)
@@ -76,7 +83,9 @@ struct MoFaSGDStep {
                     }
                 }
             }
-            return !ok.contains(false)
+            guard !ok.contains(false) else { return false }
+            try denseFactors(workspace: &workspace)
+            return true
         }
         ok.withUnsafeMutableBufferPointer { okp in
             pool.run(parts: parts) { part in
@@ -166,17 +175,17 @@ struct MoFaSGDStep {
             kb[a * k + r + a] = 1
             kb[(r + a) * k + a] = 1
         }
-        for x in 0..<k {
-            for y in 0..<k {
-                var sum = 0.0
-                for a in 0..<k {
-                    var inner = 0.0
-                    for b in 0..<k { inner += kb[a * k + b] * rv[y * k + b] }
-                    sum += ru[x * k + a] * inner
-                }
-                mid[x * k + y] = sum
-            }
-        }
+        var krv = mid  // K·R_Vᵀ, then R_U·(K·R_Vᵀ): O(k³)
+        for a in 0..<k { for y in 0..<k {
+            var sum = 0.0
+            for b in 0..<k { sum += kb[a * k + b] * rv[y * k + b] }
+            krv[a * k + y] = sum
+        } }
+        for x in 0..<k { for y in 0..<k {
+            var sum = 0.0
+            for a in 0..<k { sum += ru[x * k + a] * krv[a * k + y] }
+            mid[x * k + y] = sum
+        } }
         let small = try workspace.floats(.svdRight, 3 * k * k), values = try workspace.floats(.svdValues, k)
         let a = small, uu = small + k * k, vv = small + 2 * k * k
         for x in 0..<k { for y in 0..<k { a[x + y * k] = Float(mid[x * k + y]) } }  // column-major
@@ -213,9 +222,9 @@ struct MoFaSGDStep {
         let m = m, n = n, g = grad
         pool.run(parts: parts) { part in
             let cols = partition(n, parts: parts, part: part, align: 8)
-            for b in 0..<l {
-                for j in cols { x[j + b * n] = 0 }
-                for i in 0..<m { axpy(y[i + b * m], g + i * n, x + b * n, cols) }
+            for b in 0..<l { for j in cols { x[j + b * n] = 0 } }
+            for i in 0..<m {
+                for b in 0..<l { axpy(y[i + b * m], g + i * n, x + b * n, cols) }
             }
         }
     }
@@ -226,62 +235,57 @@ struct MoFaSGDStep {
         let m = m, n = n, g = grad
         pool.run(parts: parts) { part in
             let cols = partition(n, parts: parts, part: part, align: 8)
-            for b in 0..<r {
-                for j in cols { x[j + b * n] = 0 }
-                for i in 0..<m { axpy(u[i * r + b], g + i * n, x + b * n, cols) }
+            for b in 0..<r { for j in cols { x[j + b * n] = 0 } }
+            for i in 0..<m {
+                for b in 0..<r { axpy(u[i * r + b], g + i * n, x + b * n, cols) }
             }
+        }
+    }
+
+    /// The exact thin SVD of the new dense momentum β·M + G (k = min(m, n)).
+    /// Row-major M is column-major Mᵀ (n x m): LAPACK decomposes the tall one.
+    private func denseFactors(workspace: inout Workspace) throws(MlorcError) {
+        let m = m, n = n, k = min(m, n), beta = Float(hyper.beta1), mom = payload, g = grad
+        let a = try workspace.floats(.staging, m * n)
+        let left = try workspace.floats(.svdLeft, max(m, n) * k), right = try workspace.floats(.svdRight, k * k)
+        let values = try workspace.floats(.svdValues, k)
+        let tall = m > n
+        if tall {
+            for i in 0..<m { for j in 0..<n { a[i + j * m] = momentum(beta, mom[i * n + j], g[i * n + j]) } }
+            try LinearAlgebra.thinSVD(a, rows: m, cols: n, u: left, s: values, vt: right, workspace: &workspace)
+        } else {
+            for e in 0..<(m * n) { a[e] = momentum(beta, mom[e], g[e]) }
+            try LinearAlgebra.thinSVD(a, rows: n, cols: m, u: left, s: values, vt: right, workspace: &workspace)
+        }
+        // M = Σ_c σ_c x_c y_cᵀ: for M itself x = left, y = rightᵀ; for Mᵀ the reverse.
+        let u = result, s = result + m * k, vt = s + k
+        for c in 0..<k {
+            s[c] = values[c]
+            for i in 0..<m { u[i * k + c] = tall ? left[i + c * m] : right[c + i * k] }
+            for j in 0..<n { vt[c * n + j] = tall ? right[c + j * k] : left[j + c * n] }
         }
     }
 
     // MARK: pass 2
 
-    /// Writes the weights and the new state payload.
-    func commit(lr: Double, workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
-        if header.storage == .dense { return try commitDense(lr: lr, workspace: &workspace, pool: pool, parts: parts) }
-        let m = m, n = n, r = r, w = weights, decay = Float(1 - lr * hyper.weightDecay)
-        let u = result, s = result + m * r, vt = s + r
-        let coef = (0..<r).map { Float(lr) * directionWeight(s[$0]) }
+    /// Writes the weights, W ← W·(1 − lr·λ) − lr·U·diag(f(σ))·Vᵀ, and the state.
+    func commit(lr: Double, pool: ThreadPool, parts: Int) {
+        let m = m, n = n, k = Self.components(header), w = weights, decay = Float(1 - lr * hyper.weightDecay)
+        let u = result, s = result + m * k, vt = s + k
+        let coef = (0..<k).map { Float(lr) * directionWeight(s[$0]) }
         pool.run(parts: parts) { part in
             for i in partition(m, parts: parts, part: part) {
                 let row = w + i * n
                 scale(row, decay, n)
-                for a in 0..<r where coef[a] != 0 { axpy(-coef[a] * u[i * r + a], vt + a * n, row, 0..<n) }
+                for a in 0..<k where coef[a] != 0 { axpy(-coef[a] * u[i * k + a], vt + a * n, row, 0..<n) }
             }
         }
-        payload.update(from: result, count: r * (m + n + 1))
-    }
-
-    /// Full-rank MoFaSGD on dense storage: the exact SVD of the new momentum.
-    private func commitDense(lr: Double, workspace: inout Workspace, pool: ThreadPool,
-                             parts: Int) throws(MlorcError) {
-        let m = m, n = n, k = min(m, n), beta = Float(hyper.beta1), mom = payload, g = grad
-        // Row-major M is column-major Mᵀ (n x m): decompose whichever is tall.
-        let a = try workspace.floats(.staging, m * n)
-        let left = try workspace.floats(.svdLeft, max(m, n) * k), right = try workspace.floats(.svdRight, k * k)
-        let values = try workspace.floats(.svdValues, k)
-        if m <= n {
-            for e in 0..<(m * n) { a[e] = momentum(beta, mom[e], g[e]) }
-            try LinearAlgebra.thinSVD(a, rows: n, cols: m, u: left, s: values, vt: right, workspace: &workspace)
+        if header.storage == .lowRank {
+            payload.update(from: result, count: k * (m + n + 1))
         } else {
-            for i in 0..<m { for j in 0..<n { a[i + j * m] = momentum(beta, mom[i * n + j], g[i * n + j]) } }
-            try LinearAlgebra.thinSVD(a, rows: m, cols: n, u: left, s: values, vt: right, workspace: &workspace)
+            let beta = Float(hyper.beta1), mom = payload, g = grad
+            for e in 0..<(m * n) { mom[e] = momentum(beta, mom[e], g[e]) }
         }
-        // M = Σ_c σ_c x_c y_cᵀ with x_c[i], y_c[j] read from the factors of M or Mᵀ.
-        let coef = (0..<k).map { Float(lr) * directionWeight(values[$0]) }
-        let tall = m > n
-        let uOf = { (i: Int, c: Int) -> Float in tall ? left[i + c * m] : right[c + i * k] }
-        let vOf = { (j: Int, c: Int) -> Float in tall ? right[c + j * k] : left[j + c * n] }
-        let decay = Float(1 - lr * hyper.weightDecay), w = weights
-        pool.run(parts: parts) { part in
-            for i in partition(m, parts: parts, part: part) {
-                for j in 0..<n {
-                    var d: Float = 0
-                    for c in 0..<k where coef[c] != 0 { d += coef[c] * uOf(i, c) * vOf(j, c) }
-                    w[i * n + j] = w[i * n + j] * decay - d
-                }
-            }
-        }
-        for e in 0..<(m * n) { mom[e] = momentum(beta, mom[e], g[e]) }
     }
 }
 

@@ -1,7 +1,7 @@
 extension Optimizer {
     /// A MoFaSGD step over a batch: pass 1 checks every gradient and computes
-    /// every low-rank tensor's new factors (reading only); pass 2 writes the
-    /// weights and states. A step refused in pass 1 changes nothing.
+    /// every tensor's new momentum SVD (reading only); pass 2 only writes the
+    /// weights and states, and cannot fail. A refused step changes nothing.
     func runMoFaSGD(_ tensors: [Prepared], lr: Double) throws(MlorcError) {
         var offsets: [Int] = [], total = 0
         for t in tensors {
@@ -21,7 +21,7 @@ extension Optimizer {
             }
         }
         for (i, s) in steps.enumerated() {
-            do { try s.commit(lr: lr, workspace: &workspace, pool: pool, parts: parts(for: s.m * s.n)) } catch { throw error.inTensor(i) }
+            s.commit(lr: lr, pool: pool, parts: parts(for: s.m * s.n))
             var header = s.header
             if header.storage == .lowRank {
                 header.payloadChecksum = Checksum.of(UnsafeRawPointer(s.payload), count: header.payloadBytes)
