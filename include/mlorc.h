@@ -123,7 +123,8 @@ typedef enum mlorc_rule {
                              Low-rank storage needs 2r <= min(m, n). Dense storage
                              is MoFaSGD at full rank: M = beta1 M + G, update from
                              the exact SVD of M (a vector steps along M/|M|; costs
-                             an SVD of the whole tensor). No per-element options. */
+                             an SVD of the whole tensor and scratch of about twice
+                             its size). No per-element options. */
 } mlorc_rule;
 
 /* How a tensor's moments are stored. */

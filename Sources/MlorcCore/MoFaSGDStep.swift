@@ -148,11 +148,14 @@ struct MoFaSGDStep {
         for i in 0..<m { for a in 0..<r { xu[i + a * m] = u[i * r + a] } }
         pool.run(parts: parts) { part in  // GV: rows split
             for i in partition(m, parts: parts, part: part) {
-                for a in 0..<r { xu[i + (r + a) * m] = dot(g + i * n, vt + a * n, n) }
+                MoFaSGDKernels.rowTimesFactors(g + i * n, vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
             }
         }
-        (xv).update(from: vt, count: r * n)  // V's columns are Vᵀ's rows
-        multiplyGT(u, rowMajorRows: r, into: xv + r * n, pool: pool, parts: parts)
+        xv.update(from: vt, count: r * n)  // V's columns are Vᵀ's rows
+        pool.run(parts: parts) { part in  // GᵀU: columns split
+            MoFaSGDKernels.transposedProduct(g, u, rows: m, k: r, n: n,
+                                             cols: partition(n, parts: parts, part: part, align: 8), into: xv + r * n)
+        }
         let qu = try workspace.floats(.gradSketch, k * m), qv = try workspace.floats(.projectionSketch, k * n)
         qu.update(from: xu, count: k * m)
         qv.update(from: xv, count: k * n)
@@ -229,19 +232,6 @@ struct MoFaSGDStep {
         }
     }
 
-    /// Gᵀ·U (n x r, column-major) for U stored row-major (m x r).
-    private func multiplyGT(_ u: UnsafePointer<Float>, rowMajorRows r: Int, into x: UnsafeMutablePointer<Float>,
-                            pool: ThreadPool, parts: Int) {
-        let m = m, n = n, g = grad
-        pool.run(parts: parts) { part in
-            let cols = partition(n, parts: parts, part: part, align: 8)
-            for b in 0..<r { for j in cols { x[j + b * n] = 0 } }
-            for i in 0..<m {
-                for b in 0..<r { axpy(u[i * r + b], g + i * n, x + b * n, cols) }
-            }
-        }
-    }
-
     /// The exact thin SVD of the new dense momentum β·M + G (k = min(m, n)).
     /// Row-major M is column-major Mᵀ (n x m): LAPACK decomposes the tall one.
     private func denseFactors(workspace: inout Workspace) throws(MlorcError) {
@@ -274,10 +264,11 @@ struct MoFaSGDStep {
         let u = result, s = result + m * k, vt = s + k
         let coef = (0..<k).map { Float(lr) * directionWeight(s[$0]) }
         pool.run(parts: parts) { part in
-            for i in partition(m, parts: parts, part: part) {
-                let row = w + i * n
-                scale(row, decay, n)
-                for a in 0..<k where coef[a] != 0 { axpy(-coef[a] * u[i * k + a], vt + a * n, row, 0..<n) }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowCoef in
+                for i in partition(m, parts: parts, part: part) {
+                    for a in 0..<k { rowCoef[a] = coef[a] * u[i * k + a] }
+                    MoFaSGDKernels.updateRow(w + i * n, decay: decay, coef: rowCoef.baseAddress!, vt, k: k, n: n)
+                }
             }
         }
         if header.storage == .lowRank {
