@@ -21,6 +21,7 @@
 ///   - First step: the code seeds U, σ, V with the top-r SVD of the *weights*;
 ///     here M₀ = 0, so M₁ = SVD_r(G₁), computed by the randomized SVD
 ///     (oversampling p, q power iterations, Ω from (seed, tensor id, step)).
+///     The same holds whenever the momentum is exactly 0 (all σ = 0).
 ///   - Decoupled weight decay λ (default 0, as the code has none).
 ///
 /// Low-rank state payload: U (m x r, row-major), σ (r), Vᵀ (r x n, row-major);
@@ -94,7 +95,10 @@ struct MoFaSGDStep {
             }
         }
         guard !ok.contains(false) else { return false }
-        if header.step == 0 {
+        // A zero momentum (fresh, or only zero gradients so far) has no tangent
+        // space: it restarts as M = SVD_r(G), as at the first step.
+        let sigma = payload + m * r
+        if header.step == 0 || (0..<r).allSatisfy({ sigma[$0] == 0 }) {
             try initialFactors(workspace: &workspace, pool: pool, parts: parts)
         } else {
             try updatedFactors(workspace: &workspace, pool: pool, parts: parts)
@@ -110,7 +114,8 @@ struct MoFaSGDStep {
     private func initialFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
         let l = min(r + hyper.oversampling, min(m, n))
         let omega = try workspace.floats(.omega, n * l)
-        SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: 1).fillNormals(omega, count: n * l)
+        SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
+            .fillNormals(omega, count: n * l)
         let y = try workspace.floats(.gradSketch, m * l), z = try workspace.floats(.projectionSketch, n * l)
         multiplyG(omega, into: y, l, pool: pool, parts: parts)
         for _ in 0..<hyper.powerIterations {

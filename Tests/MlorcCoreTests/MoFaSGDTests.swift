@@ -17,7 +17,7 @@ final class MoFaSGDTests: XCTestCase {
     }
 
     func compareWithReference(rows: Int, cols: Int, rank: Int, settings: [ParamKey: Double], steps: Int,
-                              file: StaticString = #filePath, line: UInt = #line) throws {
+                              zeroSteps: Int = 0, file: StaticString = #filePath, line: UInt = #line) throws {
         let opt = try optimizer(settings.merging([.rank: Double(rank)]) { a, _ in a })
         var rng = TestRandom(UInt64(rows * 1000 + cols))
         let w0 = rng.matrix(rows * cols, scale: 0.5)
@@ -27,9 +27,10 @@ final class MoFaSGDTests: XCTestCase {
         var w = w0.map(Double.init)
         var worstWeights = 0.0, worstMomentum = 0.0
         for s in 0..<steps {
-            // The first gradient has rank r, so the library's randomized SVD of it
-            // is exact (up to rounding); every later one is full rank.
-            t.grad = s == 0 ? lowRankMatrix(rows, cols, rank, &rng) : rng.matrix(rows * cols)
+            // The first non-zero gradient has rank r, so the library's randomized
+            // SVD of it is exact (up to rounding); every later one is full rank.
+            t.grad = s < zeroSteps ? [Float](repeating: 0, count: rows * cols)
+                : s == zeroSteps ? lowRankMatrix(rows, cols, rank, &rng) : rng.matrix(rows * cols)
             try step(opt, [t], lr: 1e-2)
             ref.step(&w, t.grad, lr: 1e-2)
             worstWeights = max(worstWeights, maxAbsDiff(t.param.map(Double.init), w))
@@ -57,6 +58,12 @@ final class MoFaSGDTests: XCTestCase {
                                  settings: [.mofasgdReciprocal: 1, .mofasgdMaxValue: 0.09, .weightDecay: 0.1, .beta1: 0.95],
                                  steps: 24)
         try compareWithReference(rows: 21, cols: 37, rank: 5, settings: [.mofasgdReciprocal: 1, .oversampling: 3], steps: 20)
+    }
+
+    /// Zero gradients leave the momentum 0, which has no tangent space: the
+    /// first non-zero gradient starts it as SVD_r(G), like a first step.
+    func testZeroMomentumRestartsFromGradient() throws {
+        try compareWithReference(rows: 30, cols: 20, rank: 3, settings: [.weightDecay: 0.1], steps: 20, zeroSteps: 2)
     }
 
     /// Factors stay orthonormal with sorted non-negative σ: the momentum is a

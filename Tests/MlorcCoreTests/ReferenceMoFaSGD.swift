@@ -5,7 +5,7 @@ import Foundation
 /// equations with full-size matrices and none of the library's algebra (no QR,
 /// no 2r x 2r block matrix): with U, V the singular vectors kept from the last
 /// truncation,
-///   Ĝ = UUᵀG + GVVᵀ − UUᵀGVVᵀ,  M ← SVD_r(β·M + Ĝ)  (M₀ = 0: M₁ = SVD_r(G)),
+///   Ĝ = UUᵀG + GVVᵀ − UUᵀGVVᵀ,  M ← SVD_r(β·M + Ĝ)  (M = 0: M ← SVD_r(G)),
 ///   W ← W·(1 − lr·λ) − lr·Σ_a f(σ_a)·u_a v_aᵀ.
 /// The truncated SVD comes from a Jacobi eigendecomposition of XᵀX.
 struct ReferenceMoFaSGD {
@@ -26,7 +26,7 @@ struct ReferenceMoFaSGD {
         t += 1
         let g = gf.map(Double.init), m = rows, n = cols
         var x = g
-        if t > 1 {
+        if momentum.contains(where: { $0 != 0 }) {  // M = 0: M' = SVD_r(G)
             // P_U G, G P_V and P_U G P_V, element by element.
             func projectLeft(_ a: [Double]) -> [Double] {
                 var out = [Double](repeating: 0, count: m * n)
