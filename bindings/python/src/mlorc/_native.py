@@ -7,7 +7,7 @@ from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
 RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT,
-         "galore_adamw": _mlorc.RULE_GALORE_ADAMW}
+         "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "mofasgd": _mlorc.RULE_MOFASGD}
 RULE_NAMES = {code: name for name, code in RULES.items()}
 
 STORAGES = {
@@ -37,9 +37,12 @@ PARAMS = {
     "clip_norm": _mlorc.PARAM_CLIP_NORM,
     "galore_scale": _mlorc.PARAM_GALORE_SCALE,
     "galore_interval": _mlorc.PARAM_GALORE_INTERVAL,
+    "mofasgd_reciprocal": _mlorc.PARAM_MOFASGD_RECIPROCAL,
+    "mofasgd_max_value": _mlorc.PARAM_MOFASGD_MAX_VALUE,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
-                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval"}
+                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval",
+                  "mofasgd_reciprocal"}
 
 
 def rule_code(rule):

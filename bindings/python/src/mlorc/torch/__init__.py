@@ -8,6 +8,7 @@ from .adamw import AdamW
 from .adopt import Adopt
 from .galore import GaLoreAdamW
 from .lion import Lion
+from .mofasgd import MoFaSGD
 from .optimizer import MlorcOptimizer
 
-__all__ = ["AdamW", "Adopt", "GaLoreAdamW", "Lion", "MlorcOptimizer"]
+__all__ = ["AdamW", "Adopt", "GaLoreAdamW", "Lion", "MlorcOptimizer", "MoFaSGD"]
