@@ -117,9 +117,10 @@ typedef enum mlorc_rule {
                              (pmahdavi/MoFaSGD, momentum_factorized_sgd.py,
                              MomentumFactorizedSGD.step, flag use_ones_for_nonzero_s;
                              their experiment configs use the reciprocal one).
-                             First step: M = SVD_r(G) by the randomized SVD
-                             (OVERSAMPLING, POWER_ITERATIONS, SEED); the authors'
-                             code instead seeds M with the top-r SVD of the weights.
+                             First step (and whenever M is exactly 0): M = SVD_r(G)
+                             by the randomized SVD (OVERSAMPLING, POWER_ITERATIONS,
+                             SEED); the authors' code instead seeds M with the
+                             top-r SVD of the weights.
                              Low-rank storage needs 2r <= min(m, n). Dense storage
                              is MoFaSGD at full rank: M = beta1 M + G, update from
                              the exact SVD of M (a vector steps along M/|M|; costs
