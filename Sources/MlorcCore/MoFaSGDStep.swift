@@ -86,7 +86,7 @@ struct MoFaSGDStep {
             }
             guard !ok.contains(false) else { return false }
             try denseFactors(workspace: &workspace)
-            return true
+            return resultIsValid()
         }
         ok.withUnsafeMutableBufferPointer { okp in
             pool.run(parts: parts) { part in
@@ -103,9 +103,16 @@ struct MoFaSGDStep {
         } else {
             try updatedFactors(workspace: &workspace, pool: pool, parts: parts)
         }
-        let s = result + m * r
-        for a in 0..<r where !(s[a] >= 0 && s[a] <= Self.singularBound) { return false }
-        return true
+        return resultIsValid()
+    }
+
+    /// Whether the new SVD can be used and stored: σ within [0, 1e30] (a
+    /// momentum that overflows float, e.g. from a huge dense state, gives inf
+    /// or NaN here) and finite singular vectors.
+    private func resultIsValid() -> Bool {
+        let k = Self.components(header), s = result + m * k
+        for a in 0..<k where !(s[a] >= 0 && s[a] <= Self.singularBound) { return false }
+        return allWithin(result, count: m * k, bound: 2) && allWithin(s + k, count: k * n, bound: 2)
     }
 
     /// M₁ = SVD_r(G) by the randomized SVD: Y = GΩ (q power iterations),

@@ -217,6 +217,14 @@ final class MoFaSGDTests: XCTestCase {
             try expectRefused(.nonFinite) { $0[index].grad[3] = -.infinity }
         }
         try expectRefused(.nonFinite) { $0[0].grad[0] = 1e20 }  // beyond the low-rank bound
+        // A dense state near float's limit (dense payloads carry no checksum):
+        // β·M + G is finite but its singular values overflow.
+        try expectRefused(.nonFinite) { t in
+            t[2].state.withUnsafeMutableBytes { raw in
+                let m = raw.baseAddress!.advanced(by: StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
+                for e in 0..<(36 * 40) { m[e] = 3e38 }
+            }
+        }
         try expectRefused(.invalidArgument, lr: .nan) { _ in }
         try expectRefused(.invalidArgument, lr: -1) { _ in }
         try expectRefused(.stateMismatch) { t in
