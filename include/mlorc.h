@@ -80,7 +80,8 @@ typedef enum mlorc_status {
     MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
     MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
     MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity, or a low-rank
-                                          step's new moments overflow; step refused */
+                                          step's new moments overflow, or CAME's statistics
+                                          are not finite; step refused */
     MLORC_ERROR_OUT_OF_MEMORY = 12,    /* scratch allocation failed */
     MLORC_ERROR_LINALG = 13,           /* LAPACK reported a failure */
     MLORC_ERROR_UNSUPPORTED_DTYPE = 14 /* dtype not supported by this build */
@@ -104,6 +105,27 @@ typedef enum mlorc_rule {
                              projected gradient, r(min(m,n) + 2 max(m,n)) floats;
                              dense storage is AdamW. Options other than ORTHOGRAD and
                              CLIP_NORM do not apply. */
+    MLORC_RULE_CAME = 5,  /* CAME (arXiv 2307.02047, as the authors' came_pytorch):
+                             Adafactor's factored second moment r (m), c (n); the
+                             normalised update u = G / sqrt(r c^T / mean(r)) scaled by
+                             1 / max(1, RMS(u) / CAME_CLIP); M = beta1 M + (1-beta1) u;
+                             the instability (u - M)^2 + EPS2 factored the same way
+                             into R (m), C (n) with BETA3; w <- w (1 - lr wd) -
+                             lr M / sqrt(R C^T / mean(R)). Row/column *means*, eps
+                             added to the means, no bias correction. A vector (rows
+                             or cols == 1) keeps r, c only and steps by lr M (the
+                             authors' 1-D branch). M is dense (mn floats, state
+                             mn + 2(m+n)) or MLorc factors (r(m+n+1) + 2(m+n)).
+                             The update options (GRAMS ... CLIP_NORM) do not apply. */
+    MLORC_RULE_PRODIGY = 6,     /* Prodigy (arXiv 2306.06101, prodigyopt 1.x): AdamW whose
+                             step size d*lr is estimated over the group of tensors
+                             stepped together; MLorc moments on low-rank storage.
+                             Steps with a group state (mlorc_step_group). Pass lr = 1
+                             (or a schedule around 1). */
+    MLORC_RULE_DADAPT_LION = 7, /* D-Adapted Lion (facebookresearch/dadaptation): Lion with
+                             step size d*lr estimated over the group; MLorc momentum
+                             on low-rank storage. Steps with a group state. GRAMS,
+                             CAUTIOUS and ATAN2 do not apply. */
     MLORC_RULE_MOFASGD = 8 /* MoFaSGD (arXiv 2507.08091), the low-rank-momentum
                              baseline: the momentum itself is rank-r factors
                              M = U diag(s) V^T, r(m+n+1) floats. Each step projects
@@ -148,18 +170,19 @@ typedef enum mlorc_dtype {
  * Values are doubles; integer-valued keys take integral doubles. Defaults
  * are listed per rule; a key not listed for a rule is MLORC_ERROR_UNKNOWN_PARAM. */
 typedef enum mlorc_param {
-    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, MoFaSGD 0.9
+    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, CAME 0.9, MoFaSGD 0.9
                                          (its momentum beta); [0, 1) */
-    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999; [0, 1) */
-    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6 (not Lion); [0, 1].
-                                         MoFaSGD 1e-8: singular values <= eps get no update */
-    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0,
+    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999, CAME 0.999; [0, 1) */
+    MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6, CAME 1e-30 (its eps1, added
+                                         to mean(G^2)) (not Lion); [0, 1]. MoFaSGD 1e-8:
+                                         singular values <= eps get no update */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0, CAME 0,
                                          MoFaSGD 0; [0, 1e3]
                                          (GaLore-AdamW: as AdamW for every key) */
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
     MLORC_PARAM_POWER_ITERATIONS = 7, /* q, randomized-SVD power iterations: 0; [0, 16] */
-    MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW only: 1 (on) or 0 (off) */
+    MLORC_PARAM_BIAS_CORRECTION = 8,  /* AdamW, GaLore 1 (on), Prodigy 0 (off); 1 or 0 */
     MLORC_PARAM_SEED = 9,             /* seed of the sketch matrices: 0; integer [0, 2^53] */
     MLORC_PARAM_THREADS = 10,         /* threads used by a step: 1; [1, 256] */
     MLORC_PARAM_ADOPT_CLIP = 11,      /* ADOPT only: 1 clips g/max(sqrt(v), eps) to
@@ -181,6 +204,24 @@ typedef enum mlorc_param {
     MLORC_PARAM_GALORE_SCALE = 17,    /* GaLore only: update scale alpha, 0.25; [0, 1e6] */
     MLORC_PARAM_GALORE_INTERVAL = 18, /* GaLore only: steps between projection refreshes
                                          T, 200 (first at step 1); integer [1, 1e9] */
+    MLORC_PARAM_BETA3 = 19,           /* CAME: beta3 of the instability R, C: 0.9999;
+                                         Prodigy: EMA of the estimate's statistics,
+                                         sqrt(0.999) (set it with BETA2); [0, 1) */
+    MLORC_PARAM_EPS2 = 20,            /* CAME only: eps2, added to mean((u - M)^2): 1e-16; [0, 1] */
+    /* D-adaptation (Prodigy, DAdapt-Lion). Prodigy's defaults: betas 0.9,
+     * 0.999, eps 1e-8, weight decay 0, bias correction off; DAdapt-Lion's:
+     * betas 0.9, 0.99, weight decay 0. */
+    MLORC_PARAM_D0 = 21,              /* initial estimate d0, used by
+                                         mlorc_group_state_init: 1e-6; [1e-12, 1e6] */
+    MLORC_PARAM_D_COEF = 22,          /* Prodigy: d = d_coef * estimate: 1; [1e-6, 1e6] */
+    MLORC_PARAM_GROWTH_RATE = 23,     /* Prodigy: d grows at most by this factor per
+                                         step: +inf (no cap); [1, +inf] */
+    MLORC_PARAM_STATS_STRIDE = 24,    /* the estimate's per-tensor statistics sample
+                                         every k-th element (prodigyopt's slice_p), k
+                                         fixed when a state is initialised: 11; 1 is
+                                         the reference exactly; integer [1, 2^20] */
+    MLORC_PARAM_CAME_CLIP = 25,       /* CAME only: the update-clipping threshold d of
+                                         1 / max(1, RMS(u) / d): 1.0; [1e-6, 1e6] */
     /* MoFaSGD takes BETA1, EPS, WEIGHT_DECAY, RANK, OVERSAMPLING and
      * POWER_ITERATIONS (its first step's randomized SVD), SEED, THREADS and: */
     MLORC_PARAM_MOFASGD_RECIPROCAL = 26, /* MoFaSGD only: 0 (default) updates along
@@ -241,7 +282,9 @@ typedef struct mlorc_tensor_layout {
 /* Bytes of state that a tensor of `layout` needs under the handle's rule and
  * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes.
  * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn.
- * MoFaSGD: header + 4 * r(m+n+1) low-rank, header + 4 * mn dense. */
+ * CAME: header + 4 * (r(m+n+1) low-rank or mn dense, + 2(m+n); + (m+n) for
+ * a vector, rows or cols == 1). MoFaSGD: header + 4 * r(m+n+1) low-rank,
+ * header + 4 * mn dense. */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 
@@ -305,6 +348,45 @@ typedef struct mlorc_tensor {
  * mlorc_last_error(), and leaves every parameter and state bit for bit as it
  * was. */
 int mlorc_step(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t count, double lr);
+
+/* ------------------------------------------------------------ group state */
+
+/* The D-adaptation rules (MLORC_RULE_PRODIGY, MLORC_RULE_DADAPT_LION)
+ * estimate one step size d for all tensors stepped together: pass the whole
+ * group (e.g. a model's parameters) to one mlorc_step_group call each step.
+ * The estimate lives in a caller-owned group state of MLORC_GROUP_STATE_BYTES
+ * bytes, checkpointed like the tensors' states (bit-exact resume needs both).
+ * Each tensor's state also holds the rule's statistics on every k-th element
+ * (k = MLORC_PARAM_STATS_STRIDE): Prodigy 2*ceil(rows*cols/k) floats (s and
+ * the initial weights), DAdapt-Lion ceil(rows*cols/k) (s), after the moments. */
+#define MLORC_GROUP_STATE_BYTES 128
+
+/* What mlorc_group_state_inspect reports. */
+typedef struct mlorc_group_info {
+    uint32_t layout_version;
+    int32_t rule;       /* mlorc_rule */
+    uint64_t step;      /* group steps taken */
+    double d;           /* the current estimate: the step size is d * lr */
+    double d0;          /* the initial estimate */
+    double d_max;       /* Prodigy: the largest estimate seen (DAdapt-Lion: d) */
+    double numerator;   /* the estimate's running numerator */
+} mlorc_group_info;
+
+/* Writes a fresh group state (d = MLORC_PARAM_D0 of `opt`) into `group`,
+ * which must hold MLORC_GROUP_STATE_BYTES. Rules without a group state give
+ * MLORC_ERROR_INVALID_ARGUMENT. */
+int mlorc_group_state_init(const mlorc_optimizer *opt, void *group, size_t group_bytes);
+
+/* Validates a group state (magic, version, checksum, plausible values) and
+ * describes it in *out_info. */
+int mlorc_group_state_inspect(const void *group, size_t group_bytes, mlorc_group_info *out_info);
+
+/* mlorc_step for the D-adaptation rules: the same tensors and guarantees,
+ * plus `group`, read and updated in place (all-or-nothing with the rest).
+ * Other rules take group = NULL (then it is mlorc_step); the D-adaptation
+ * rules refuse NULL with MLORC_ERROR_NULL_POINTER, and mlorc_step with it. */
+int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t count, double lr, void *group,
+                     size_t group_bytes);
 
 #ifdef __cplusplus
 }

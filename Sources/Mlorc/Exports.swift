@@ -128,15 +128,40 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
 
 @c @implementation public func mlorc_step(_ opt: OpaquePointer!, _ tensors: UnsafePointer<mlorc_tensor>!,
                                           _ count: Int, _ lr: Double) -> Int32 {
+    mlorc_step_group(opt, tensors, count, lr, nil, 0)
+}
+
+@c @implementation public func mlorc_step_group(_ opt: OpaquePointer!, _ tensors: UnsafePointer<mlorc_tensor>!,
+                                                _ count: Int, _ lr: Double, _ group: UnsafeMutableRawPointer!,
+                                                _ groupBytes: Int) -> Int32 {
     guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
     return status(handle) { () throws(MlorcError) in
-        if count == 0 { return }
+        guard count > 0 else { return }
         guard let tensors else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
         guard count <= 1 << 24 else { throw MlorcError(.invalidArgument, "count \(count) is implausibly large") }
         let args = UnsafeBufferPointer(start: tensors, count: count).map { t in
             TensorArgs(param: t.param, grad: t.grad, state: t.state, stateBytes: t.state_bytes,
                        rows: t.rows, cols: t.cols, dtype: t.dtype, reserved: t.reserved)
         }
-        try handle.optimizer.step(args, lr: lr)
+        try handle.optimizer.step(args, lr: lr, group: group, groupBytes: groupBytes)
+    }
+}
+
+@c @implementation public func mlorc_group_state_init(_ opt: OpaquePointer!, _ group: UnsafeMutableRawPointer!,
+                                                      _ groupBytes: Int) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        try handle.optimizer.initGroupState(group, bytes: groupBytes)
+    }
+}
+
+@c @implementation public func mlorc_group_state_inspect(_ group: UnsafeRawPointer!, _ groupBytes: Int,
+                                                         _ outInfo: UnsafeMutablePointer<mlorc_group_info>!) -> Int32 {
+    status(nil) { () throws(MlorcError) in
+        guard let group else { throw MlorcError(.nullPointer, "group is NULL") }
+        guard let outInfo else { throw MlorcError(.nullPointer, "out_info is NULL") }
+        let g = try GroupDescription(group, bytes: groupBytes)
+        outInfo.pointee = mlorc_group_info(layout_version: g.layoutVersion, rule: g.rule, step: g.step, d: g.d,
+                                           d0: g.d0, d_max: g.dMax, numerator: g.numerator)
     }
 }

@@ -55,7 +55,7 @@ private func denseChunk<Rule: MomentRule>(_ rule: Rule, _ w: UnsafeMutablePointe
     let direction = rule.modifiers.direction(rule.apply(&mv, &vv, gv), gv)
     UnsafeMutableRawPointer(m).storeBytes(of: mv, as: SIMD8<Float>.self)
     UnsafeMutableRawPointer(v).storeBytes(of: vv, as: SIMD8<Float>.self)
-    UnsafeMutableRawPointer(w).storeBytes(of: wv * rule.decayFactor - rule.stepSize * direction, as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(w).storeBytes(of: rule.updatedWeights(wv, direction), as: SIMD8<Float>.self)
 }
 
 

@@ -72,13 +72,13 @@ struct GaLoreStep {
         }
     }
 
-    /// W ← W·(1 − lr·λ) − P·D (m <= n) or − Dᵀ Pᵀ (m > n), D the scaled direction.
+    /// W ← W − lr·λ·W − P·D (m <= n) or − Dᵀ Pᵀ (m > n), D the scaled direction.
     private func applyUpdate(_ d: UnsafeMutablePointer<Float>, pool: ThreadPool, parts: Int) {
-        let m = m, n = n, r = r, p = projection, w = weights, decay = rule.decayFactor, rowsSide = projectsRows
+        let m = m, n = n, r = r, p = projection, w = weights, decay = rule.decayRate, rowsSide = projectsRows
         pool.run(parts: parts) { part in
             for i in partition(m, parts: parts, part: part) {
                 let row = w + i * n
-                scale(row, decay, n)
+                if decay != 0 { axpy(-decay, row, row, 0..<n) }
                 for a in 0..<r {
                     if rowsSide {
                         axpy(-p[a * m + i], d + a * n, row, 0..<n)
@@ -173,13 +173,3 @@ func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> 
     return acc.sum()
 }
 
-/// x[0..<count] *= a.
-@inline(__always)
-func scale(_ x: UnsafeMutablePointer<Float>, _ a: Float, _ count: Int) {
-    var j = 0
-    while j < count {
-        let c = min(8, count - j)
-        store8(load8(x + j, c) * a, x + j, c)
-        j += 8
-    }
-}

@@ -4,7 +4,14 @@ package enum RuleKind: Int32, CaseIterable {
     case lion = 2
     case adopt = 3
     case galoreAdamW = 4
+    case came = 5
+    case prodigy = 6
+    case dadaptLion = 7
     case mofasgd = 8
+
+    /// Rules whose step size is estimated over a group of tensors (D-adaptation):
+    /// they step with a group state and keep sliced statistics per tensor.
+    var adaptsStepSize: Bool { self == .prodigy || self == .dadaptLion }
 }
 
 /// Keys of `mlorc_param`.
@@ -27,6 +34,13 @@ package enum ParamKey: Int32, CaseIterable {
     case clipNorm = 16
     case galoreScale = 17
     case galoreInterval = 18
+    case beta3 = 19
+    case eps2 = 20
+    case d0 = 21
+    case dCoef = 22
+    case growthRate = 23
+    case statsStride = 24
+    case cameClip = 25
     case mofasgdReciprocal = 26
     case mofasgdMaxValue = 27
 
@@ -50,6 +64,13 @@ package enum ParamKey: Int32, CaseIterable {
         case .clipNorm: "clip_norm"
         case .galoreScale: "galore_scale"
         case .galoreInterval: "galore_interval"
+        case .beta3: "beta3"
+        case .eps2: "eps2"
+        case .d0: "d0"
+        case .dCoef: "d_coef"
+        case .growthRate: "growth_rate"
+        case .statsStride: "stats_stride"
+        case .cameClip: "came_clip"
         case .mofasgdReciprocal: "mofasgd_reciprocal"
         case .mofasgdMaxValue: "mofasgd_max_value"
         }
@@ -58,7 +79,7 @@ package enum ParamKey: Int32, CaseIterable {
     var isInteger: Bool {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .mofasgdReciprocal: true
+             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride, .mofasgdReciprocal: true
         default: false
         }
     }
@@ -82,6 +103,17 @@ package struct Hyperparameters {
     package var galoreScale = 0.25, galoreInterval = 200
     /// MoFaSGD: U·diag(1/σ)·Vᵀ (true) instead of U·Vᵀ, 1/σ clamped to mofasgdMaxValue.
     package var mofasgdReciprocal = false, mofasgdMaxValue = 1e4
+    /// β3: CAME's EMA of the instability; Prodigy's EMA of its statistics
+    /// (defaults set per rule below).
+    package var beta3 = 0.0
+    /// CAME (arXiv 2307.02047): ε2 of the instability, the clipping threshold
+    /// d of the normalised update.
+    package var eps2 = 1e-16, cameClip = 1.0
+    /// D-adaptation (Prodigy, DAdapt-Lion): initial estimate d0, Prodigy's
+    /// coefficient and growth cap, and the stride of the per-tensor
+    /// statistics (every k-th element; 1 = all).
+    package var d0 = 1e-6, dCoef = 1.0, growthRate = Double.infinity
+    package var statsStride = 11
 
     package init(rule: RuleKind) {
         switch rule {
@@ -91,6 +123,9 @@ package struct Hyperparameters {
         // β and ε as in the authors' instruction-tuning configuration; no weight
         // decay in their optimizer (beta2 is unused).
         case .mofasgd: (beta1, beta2, weightDecay, eps) = (0.9, 0, 0, 1e-8)
+        case .came: (beta1, beta2, beta3, weightDecay, eps) = (0.9, 0.999, 0.9999, 0, 1e-30)  // eps is CAME's ε1
+        case .prodigy: (beta1, beta2, beta3, weightDecay, biasCorrection) = (0.9, 0.999, 0.999.squareRoot(), 0, false)
+        case .dadaptLion: (beta1, beta2, weightDecay) = (0.9, 0.99, 0)
         }
     }
 
@@ -99,15 +134,24 @@ package struct Hyperparameters {
         if rule == .mofasgd { return mofasgdBounds(key) }
         switch key {
         case .beta1, .beta2: return 0...0.999_999_999
-        case .eps: return rule == .lion ? nil : 0...1
-        case .biasCorrection: return rule == .adamW || rule == .galoreAdamW ? 0...1 : nil
+        case .eps: return rule == .lion || rule == .dadaptLion ? nil : 0...1
+        case .biasCorrection: return [.adamW, .galoreAdamW, .prodigy].contains(rule) ? 0...1 : nil
         case .adoptClip: return rule == .adopt ? 0...1 : nil
-        case .grams, .cautious: return rule == .galoreAdamW ? nil : 0...1
-        case .orthograd: return 0...1
-        case .atan2: return rule == .lion || rule == .galoreAdamW ? nil : 0...1
-        case .clipNorm: return 0...1e30
+        // CAME has its own direction (m/√S): the options around a MomentRule do not
+        // apply; DAdapt-Lion's estimate uses the plain sign direction.
+        case .grams, .cautious: return [.galoreAdamW, .came, .dadaptLion].contains(rule) ? nil : 0...1
+        case .orthograd: return rule == .came ? nil : 0...1
+        case .atan2: return [.lion, .galoreAdamW, .came, .dadaptLion].contains(rule) ? nil : 0...1
+        case .clipNorm: return rule == .came ? nil : 0...1e30
         case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
         case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
+        case .beta3: return rule == .came || rule == .prodigy ? 0...0.999_999_999 : nil
+        case .eps2: return rule == .came ? 0...1 : nil
+        case .cameClip: return rule == .came ? 1e-6...1e6 : nil
+        case .dCoef: return rule == .prodigy ? 1e-6...1e6 : nil
+        case .growthRate: return rule == .prodigy ? 1...Double.infinity : nil
+        case .d0: return rule.adaptsStepSize ? 1e-12...1e6 : nil
+        case .statsStride: return rule.adaptsStepSize ? 1...1_048_576 : nil
         case .mofasgdReciprocal, .mofasgdMaxValue: return nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
@@ -160,6 +204,13 @@ package struct Hyperparameters {
         case .galoreInterval: Double(galoreInterval)
         case .mofasgdReciprocal: mofasgdReciprocal ? 1 : 0
         case .mofasgdMaxValue: mofasgdMaxValue
+        case .beta3: beta3
+        case .eps2: eps2
+        case .cameClip: cameClip
+        case .d0: d0
+        case .dCoef: dCoef
+        case .growthRate: growthRate
+        case .statsStride: Double(statsStride)
         }
     }
 
@@ -169,7 +220,8 @@ package struct Hyperparameters {
         guard let range = Self.bounds(rule: rule, key: key) else {
             throw MlorcError(.unknownParam, "parameter \(key.name) does not apply to this rule")
         }
-        guard value.isFinite, range.contains(value) else {
+        // growth_rate alone may be +inf (no cap, its default).
+        guard value.isFinite || (key == .growthRate && value == .infinity), range.contains(value) else {
             throw MlorcError(.paramOutOfRange,
                              "\(key.name) = \(value) is outside [\(range.lowerBound), \(range.upperBound)]")
         }
@@ -197,6 +249,13 @@ package struct Hyperparameters {
         case .galoreInterval: galoreInterval = Int(value)
         case .mofasgdReciprocal: mofasgdReciprocal = value != 0
         case .mofasgdMaxValue: mofasgdMaxValue = value
+        case .beta3: beta3 = value
+        case .eps2: eps2 = value
+        case .cameClip: cameClip = value
+        case .d0: d0 = value
+        case .dCoef: dCoef = value
+        case .growthRate: growthRate = value
+        case .statsStride: statsStride = Int(value)
         }
     }
 }

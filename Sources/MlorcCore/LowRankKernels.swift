@@ -537,7 +537,7 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     }
     if Mode.updates {
         let w = r.weightRow + j
-        store(load(w, full, count) * rule.decayFactor - rule.stepSize * direction, w, full, count)
+        store(rule.updatedWeights(load(w, full, count), direction), w, full, count)
     }
     accumulate(r, W.self, 0, p.first, j, full, count)
     if Rule.momentCount > 1 { accumulate(r, W.self, 1, p.second, j, full, count) }
@@ -560,8 +560,8 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     }
     if Mode.updates {
         let w1 = r1.weightRow + j, w2 = r2.weightRow + j
-        store(load(w1, true, 8) * rule.decayFactor - rule.stepSize * d1, w1, true, 8)
-        store(load(w2, true, 8) * rule.decayFactor - rule.stepSize * d2, w2, true, 8)
+        store(rule.updatedWeights(load(w1, true, 8), d1), w1, true, 8)
+        store(rule.updatedWeights(load(w2, true, 8), d2), w2, true, 8)
     }
     for k in 0..<Rule.momentCount {
         let (o, stride) = Panel.block(r1.out[k], col: j, rows: l, cols: n, full: true)

@@ -41,15 +41,17 @@ enum MoFaSGDKernels {
         }
     }
 
-    /// row ← row·decay − Σ_a coef[a]·vt[a·n + :] (the weight update of one row).
-    static func updateRow(_ row: UnsafeMutablePointer<Float>, decay: Float, coef: UnsafePointer<Float>,
+    /// row ← row − (decayRate·row + Σ_a coef[a]·vt[a·n + :]) (the weight update
+    /// of one row; the decay as a rate, see MomentRule.updatedWeights).
+    static func updateRow(_ row: UnsafeMutablePointer<Float>, decayRate: Float, coef: UnsafePointer<Float>,
                           _ vt: UnsafePointer<Float>, k: Int, n: Int) {
         var j = 0
         while j < n {
             let c = min(8, n - j)
-            var acc = load8(row + j, c) * decay
-            for a in 0..<k where coef[a] != 0 { acc = acc.addingProduct(-coef[a], load8(vt + a * n + j, c)) }
-            store8(acc, row + j, c)
+            let w = load8(row + j, c)
+            var step = w * decayRate
+            for a in 0..<k where coef[a] != 0 { step = step.addingProduct(coef[a], load8(vt + a * n + j, c)) }
+            store8(w - step, row + j, c)
             j += 8
         }
     }

@@ -270,16 +270,16 @@ struct MoFaSGDStep {
 
     // MARK: pass 2
 
-    /// Writes the weights, W ← W·(1 − lr·λ) − lr·U·diag(f(σ))·Vᵀ, and the state.
+    /// Writes the weights, W ← W − lr·λ·W − lr·U·diag(f(σ))·Vᵀ, and the state.
     func commit(lr: Double, pool: ThreadPool, parts: Int) {
-        let m = m, n = n, k = Self.components(header), w = weights, decay = Float(1 - lr * hyper.weightDecay)
+        let m = m, n = n, k = Self.components(header), w = weights, decayRate = Float(lr * hyper.weightDecay)
         let u = result, s = result + m * k, vt = s + k
         let coef = (0..<k).map { Float(lr) * directionWeight(s[$0]) }
         pool.run(parts: parts) { part in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowCoef in
                 for i in partition(m, parts: parts, part: part) {
                     for a in 0..<k { rowCoef[a] = coef[a] * u[i * k + a] }
-                    MoFaSGDKernels.updateRow(w + i * n, decay: decay, coef: rowCoef.baseAddress!, vt, k: k, n: n)
+                    MoFaSGDKernels.updateRow(w + i * n, decayRate: decayRate, coef: rowCoef.baseAddress!, vt, k: k, n: n)
                 }
             }
         }

@@ -95,11 +95,13 @@ package final class Optimizer {
             let lowRank = rows > 1 && cols > 1 && min(rows, cols) >= 4 * (r + hyper.oversampling)
             storage = lowRank ? .lowRank : .dense
         }
-        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r) != nil else {
+        let stride = rule.adaptsStepSize ? hyper.statsStride : 0
+        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r,
+                                       statsStride: stride) != nil else {
             throw MlorcError(.invalidShape, "state of a \(rows)x\(cols) tensor would overflow the address space")
         }
         return StateFormat.Header(rule: rule, storage: storage, dtype: UInt32(layout.dtype), rows: rows, cols: cols,
-                                  rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID)
+                                  rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID, statsStride: stride)
     }
 
     package func stateSize(_ layout: TensorLayout) throws(MlorcError) -> Int {
@@ -119,6 +121,18 @@ package final class Optimizer {
             header.payloadChecksum = Checksum.of(UnsafeRawPointer(payload), count: header.payloadBytes)
         }
         StateFormat.write(header, to: state)
+    }
+
+    /// Writes a fresh group state for the D-adaptation rules (d = d0).
+    package func initGroupState(_ group: UnsafeMutableRawPointer?, bytes: Int) throws(MlorcError) {
+        guard rule.adaptsStepSize else {
+            throw MlorcError(.invalidArgument, "rule \(rule) keeps no group state")
+        }
+        guard let group else { throw MlorcError(.nullPointer, "group is NULL") }
+        guard bytes >= GroupState.bytes else {
+            throw MlorcError(.stateTooSmall, "group state has \(bytes) bytes; it needs \(GroupState.bytes)")
+        }
+        GroupState(rule: rule, d0: hyper.d0).write(to: group)
     }
 
     // MARK: step
@@ -166,11 +180,15 @@ package final class Optimizer {
                         grad: grad.assumingMemoryBound(to: Float.self), state: state, header: header)
     }
 
-    /// Refuses a batch in which a written buffer (param, state) overlaps any
-    /// other buffer of the batch.
-    static func checkNoOverlap(_ tensors: [Prepared]) throws(MlorcError) {
+    /// Refuses a batch in which a written buffer (param, state, group state)
+    /// overlaps any other buffer of the batch.
+    static func checkNoOverlap(_ tensors: [Prepared], group: UnsafeMutableRawPointer? = nil) throws(MlorcError) {
         struct Span { let start: UInt, end: UInt, writable: Bool, tensor: Int, name: String }
         var spans: [Span] = []
+        if let group {
+            let start = UInt(bitPattern: group)
+            spans.append(Span(start: start, end: start + UInt(GroupState.bytes), writable: true, tensor: -1, name: "group state"))
+        }
         for (i, t) in tensors.enumerated() {
             let bytes = UInt(4 * t.header.rows * t.header.cols)
             spans.append(Span(start: UInt(bitPattern: t.weights), end: UInt(bitPattern: t.weights) + bytes, writable: true, tensor: i, name: "param"))
@@ -181,8 +199,9 @@ package final class Optimizer {
         var furthestAny: Span?, furthestWritable: Span?
         for s in spans {
             if let f = s.writable ? furthestAny : furthestWritable, s.start < f.end {
+                let what = { (s: Span) in s.tensor < 0 ? s.name : "tensor \(s.tensor) \(s.name)" }
                 throw MlorcError(.invalidArgument,
-                                 "tensor \(s.tensor) \(s.name) overlaps tensor \(f.tensor) \(f.name); buffers that are written must not alias")
+                                 "\(what(s)) overlaps \(what(f)); buffers that are written must not alias")
             }
             if furthestAny == nil || s.end > furthestAny!.end { furthestAny = s }
             if s.writable, furthestWritable == nil || s.end > furthestWritable!.end { furthestWritable = s }
@@ -208,16 +227,54 @@ package final class Optimizer {
         max(1, min(hyper.threads, elements / 32768))
     }
 
-    package func step(_ args: [TensorArgs], lr: Double) throws(MlorcError) {
+    /// One step of every tensor of `args`. `group` is the group state of the
+    /// D-adaptation rules (required by them, refused by the others).
+    package func step(_ args: [TensorArgs], lr: Double, group: UnsafeMutableRawPointer? = nil,
+                      groupBytes: Int = 0) throws(MlorcError) {
         guard lr.isFinite, lr >= 0 else {
             throw MlorcError(.invalidArgument, "lr = \(lr) must be finite and >= 0")
+        }
+        var groupState: GroupState?
+        if rule.adaptsStepSize {
+            guard let group else {
+                throw MlorcError(.nullPointer, "rule \(rule) estimates its step size over a group of tensors: step it with a group state (mlorc_step_group)")
+            }
+            let g = try GroupState.read(group, bytes: groupBytes)
+            guard g.rule == rule else {
+                throw MlorcError(.stateMismatch, "group state belongs to rule \(g.rule) but this optimizer is \(rule)")
+            }
+            guard g.step + 1 < StateFormat.stepLimit else {
+                throw MlorcError(.stateCorrupted, "group state step counter \(g.step) is at its limit (2^53 - 1)")
+            }
+            groupState = g
+        } else if group != nil {
+            throw MlorcError(.invalidArgument, "rule \(rule) keeps no group state: pass NULL")
         }
         var tensors: [Prepared] = []
         tensors.reserveCapacity(args.count)
         for (i, a) in args.enumerated() {
             do { tensors.append(try validate(a)) } catch { throw error.inTensor(i) }
         }
-        try Self.checkNoOverlap(tensors)
+        try Self.checkNoOverlap(tensors, group: group)
+        if let g = groupState, let group {
+            let dlr = DAdaptation.stepSize(g, hyper: hyper, lr: lr)
+            if rule == .prodigy {
+                let adaptation = Adaptation<ProdigyRule>(group: g, pointer: group, lr: lr) { h, t, rule, write in
+                    DAdaptation.prodigy(t, hyper: h, group: g, dlr: dlr, write: write)
+                } refresh: { h, rule, next in
+                    var fresh = ProdigyRule(h, d: g.d, dNext: next.d, dlr: dlr)
+                    fresh.modifiers = rule.modifiers
+                    return fresh
+                }
+                try run(tensors, lr: lr, adaptation: adaptation) { h, _ in ProdigyRule(h, d: g.d, dNext: g.d, dlr: dlr) }
+            } else {
+                let adaptation = Adaptation<DAdaptLionRule>(group: g, pointer: group, lr: lr) { h, t, rule, write in
+                    DAdaptation.dadaptLion(t, rule: rule, hyper: h, dlr: dlr, write: write)
+                } refresh: { _, rule, _ in rule }
+                try run(tensors, lr: lr, adaptation: adaptation) { h, _ in DAdaptLionRule(h, dlr: dlr) }
+            }
+            return
+        }
         switch rule {
         case .adamW:
             try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
@@ -229,12 +286,49 @@ package final class Optimizer {
             try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
         case .mofasgd:
             try runMoFaSGD(tensors, lr: lr)
+        case .prodigy, .dadaptLion:
+            preconditionFailure("stepped with their group state above")
+        case .came:
+            try runCAME(tensors, lr: lr)
         }
+    }
+
+    /// CAME: every tensor's read-only phase first, then, if all are finite,
+    /// every tensor's writes (CAMEStep).
+    private func runCAME(_ input: [Prepared], lr: Double) throws(MlorcError) {
+        var tensors = input
+        let regions = try CAMEStep.reserve(&tensors, hyper: hyper, workspace: &workspace)
+        for (i, t) in tensors.enumerated() {
+            guard try CAMEStep(hyper: hyper, tensor: t, regions: regions).prepare(workspace: &workspace, pool: pool) else {
+                throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity, or CAME's statistics or new moment overflow float (or are zero with eps = 0); step refused, nothing was changed")
+            }
+        }
+        for (i, t) in tensors.enumerated() {
+            var header = t.header
+            do {
+                try CAMEStep(hyper: hyper, tensor: t, regions: regions).commit(lr: lr, workspace: &workspace, pool: pool)
+            } catch { throw error.inTensor(i) }
+            if header.storage == .lowRank {
+                header.payloadChecksum = Checksum.of(UnsafeRawPointer(t.payload), count: header.payloadBytes)
+            }
+            header.step += 1
+            StateFormat.write(header, to: t.state)
+        }
+    }
+
+    /// The group side of a D-adaptation step: per-tensor sums, and the rule
+    /// rebuilt once the new estimate is known.
+    struct Adaptation<Rule: MomentRule> {
+        let group: GroupState
+        let pointer: UnsafeMutableRawPointer
+        let lr: Double
+        let contribution: (Hyperparameters, DAdaptation.Tensor, Rule, Bool) -> DAdaptation.Contribution
+        let refresh: (Hyperparameters, Rule, GroupState) -> Rule
     }
 
     /// Pass 1 over every tensor (read-only: sketches and finiteness), then, if
     /// every gradient is finite, pass 2 over every tensor (writes).
-    private func run<Rule: MomentRule>(_ input: [Prepared], lr: Double,
+    private func run<Rule: MomentRule>(_ input: [Prepared], lr: Double, adaptation: Adaptation<Rule>? = nil,
                                        makeRule: (Hyperparameters, UInt64) -> Rule) throws(MlorcError) {
         var tensors = input
         let plan = try LowRankStep<Rule>.reserveSketches(&tensors, hyper: hyper, workspace: &workspace)
@@ -275,9 +369,25 @@ package final class Optimizer {
                 throw MlorcError(.nonFinite, "tensor \(i): gradient contains NaN or infinity (or the new moments overflow float); step refused, nothing was changed")
             }
         }
+        var nextGroup: GroupState?
+        if let a = adaptation {
+            var total = DAdaptation.Contribution()
+            for (i, t) in tensors.enumerated() {
+                let c = a.contribution(hyper, statistics(t, rules[i]), rules[i], false)
+                total.numerator += c.numerator
+                total.denominator += c.denominator
+            }
+            let next = DAdaptation.update(a.group, total: total, hyper: hyper, lr: lr)
+            guard total.numerator.isFinite, total.denominator.isFinite, next.d.isFinite, next.numerator.isFinite else {
+                throw MlorcError(.nonFinite, "the step-size estimate overflows (numerator \(total.numerator), denominator \(total.denominator)); step refused, nothing was changed")
+            }
+            for i in rules.indices { rules[i] = a.refresh(hyper, rules[i], next) }
+            nextGroup = next
+        }
         for (i, t) in tensors.enumerated() {
             var rule = rules[i]
             var header = t.header
+            if let a = adaptation { _ = a.contribution(hyper, statistics(t, rule), rule, true) }
             if header.storage == .lowRank {
                 do {
                     if let adamW = rule as? AdamWRule, self.rule == .galoreAdamW {
@@ -314,5 +424,10 @@ package final class Optimizer {
             header.step += 1
             StateFormat.write(header, to: t.state)
         }
+        if let a = adaptation, let nextGroup { nextGroup.write(to: a.pointer) }
+    }
+
+    private func statistics<Rule: MomentRule>(_ t: Prepared, _ rule: Rule) -> DAdaptation.Tensor {
+        DAdaptation.Tensor(header: t.header, weights: t.weights, grad: t.grad, payload: t.payload, modifiers: rule.modifiers)
     }
 }

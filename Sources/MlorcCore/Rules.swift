@@ -27,11 +27,22 @@ protocol MomentRule {
 
     /// Multiplier of the direction in the weight update.
     var stepSize: Float { get }
-    /// The weight-decay factor 1 − lr·λ.
-    var decayFactor: Float { get }
+    /// The decoupled weight-decay rate lr·λ (the weights shrink by 1 − lr·λ).
+    var decayRate: Float { get }
     /// The options applied around the rule for the tensor being stepped.
     var modifiers: StepModifiers { get set }
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float>
+}
+
+extension MomentRule {
+    /// W·(1 − lr·λ) − stepSize·direction, computed as W − (lr·λ·W +
+    /// stepSize·direction): 1 − lr·λ rounded to float would lose any lr·λ
+    /// below 6e-8 and skew it by up to 2x near there, which small learning
+    /// rates and D-adaptation's early steps (d·lr ≈ 1e-6) reach.
+    @_transparent
+    func updatedWeights(_ w: SIMD8<Float>, _ direction: SIMD8<Float>) -> SIMD8<Float> {
+        w - (stepSize * direction).addingProduct(decayRate, w)
+    }
 }
 
 extension RuleKind {
@@ -42,6 +53,9 @@ extension RuleKind {
         case .adopt: AdoptRule.momentCount
         case .galoreAdamW: AdamWRule.momentCount
         case .mofasgd: 1
+        case .prodigy: ProdigyRule.momentCount
+        case .dadaptLion: DAdaptLionRule.momentCount
+        case .came: 1  // the first moment; the factored statistics follow it (CAMEStep)
         }
     }
 }
@@ -57,7 +71,7 @@ struct AdamWRule: MomentRule {
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
     let eps: Float, inverseSqrtBiasCorrection2: Float
     let atan2: Bool, inverseBiasCorrection1: Float
-    let stepSize: Float, decayFactor: Float
+    let stepSize: Float, decayRate: Float
     var modifiers = StepModifiers()
 
     /// `step` is the 1-based number of the step being taken.
@@ -75,7 +89,7 @@ struct AdamWRule: MomentRule {
         inverseBiasCorrection1 = Float(1 / bc1)
         // With atan2 the bias correction of m sits inside the atan2.
         stepSize = Float(h.atan2 ? lr : lr / bc1)
-        decayFactor = Float(1 - lr * h.weightDecay)
+        decayRate = Float(lr * h.weightDecay)
     }
 
     func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
@@ -102,14 +116,14 @@ struct LionRule: MomentRule {
     static func isNonNegative(_ k: Int) -> Bool { false }
 
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
-    let stepSize: Float, decayFactor: Float
+    let stepSize: Float, decayRate: Float
     var modifiers = StepModifiers()
 
     init(_ h: Hyperparameters, lr: Double) {
         beta1 = Float(h.beta1); beta2 = Float(h.beta2)
         oneMinusBeta1 = Float(1 - h.beta1); oneMinusBeta2 = Float(1 - h.beta2)
         stepSize = Float(lr)
-        decayFactor = Float(1 - lr * h.weightDecay)
+        decayRate = Float(lr * h.weightDecay)
     }
 
     func decay(_ k: Int) -> Float { beta2 }
@@ -139,7 +153,7 @@ struct AdoptRule: MomentRule {
     let beta1: Float, beta2: Float, oneMinusBeta1: Float, oneMinusBeta2: Float
     let eps: Float, clip: Float  // clip = +inf when off
     let first: Bool, atan2: Bool
-    let stepSize: Float, decayFactor: Float
+    let stepSize: Float, decayRate: Float
     var modifiers = StepModifiers()
 
     /// `step` is the 1-based number of the step being taken.
@@ -151,7 +165,7 @@ struct AdoptRule: MomentRule {
         clip = h.adoptClip ? Float(pow(Double(step - 1), 0.25)) : .infinity
         atan2 = h.atan2
         stepSize = first ? 0 : Float(lr)
-        decayFactor = first ? 1 : Float(1 - lr * h.weightDecay)
+        decayRate = first ? 0 : Float(lr * h.weightDecay)
     }
 
     func decay(_ k: Int) -> Float { k == 0 ? (first ? 1 : beta1) : beta2 }

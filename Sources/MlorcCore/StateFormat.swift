@@ -5,13 +5,17 @@
 ///     0  magic u64         8  layout version u32, rule u32   16 storage u32, dtype u32
 ///     24 rows i64          32 cols i64                        40 rank i64 (0 if dense)
 ///     48 step u64          56 tensor id u64                   64 payload bytes u64
-///     72 payload checksum u64 (low-rank only; 0 for dense)    80 reserved u64 (0)
+///     72 payload checksum u64 (low-rank only; 0 for dense)
+///     80 statistics stride u64 (D-adaptation rules; 0 for the others)
 ///     88 header checksum u64 over bytes 0..<88
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
 /// GaLore's low-rank payload is its own (see GaLoreStep); MoFaSGD's holds
-/// Vt row-major instead of in Panel layout (see MoFaSGDStep).
+/// Vt row-major instead of in Panel layout (see MoFaSGDStep); CAME's first
+/// moment is followed by its factored statistics (see CAMEStep); the
+/// D-adaptation rules append their sliced statistics after the moments (see
+/// DAdaptation).
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {
@@ -39,6 +43,7 @@ enum StateFormat {
         var step: UInt64
         var tensorID: UInt64
         var payloadChecksum: UInt64 = 0
+        var statsStride = 0
 
         var momentCount: Int { rule.momentCount }
 
@@ -47,20 +52,33 @@ enum StateFormat {
             storage == .dense ? rows * cols : rank * (rows + cols + 1)
         }
         var payloadBytes: Int {
-            StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank)!
+            StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank,
+                                     statsStride: statsStride)!
         }
+        /// Floats of all moments, where the statistics of D-adaptation start.
+        var momentFloats: Int { momentCount * floatsPerMoment }
         var totalBytes: Int { headerBytes + payloadBytes }
     }
 
     /// Payload size in bytes, or nil on overflow. GaLore's low-rank payload is
     /// its projection (rank x min(rows, cols)) and two rank x max(rows, cols)
     /// projected moments.
-    static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int) -> Int? {
+    static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int,
+                             statsStride: Int = 0) -> Int? {
         let (perMoment, o1): (Int, Bool)
         if rule == .galoreAdamW && storage == .lowRank {
             let (floats, o) = rank.multipliedReportingOverflow(by: min(rows, cols) + 2 * max(rows, cols))
             let (bytes, o2) = floats.multipliedReportingOverflow(by: 4)
             return o || o2 || bytes > Int.max - headerBytes ? nil : bytes
+        }
+        if rule == .came {
+            // Shapes are checked (rows, cols < 2^31, rows·cols <= Int64.max / 16)
+            // before any payload is sized: the statistics cannot overflow.
+            let (moment, o) = storage == .dense ? rows.multipliedReportingOverflow(by: cols)
+                                                : rank.multipliedReportingOverflow(by: rows + cols + 1)
+            let (floats, o2) = moment.addingReportingOverflow(CAMEStep.statisticsFloats(rows: rows, cols: cols))
+            let (bytes, o3) = floats.multipliedReportingOverflow(by: 4)
+            return o || o2 || o3 || bytes > Int.max - headerBytes ? nil : bytes
         }
         if storage == .dense {
             (perMoment, o1) = rows.multipliedReportingOverflow(by: cols)
@@ -68,8 +86,10 @@ enum StateFormat {
             (perMoment, o1) = rank.multipliedReportingOverflow(by: rows + cols + 1)
         }
         let (bytes, o2) = perMoment.multipliedReportingOverflow(by: 4 * rule.momentCount)
-        let (total, o3) = bytes.addingReportingOverflow(headerBytes)
-        return o1 || o2 || o3 ? nil : total - headerBytes
+        let stats = rule.adaptsStepSize ? 4 * DAdaptation.statsFloats(rule, elements: rows * cols, stride: statsStride) : 0
+        let (withStats, o4) = bytes.addingReportingOverflow(stats)
+        let (total, o3) = withStats.addingReportingOverflow(headerBytes)
+        return o1 || o2 || o3 || o4 ? nil : total - headerBytes
     }
 
     static func write(_ h: Header, to state: UnsafeMutableRawPointer) {
@@ -86,6 +106,7 @@ enum StateFormat {
         state.storeBytes(of: h.tensorID, toByteOffset: 56, as: UInt64.self)
         state.storeBytes(of: UInt64(h.payloadBytes), toByteOffset: 64, as: UInt64.self)
         state.storeBytes(of: h.payloadChecksum, toByteOffset: 72, as: UInt64.self)
+        state.storeBytes(of: UInt64(h.statsStride), toByteOffset: 80, as: UInt64.self)
         let sum = Checksum.of(UnsafeRawPointer(state), count: 88)
         state.storeBytes(of: sum, toByteOffset: 88, as: UInt64.self)
     }
@@ -116,7 +137,7 @@ enum StateFormat {
         let rows = Int64(bitPattern: u64(24)), cols = Int64(bitPattern: u64(32)), rank = Int64(bitPattern: u64(40))
         guard (1...maxDimension).contains(rows), (1...maxDimension).contains(cols), rows * cols <= Int64.max / 16,
               storage == .dense ? rank == 0 : (1...min(rows, cols)).contains(rank),
-              u64(80) == 0 else {
+              rule.adaptsStepSize ? (1...UInt64(DAdaptation.maxStride)).contains(u64(80)) : u64(80) == 0 else {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
         }
         guard u32(20) == 0 else {
@@ -127,8 +148,10 @@ enum StateFormat {
             throw MlorcError(.stateCorrupted, "state step counter \(u64(48)) is implausible")
         }
         let header = Header(rule: rule, storage: storage, dtype: u32(20), rows: Int(rows), cols: Int(cols),
-                            rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72))
-        guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank)),
+                            rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72),
+                            statsStride: Int(u64(80)))
+        guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank),
+                                         statsStride: header.statsStride),
               UInt64(payload) == u64(64) else {
             throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")
         }
@@ -162,6 +185,17 @@ enum StateFormat {
         }
         if h.rule == .mofasgd && 2 * h.rank > min(h.rows, h.cols) {
             throw MlorcError(.stateCorrupted, "MoFaSGD state rank \(h.rank) exceeds min(rows, cols) / 2 (not written by this library)")
+        }
+        if h.rule == .came {
+            // The factored statistics are means of squares plus ε: finite, >= 0.
+            let stats = payload + h.floatsPerMoment
+            var statisticsOK = true
+            for e in 0..<CAMEStep.statisticsFloats(rows: h.rows, cols: h.cols) where !(stats[e] >= 0 && stats[e] <= .greatestFiniteMagnitude) {
+                statisticsOK = false
+            }
+            guard statisticsOK else {
+                throw MlorcError(.stateCorrupted, "state statistics are negative or not finite (not written by a step)")
+            }
         }
         for k in 0..<h.momentCount {
             let base = payload + k * h.floatsPerMoment, r = h.rank

@@ -17,6 +17,7 @@ struct Workspace {
         case svdLeft, svdRight, svdValues
         case threadScratch // per-thread accumulators
         case factorResults // MoFaSGD: every low-rank tensor's new factors, pass 1 to pass 2
+        case columnPartials // CAME: per-chunk column sums (chunks x cols, or chunks x l x cols)
     }
 
     private var buffers = [UnsafeMutableRawPointer?](repeating: nil, count: Slot.allCases.count)

@@ -222,7 +222,7 @@ final class AgreementTests: XCTestCase {
                         let m = h.beta1 * p[0] + (1 - h.beta1) * n
                         return ([m, h.beta2 * p[1] + (1 - h.beta2) * gi * gi], m)
                     }
-                case .galoreAdamW, .mofasgd:
+                default:  // GaLore: GaLoreTests; the D-adaptation rules: DAdaptationTests
                     continue
                 }
                 let label = "\(rule) \(c)"

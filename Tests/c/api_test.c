@@ -135,12 +135,13 @@ static void watch_free(watch *w) {
     w->count = 0;
 }
 
-#define PARAM_KEYS 16
+#define PARAM_KEYS 19    /* rows of specs[] */
+#define MAX_PARAM_KEY 30 /* keys 1..30 are read back (unassigned ones are unknown) */
 /* Every hyperparameter of a handle (NAN where the key does not apply), so a
  * refused call can be shown not to have touched the handle's settings. */
-static void read_params(const mlorc_optimizer *opt, double out[PARAM_KEYS]) {
+static void read_params(const mlorc_optimizer *opt, double out[MAX_PARAM_KEY]) {
     int k;
-    for (k = 1; k <= PARAM_KEYS; ++k) {
+    for (k = 1; k <= MAX_PARAM_KEY; ++k) {
         double v = NAN;
         if (mlorc_get_param(opt, k, &v) != MLORC_OK) v = -12345.0;
         out[k - 1] = v;
@@ -182,7 +183,7 @@ static void test_status_strings(void) {
 
 static void test_create_free(void) {
     mlorc_optimizer *opt;
-    const int bad_rules[] = {0, 5, -1, 1000};
+    const int bad_rules[] = {0, 99, -1, 1000};
     int i, rule = 0;
 
     current = NULL;
@@ -220,31 +221,37 @@ typedef struct {
     int adamw_has, lion_has, adopt_has;
     double adamw_default, lion_default, adopt_default;
     double lo, hi; /* documented inclusive bounds; hi < 0 means "[lo, 1)" */
+    int came_has;
+    double came_default;
 } param_spec;
 
 static const param_spec specs[PARAM_KEYS] = {
-    /* key, name, integer, adamw/lion/adopt have it, their defaults, bounds */
-    {MLORC_PARAM_BETA1, "beta1", 0, 1, 1, 1, 0.9, 0.95, 0.9, 0, -1},
-    {MLORC_PARAM_BETA2, "beta2", 0, 1, 1, 1, 0.999, 0.98, 0.9999, 0, -1},
-    {MLORC_PARAM_EPS, "eps", 0, 1, 0, 1, 1e-8, 0, 1e-6, 0, 1},
-    {MLORC_PARAM_WEIGHT_DECAY, "weight_decay", 0, 1, 1, 1, 0.01, 0.05, 0, 0, 1e3},
-    {MLORC_PARAM_RANK, "rank", 1, 1, 1, 1, 4, 4, 4, 1, 65536},
-    {MLORC_PARAM_OVERSAMPLING, "oversampling", 1, 1, 1, 1, 0, 0, 0, 0, 1024},
-    {MLORC_PARAM_POWER_ITERATIONS, "power_iterations", 1, 1, 1, 1, 0, 0, 0, 0, 16},
-    {MLORC_PARAM_BIAS_CORRECTION, "bias_correction", 1, 1, 0, 0, 1, 0, 0, 0, 1},
-    {MLORC_PARAM_SEED, "seed", 1, 1, 1, 1, 0, 0, 0, 0, 9007199254740992.0 /* 2^53 */},
-    {MLORC_PARAM_THREADS, "threads", 1, 1, 1, 1, 1, 1, 1, 1, 256},
-    {MLORC_PARAM_ADOPT_CLIP, "adopt_clip", 1, 0, 0, 1, 0, 0, 0, 0, 1},
-    {MLORC_PARAM_GRAMS, "grams", 1, 1, 1, 1, 0, 0, 0, 0, 1},
-    {MLORC_PARAM_ATAN2, "atan2", 1, 1, 0, 1, 0, 0, 0, 0, 1},
-    {MLORC_PARAM_CAUTIOUS, "cautious", 1, 1, 1, 1, 0, 0, 0, 0, 1},
-    {MLORC_PARAM_ORTHOGRAD, "orthograd", 1, 1, 1, 1, 0, 0, 0, 0, 1},
-    {MLORC_PARAM_CLIP_NORM, "clip_norm", 0, 1, 1, 1, 0, 0, 0, 0, 1e30},
+    /* key, name, integer, adamw/lion/adopt have it, their defaults, bounds, CAME has it, its default */
+    {MLORC_PARAM_BETA1, "beta1", 0, 1, 1, 1, 0.9, 0.95, 0.9, 0, -1, 1, 0.9},
+    {MLORC_PARAM_BETA2, "beta2", 0, 1, 1, 1, 0.999, 0.98, 0.9999, 0, -1, 1, 0.999},
+    {MLORC_PARAM_EPS, "eps", 0, 1, 0, 1, 1e-8, 0, 1e-6, 0, 1, 1, 1e-30},
+    {MLORC_PARAM_WEIGHT_DECAY, "weight_decay", 0, 1, 1, 1, 0.01, 0.05, 0, 0, 1e3, 1, 0},
+    {MLORC_PARAM_RANK, "rank", 1, 1, 1, 1, 4, 4, 4, 1, 65536, 1, 4},
+    {MLORC_PARAM_OVERSAMPLING, "oversampling", 1, 1, 1, 1, 0, 0, 0, 0, 1024, 1, 0},
+    {MLORC_PARAM_POWER_ITERATIONS, "power_iterations", 1, 1, 1, 1, 0, 0, 0, 0, 16, 1, 0},
+    {MLORC_PARAM_BIAS_CORRECTION, "bias_correction", 1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0},
+    {MLORC_PARAM_SEED, "seed", 1, 1, 1, 1, 0, 0, 0, 0, 9007199254740992.0 /* 2^53 */, 1, 0},
+    {MLORC_PARAM_THREADS, "threads", 1, 1, 1, 1, 1, 1, 1, 1, 256, 1, 1},
+    {MLORC_PARAM_ADOPT_CLIP, "adopt_clip", 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0},
+    {MLORC_PARAM_GRAMS, "grams", 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0},
+    {MLORC_PARAM_ATAN2, "atan2", 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0},
+    {MLORC_PARAM_CAUTIOUS, "cautious", 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0},
+    {MLORC_PARAM_ORTHOGRAD, "orthograd", 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0},
+    {MLORC_PARAM_CLIP_NORM, "clip_norm", 0, 1, 1, 1, 0, 0, 0, 0, 1e30, 0, 0},
+    /* CAME's own keys. */
+    {MLORC_PARAM_BETA3, "beta3", 0, 0, 0, 0, 0, 0, 0, 0, -1, 1, 0.9999},
+    {MLORC_PARAM_EPS2, "eps2", 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1e-16},
+    {MLORC_PARAM_CAME_CLIP, "came_clip", 0, 0, 0, 0, 0, 0, 0, 1e-6, 1e6, 1, 1.0},
 };
 
 /* Sets an invalid value and checks it is refused and nothing changed. */
 static void refuse_param(mlorc_optimizer *opt, int key, double value, int want, int line) {
-    double before[PARAM_KEYS], after[PARAM_KEYS];
+    double before[MAX_PARAM_KEY], after[MAX_PARAM_KEY];
     read_params(opt, before);
     check_rc_at(mlorc_set_param(opt, key, value), want, "mlorc_set_param(invalid value)", __FILE__, line);
     read_params(opt, after);
@@ -258,9 +265,12 @@ static void test_params(int rule) {
 
     for (i = 0; i < PARAM_KEYS; ++i) {
         const param_spec *s = &specs[i];
-        int applies = rule == MLORC_RULE_ADAMW ? s->adamw_has : rule == MLORC_RULE_LION ? s->lion_has : s->adopt_has;
+        int applies = rule == MLORC_RULE_ADAMW ? s->adamw_has
+                      : rule == MLORC_RULE_LION ? s->lion_has
+                      : rule == MLORC_RULE_CAME ? s->came_has : s->adopt_has;
         double default_value = rule == MLORC_RULE_ADAMW ? s->adamw_default
-                               : rule == MLORC_RULE_LION ? s->lion_default : s->adopt_default;
+                               : rule == MLORC_RULE_LION ? s->lion_default
+                               : rule == MLORC_RULE_CAME ? s->came_default : s->adopt_default;
         if (!applies) {
             /* Keys of other rules (EPS for Lion, BIAS_CORRECTION, ADOPT_CLIP) are unknown. */
             refuse_param(opt, s->key, 0.5, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
@@ -324,7 +334,7 @@ static void test_params(int rule) {
 
     /* Keys that are no mlorc_param at all. */
     refuse_param(opt, 0, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
-    refuse_param(opt, 19, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
+    refuse_param(opt, 1000, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     refuse_param(opt, -5, 1.0, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
     CHECK_RC(mlorc_get_param(opt, 99, &v), MLORC_ERROR_UNKNOWN_PARAM);
 
@@ -341,11 +351,12 @@ static void test_param_bounds_misc(void) {
     double lo = -7, hi = -7;
     current = NULL;
     CHECK_RC(mlorc_param_bounds(0, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
-    CHECK_RC(mlorc_param_bounds(5, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
+    CHECK_RC(mlorc_param_bounds(99, MLORC_PARAM_BETA1, &lo, &hi), MLORC_ERROR_INVALID_ARGUMENT);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADAMW, 0, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_LION, 11, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_ADOPT, 17, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK_RC(mlorc_param_bounds(MLORC_RULE_GALORE_ADAMW, 19, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+    CHECK_RC(mlorc_param_bounds(MLORC_RULE_CAME, MLORC_PARAM_GRAMS, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
     CHECK(lo == -7 && hi == -7); /* refused calls wrote nothing */
 }
 
@@ -752,7 +763,7 @@ static void watch_batch(watch *w, const batch *b) {
 static void refuse_step_at(mlorc_optimizer *opt, const batch *b, const mlorc_tensor *t, size_t count, double lr,
                            int want, int index, const void *extra, size_t extra_bytes, int line) {
     watch w = {{0}, {0}, {0}, 0};
-    double before[PARAM_KEYS], after[PARAM_KEYS];
+    double before[MAX_PARAM_KEY], after[MAX_PARAM_KEY];
     watch_batch(&w, b);
     if (extra) watch_add(&w, extra, extra_bytes);
     read_params(opt, before);
@@ -1316,6 +1327,7 @@ int main(void) {
     test_tampering(MLORC_RULE_MOFASGD);
     test_copy_and_resume(MLORC_RULE_MOFASGD);
     test_sketch_settings(MLORC_RULE_MOFASGD);
+    test_params(MLORC_RULE_CAME);
     for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_LION; ++rule) {
         test_state_size_and_policy(rule);
         test_state_init_inspect(rule);

@@ -108,6 +108,7 @@ no_swift_runtime() {
 
 check api_test build_and_run_c api_test "${LINK_MLORC[@]}" -lm
 check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
+check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
 check dlopen_test dlopen_test
 check header_cxx_test header_cxx_test
 check exports_only_mlorc exports_only_mlorc

@@ -2,13 +2,14 @@
 momenta are kept as low-rank factors (MLorc, arXiv 2506.01897).
 
 - mlorc.Optimizer: NumPy arrays updated in place (mlorc.numpy).
-- mlorc.torch.AdamW / mlorc.torch.Lion: torch.optim.Optimizer subclasses
-  (imported on first use, so NumPy users need no torch).
+- mlorc.torch.AdamW / Lion / Adopt / Prodigy / DAdaptLion / GaLoreAdamW:
+  torch.optim.Optimizer subclasses (imported on first use, so NumPy users
+  need no torch).
 - mlorc.memory_report(model): optimizer memory of a model, MLorc vs dense AdamW.
 """
 import importlib
 
-from ._native import MlorcError, inspect_state
+from ._native import MlorcError, inspect_group_state, inspect_state
 from ._native import _mlorc as _ext
 from .memory import memory_report
 from .numpy import Optimizer
@@ -16,7 +17,7 @@ from .numpy import Optimizer
 __version__ = _ext.version_string()
 library_version = _ext.version_string()
 
-__all__ = ["MlorcError", "Optimizer", "inspect_state", "memory_report", "library_version"]
+__all__ = ["MlorcError", "Optimizer", "inspect_group_state", "inspect_state", "memory_report", "library_version"]
 
 
 def __getattr__(name):

@@ -7,8 +7,11 @@ from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
 RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT,
-         "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "mofasgd": _mlorc.RULE_MOFASGD}
+         "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "came": _mlorc.RULE_CAME, "prodigy": _mlorc.RULE_PRODIGY,
+         "dadapt_lion": _mlorc.RULE_DADAPT_LION, "mofasgd": _mlorc.RULE_MOFASGD}
 RULE_NAMES = {code: name for name, code in RULES.items()}
+
+GROUP_STATE_BYTES = _mlorc.GROUP_STATE_BYTES
 
 STORAGES = {
     "auto": _mlorc.STORAGE_AUTO,
@@ -37,11 +40,18 @@ PARAMS = {
     "clip_norm": _mlorc.PARAM_CLIP_NORM,
     "galore_scale": _mlorc.PARAM_GALORE_SCALE,
     "galore_interval": _mlorc.PARAM_GALORE_INTERVAL,
+    "beta3": _mlorc.PARAM_BETA3,
+    "eps2": _mlorc.PARAM_EPS2,
+    "came_clip": _mlorc.PARAM_CAME_CLIP,
+    "d0": _mlorc.PARAM_D0,
+    "d_coef": _mlorc.PARAM_D_COEF,
+    "growth_rate": _mlorc.PARAM_GROWTH_RATE,
+    "stats_stride": _mlorc.PARAM_STATS_STRIDE,
     "mofasgd_reciprocal": _mlorc.PARAM_MOFASGD_RECIPROCAL,
     "mofasgd_max_value": _mlorc.PARAM_MOFASGD_MAX_VALUE,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
-                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval",
+                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval", "stats_stride",
                   "mofasgd_reciprocal"}
 
 
@@ -81,6 +91,16 @@ def set_hyper(handle, name, value):
 def get_hyper(handle, name):
     value = handle.get_param(PARAMS[name])
     return int(value) if name in INTEGER_PARAMS else value
+
+
+def inspect_group_state(group):
+    """Validates a group state (D-adaptation rules; MlorcError if corrupted)
+    and describes it: d, d0, d_max, numerator, step, rule (as a name)."""
+    if hasattr(group, "detach") and hasattr(group, "numpy"):
+        group = group.detach().numpy()
+    info = _mlorc.group_state_inspect(group)
+    info["rule"] = RULE_NAMES.get(info["rule"], info["rule"])
+    return info
 
 
 def inspect_state(state):

@@ -27,7 +27,8 @@ def _check_array(array, role, dtype, writable):
 
 
 class Optimizer:
-    """One libmlorc optimizer handle: a rule ('adamw' or 'lion') and its
+    """One libmlorc optimizer handle: a rule ('adamw', 'lion', 'adopt',
+    'galore_adamw', 'prodigy', 'dadapt_lion') and its
     hyperparameters (beta1, beta2 or betas, eps, weight_decay, rank,
     oversampling, power_iterations, bias_correction, seed, threads).
 
@@ -68,9 +69,18 @@ class Optimizer:
         self._handle.state_init(state, rows, cols, tensor_id, code)
         return state
 
-    def step(self, tensors, lr):
+    def init_group_state(self):
+        """A fresh group state (uint8 array) for the D-adaptation rules
+        ('prodigy', 'dadapt_lion'): pass it to every step of the group."""
+        group = np.empty(_native.GROUP_STATE_BYTES, dtype=np.uint8)
+        self._handle.group_state_init(group)
+        return group
+
+    def step(self, tensors, lr, group=None):
         """One step over [(param, grad, state), ...]: param (float32) and state
-        (uint8) are updated in place. All-or-nothing: on any error nothing changes."""
+        (uint8) are updated in place, and so is `group`, the group state the
+        D-adaptation rules require (init_group_state). All-or-nothing: on any
+        error nothing changes."""
         batch = []
         for i, item in enumerate(tensors):
             param, grad, state = item
@@ -80,7 +90,11 @@ class Optimizer:
             if grad.shape != param.shape:
                 raise ValueError(f"tensor {i}: grad shape {grad.shape} differs from param shape {param.shape}")
             batch.append((param, grad, state) + matrix_shape(param.shape))
-        self._handle.step(batch, float(lr))
+        if group is None:
+            self._handle.step(batch, float(lr))
+        else:
+            _check_array(group, "group state", np.uint8, True)
+            self._handle.step(batch, float(lr), group)
 
     def scratch_bytes(self):
         """Scratch memory the handle holds (grows with the largest step seen)."""
@@ -89,3 +103,7 @@ class Optimizer:
     @staticmethod
     def inspect_state(state):
         return _native.inspect_state(state)
+
+    @staticmethod
+    def inspect_group_state(group):
+        return _native.inspect_group_state(group)

@@ -106,6 +106,16 @@ static PyObject *Handle_state_init(HandleObject *self, PyObject *args, PyObject 
     Py_RETURN_NONE;
 }
 
+static PyObject *Handle_group_state_init(HandleObject *self, PyObject *group) {
+    if (handle_check_idle(self) < 0) return NULL;
+    Py_buffer view;
+    if (get_byte_buffer(group, &view, 1, "group state") < 0) return NULL;
+    int status = mlorc_group_state_init(self->opt, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (status != MLORC_OK) return raise_status(status, self->opt, "mlorc_group_state_init");
+    Py_RETURN_NONE;
+}
+
 static PyObject *Handle_scratch_bytes(HandleObject *self, PyObject *unused) {
     (void)unused;
     if (handle_check_idle(self) < 0) return NULL;
@@ -143,8 +153,12 @@ static PyMethodDef Handle_methods[] = {
     {"state_inspect", (PyCFunction)Handle_state_inspect, METH_O,
      "state_inspect(state) -> dict: as the module-level state_inspect."},
     {"step", (PyCFunction)Handle_step_method, METH_VARARGS,
-     "step(tensors, lr): one mlorc_step over [(param, grad, state, rows, cols), ...].\n"
-     "param and state are updated in place; all-or-nothing."},
+     "step(tensors, lr, group=None): one mlorc_step_group over\n"
+     "[(param, grad, state, rows, cols), ...]; param, state and the group state\n"
+     "(D-adaptation rules only) are updated in place; all-or-nothing."},
+    {"group_state_init", (PyCFunction)Handle_group_state_init, METH_O,
+     "group_state_init(group): write a fresh group state into a writable buffer\n"
+     "of GROUP_STATE_BYTES (D-adaptation rules)."},
     {"scratch_bytes", (PyCFunction)Handle_scratch_bytes, METH_NOARGS,
      "scratch_bytes() -> int: scratch memory held by the handle."},
     {"last_error", (PyCFunction)Handle_last_error, METH_NOARGS,

@@ -56,6 +56,19 @@ static PyObject *state_inspect(PyObject *m, PyObject *state) {
     return inspect_buffer(state);
 }
 
+static PyObject *group_state_inspect(PyObject *m, PyObject *group) {
+    (void)m;
+    Py_buffer view;
+    mlorc_group_info info;
+    if (get_byte_buffer(group, &view, 0, "group state") < 0) return NULL;
+    int status = mlorc_group_state_inspect(view.buf, (size_t)view.len, &info);
+    PyBuffer_Release(&view);
+    if (status != MLORC_OK) return raise_status(status, NULL, "mlorc_group_state_inspect");
+    return Py_BuildValue("{s:I,s:i,s:K,s:d,s:d,s:d,s:d}", "layout_version", (unsigned)info.layout_version,
+                         "rule", (int)info.rule, "step", (unsigned long long)info.step, "d", info.d, "d0", info.d0,
+                         "d_max", info.d_max, "numerator", info.numerator);
+}
+
 static PyMethodDef module_methods[] = {
     {"version_number", version_number, METH_NOARGS,
      "version_number() -> int: mlorc_version_number() of the loaded library."},
@@ -67,6 +80,8 @@ static PyMethodDef module_methods[] = {
      "param_bounds(rule, key) -> (min, max): inclusive bounds of a hyperparameter."},
     {"state_inspect", state_inspect, METH_O,
      "state_inspect(state) -> dict: validate a state buffer and describe its header."},
+    {"group_state_inspect", group_state_inspect, METH_O,
+     "group_state_inspect(group) -> dict: validate a group state and describe it (d, ...)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -80,7 +95,9 @@ static struct PyModuleDef module_def = {
 
 static int add_constants(PyObject *m) {
     if (ADD_INT(m, RULE_ADAMW) || ADD_INT(m, RULE_LION) || ADD_INT(m, RULE_ADOPT) || ADD_INT(m, RULE_GALORE_ADAMW) ||
-        ADD_INT(m, RULE_MOFASGD) ||
+        ADD_INT(m, RULE_CAME) || ADD_INT(m, RULE_PRODIGY) || ADD_INT(m, RULE_DADAPT_LION) || ADD_INT(m, RULE_MOFASGD) ||
+        ADD_INT(m, GROUP_STATE_BYTES) || ADD_INT(m, PARAM_D0) || ADD_INT(m, PARAM_D_COEF) ||
+        ADD_INT(m, PARAM_GROWTH_RATE) || ADD_INT(m, PARAM_STATS_STRIDE) ||
         ADD_INT(m, STORAGE_AUTO) || ADD_INT(m, STORAGE_DENSE) || ADD_INT(m, STORAGE_LOWRANK) ||
         ADD_INT(m, DTYPE_F32) ||
         ADD_INT(m, PARAM_BETA1) || ADD_INT(m, PARAM_BETA2) || ADD_INT(m, PARAM_EPS) ||
@@ -88,7 +105,8 @@ static int add_constants(PyObject *m) {
         ADD_INT(m, PARAM_OVERSAMPLING) || ADD_INT(m, PARAM_POWER_ITERATIONS) ||
         ADD_INT(m, PARAM_BIAS_CORRECTION) || ADD_INT(m, PARAM_SEED) || ADD_INT(m, PARAM_THREADS) || ADD_INT(m, PARAM_ADOPT_CLIP) || ADD_INT(m, PARAM_GRAMS) || ADD_INT(m, PARAM_ATAN2) ||
         ADD_INT(m, PARAM_CAUTIOUS) || ADD_INT(m, PARAM_ORTHOGRAD) || ADD_INT(m, PARAM_CLIP_NORM) || ADD_INT(m, PARAM_GALORE_SCALE) ||
-        ADD_INT(m, PARAM_GALORE_INTERVAL) || ADD_INT(m, PARAM_MOFASGD_RECIPROCAL) ||
+        ADD_INT(m, PARAM_GALORE_INTERVAL) || ADD_INT(m, PARAM_BETA3) || ADD_INT(m, PARAM_EPS2) ||
+        ADD_INT(m, PARAM_CAME_CLIP) || ADD_INT(m, PARAM_MOFASGD_RECIPROCAL) ||
         ADD_INT(m, PARAM_MOFASGD_MAX_VALUE) ||
         ADD_INT(m, OK) || ADD_INT(m, ERROR_NULL_POINTER) || ADD_INT(m, ERROR_INVALID_ARGUMENT) ||
         ADD_INT(m, ERROR_INVALID_SHAPE) || ADD_INT(m, ERROR_INVALID_RANK) ||

@@ -1,5 +1,5 @@
 /* The batched step: acquire every buffer, release the GIL once around
- * mlorc_step, release every buffer on every path. */
+ * mlorc_step_group, release every buffer on every path. */
 #include <stdint.h>
 
 #include "ext.h"
@@ -62,13 +62,22 @@ static int prepare(PyObject *item, Py_ssize_t i, Held *h, mlorc_tensor *t) {
 }
 
 PyObject *handle_step(HandleObject *self, PyObject *args) {
-    PyObject *items, *seq;
+    PyObject *items, *seq, *group = Py_None;
     double lr;
-    if (!PyArg_ParseTuple(args, "Od:step", &items, &lr)) return NULL;
+    Py_buffer group_view;
+    int group_held = 0;
+    if (!PyArg_ParseTuple(args, "Od|O:step", &items, &lr, &group)) return NULL;
     if (handle_check_idle(self) < 0) return NULL;
+    if (group != Py_None) {
+        if (get_byte_buffer(group, &group_view, 1, "group state") < 0) return NULL;
+        group_held = 1;
+    }
     seq = PySequence_Fast(items, "step: tensors must be a sequence of "
                                  "(param, grad, state, rows, cols) tuples");
-    if (seq == NULL) return NULL;
+    if (seq == NULL) {
+        if (group_held) PyBuffer_Release(&group_view);
+        return NULL;
+    }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = NULL;
     /* Calloc so that every Held starts with held = 0. */
@@ -89,11 +98,12 @@ PyObject *handle_step(HandleObject *self, PyObject *args) {
     int status;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    status = mlorc_step(self->opt, tensors, (size_t)count, lr);
+    status = mlorc_step_group(self->opt, tensors, (size_t)count, lr, group_held ? group_view.buf : NULL,
+                              group_held ? (size_t)group_view.len : 0);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (status != MLORC_OK) {
-        raise_status(status, self->opt, "mlorc_step");
+        raise_status(status, self->opt, "mlorc_step_group");
         goto done;
     }
     Py_INCREF(Py_None);
@@ -103,5 +113,6 @@ done:
     PyMem_Free(held);
     PyMem_Free(tensors);
     Py_DECREF(seq);
+    if (group_held) PyBuffer_Release(&group_view);
     return result;
 }

@@ -6,9 +6,12 @@ Parameters must be CPU float32 contiguous tensors; they are updated in place.
 """
 from .adamw import AdamW
 from .adopt import Adopt
+from .came import CAME
+from .dadapt_lion import DAdaptLion
 from .galore import GaLoreAdamW
 from .lion import Lion
 from .mofasgd import MoFaSGD
 from .optimizer import MlorcOptimizer
+from .prodigy import Prodigy
 
-__all__ = ["AdamW", "Adopt", "GaLoreAdamW", "Lion", "MlorcOptimizer", "MoFaSGD"]
+__all__ = ["AdamW", "Adopt", "CAME", "DAdaptLion", "GaLoreAdamW", "Lion", "MlorcOptimizer", "MoFaSGD", "Prodigy"]

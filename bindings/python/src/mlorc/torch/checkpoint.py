@@ -16,9 +16,10 @@ from .._policy import resolved_storage
 from .tensors import layout_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
+GROUP_STATE_KEY = "mlorc_group_state"
 # Hyperparameters fixed in a state when it is initialised: a checkpoint made
 # with other values cannot be continued by this optimizer.
-STRUCTURAL = ("rank", "oversampling")
+STRUCTURAL = ("rank", "oversampling", "stats_stride")
 
 
 class _Box:
@@ -41,12 +42,27 @@ def validate(opt, state_dict):
             if key in saved and saved[key] != group[key]:
                 raise ValueError(f"parameter group {gi}: checkpoint was made with {key}={saved[key]}, this "
                                  f"optimizer has {key}={group[key]}; create the optimizer with the same {key}")
+        if GROUP_STATE_KEY in group:
+            _validate_group_state(opt, gi, saved.get(GROUP_STATE_KEY))
     id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
                       chain.from_iterable(g["params"] for g in groups)))
     for saved_id, entry in state_dict["state"].items():
         p = id_map.get(saved_id)
         if p is not None:
             _validate_entry(opt, p, entry)
+
+
+def _validate_group_state(opt, gi, tensor):
+    if not state_tensor_ok(tensor):
+        raise ValueError(f"parameter group {gi}: checkpoint has no mlorc group state "
+                         f"(expected a 1-D contiguous CPU uint8 tensor under {GROUP_STATE_KEY!r})")
+    try:
+        info = _native.inspect_group_state(tensor.numpy())
+    except _native.MlorcError as e:
+        raise ValueError(f"parameter group {gi}: checkpoint group state is unusable: {e}") from e
+    if info["rule"] != opt._rule:
+        raise ValueError(f"parameter group {gi}: checkpoint group state belongs to rule {info['rule']}, "
+                         f"but this optimizer is {opt._rule}")
 
 
 def _validate_entry(opt, p, entry):

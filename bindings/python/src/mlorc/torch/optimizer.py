@@ -17,6 +17,7 @@ from . import checkpoint
 from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
 
 STATE_KEY = checkpoint.STATE_KEY
+GROUP_STATE_KEY = checkpoint.GROUP_STATE_KEY
 _MAX_THREADS = 256
 
 
@@ -24,6 +25,10 @@ class MlorcOptimizer(torch.optim.Optimizer):
     """Common machinery; subclasses set `_rule` and `_settings(group)`."""
 
     _rule = None
+    # D-adaptation rules estimate one step size per param group: each group
+    # then carries its native group state (a uint8 tensor under
+    # GROUP_STATE_KEY, saved with the optimizer) and its current estimate "d".
+    _adapts_step_size = False
 
     def __init__(self, params, defaults, compress=None):
         lr = defaults["lr"]
@@ -95,6 +100,11 @@ class MlorcOptimizer(torch.optim.Optimizer):
                 except _native.MlorcError as e:
                     raise ValueError(f"{label} (shape {tuple(p.shape)}) cannot be stored as asked: {e.message}") from e
             storage[p] = request
+        if self._adapts_step_size and GROUP_STATE_KEY not in group:
+            group_state = torch.empty(_native.GROUP_STATE_BYTES, dtype=torch.uint8)
+            handle.group_state_init(group_state.numpy())
+            group[GROUP_STATE_KEY] = group_state
+            group["d"] = _native.inspect_group_state(group_state)["d"]
         self._handles.append(handle)
         for j, p in enumerate(params):
             self._group_index[p] = gi
@@ -157,6 +167,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
         checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
+        for group in self.param_groups:  # private copies here too
+            if GROUP_STATE_KEY in group:
+                group[GROUP_STATE_KEY] = group[GROUP_STATE_KEY].clone()
 
     # ---------------------------------------------------------------- step
 
@@ -174,13 +187,18 @@ class MlorcOptimizer(torch.optim.Optimizer):
             grad = grad_array(p, label)
             batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p))
             stepped.append(p)
-        return handle, float(group["lr"]), batch, stepped
+        return handle, float(group["lr"]), batch, stepped, group
 
     @staticmethod
-    def _run(handle, lr, batch, stepped):
+    def _run(handle, lr, batch, stepped, group):
         """One native call: all or nothing."""
         if batch:
-            handle.step(batch, lr)
+            group_state = group.get(GROUP_STATE_KEY)
+            if group_state is None:
+                handle.step(batch, lr)
+            else:
+                handle.step(batch, lr, group_state.numpy())
+                group["d"] = _native.inspect_group_state(group_state)["d"]
             # The parameters changed behind autograd's back: let it know, as
             # an in-place torch op would.
             increment_version(stepped)
@@ -207,6 +225,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
         gi = self._group_index.get(p)
         if gi is None:
             raise ValueError("step_param: this tensor is not a parameter of this optimizer")
+        if self._adapts_step_size:
+            raise RuntimeError(f"step_param: {type(self).__name__} estimates its step size over the whole "
+                               "parameter group in one step; call step() instead")
         self._run(*self._prepare(gi, [p]))
         self._opt_called = True  # LR schedulers check that the optimizer stepped
 
@@ -214,6 +235,10 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """Steps every parameter as soon as its gradient is accumulated
         (step_param from a post-accumulate-grad hook), then frees the gradient.
         Returns the hook handles (call .remove() on each to undo)."""
+
+        if self._adapts_step_size:
+            raise RuntimeError(f"register_step_hooks: {type(self).__name__} estimates its step size over "
+                               "the whole parameter group in one step; call step() instead")
 
         def hook(p):
             self.step_param(p)

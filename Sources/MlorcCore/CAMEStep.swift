@@ -1,0 +1,308 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// CAME (Luo et al. 2023, arXiv 2307.02047), as the authors' code computes it
+/// (github.com/yangluo7/CAME, came_pytorch/CAME.py). For an m x n tensor with
+/// gradient G at each step:
+///
+///   r ← β2·r + (1−β2)·(rowmean(G²) + ε1)      c ← β2·c + (1−β2)·(colmean(G²) + ε1)
+///   u = G / √V with V = r cᵀ / mean(r)  (Adafactor's factored second moment:
+///       u[i, j] = G[i, j] · (r[i]/mean(r))^−½ · c[j]^−½)
+///   û = u / max(1, RMS(u)/d)                   d = MLORC_PARAM_CAME_CLIP
+///   M ← β1·M + (1−β1)·û
+///   R ← β3·R + (1−β3)·(rowmean((û−M)²) + ε2)  C likewise with column means
+///   W ← W·(1 − lr·λ) − lr · M / √S,  S = R Cᵀ / mean(R)
+///
+/// rowmean is the mean over a row's n entries (r, R have m entries), colmean
+/// over a column's m entries; ε is added to the means (= the mean of G² + ε).
+/// No bias correction, decoupled weight decay, as in the authors' code.
+/// A vector (one row or one column; the Python binding passes 1-D tensors
+/// as 1 x n) follows the authors' branch for 1-D parameters: V is the exact
+/// per-element EMA of G² + ε1 (the factored formula is exact for one row or
+/// column) and the update is lr·M: no confidence factor, no R and C kept.
+///
+/// Storage of M: dense (m·n floats, updated in place), or MLorc factors
+/// (U, s, Vt as MLorc-AdamW's moment) refreshed every step by the randomized
+/// SVD of the new M: Y = MΩ, q power iterations, Q = qr(Y), the SVD of QᵀM.
+/// The new M is built one row at a time from the factors and G, never as a
+/// full matrix; the weights get the uncompressed M of the step.
+///
+/// Payload: the moment (dense m x n, or U, s, Vt), then r (m), c (n) and,
+/// unless a vector, R (m), C (n).
+///
+/// A step runs in two phases so that a refused batch changes nothing:
+/// `prepare` (read-only over caller buffers) computes the new statistics,
+/// the clipping scale and the sketch, and reports whether all are finite;
+/// `commit` writes the weights and the state.
+struct CAMEStep {
+    let hyper: Hyperparameters
+    let prepared: Optimizer.Prepared
+    let region: UnsafeMutablePointer<Float>  // this tensor's part of the .sketches slot
+
+    var header: StateFormat.Header { prepared.header }
+    var m: Int { header.rows }
+    var n: Int { header.cols }
+    var lowRank: Bool { header.storage == .lowRank }
+    var isVector: Bool { Self.isVector(rows: m, cols: n) }
+    var l: Int { Self.sketchWidth(header, hyper) }
+
+    static func isVector(rows: Int, cols: Int) -> Bool { rows == 1 || cols == 1 }
+
+    /// Floats of r, c (and R, C for a matrix) in the payload.
+    static func statisticsFloats(rows: Int, cols: Int) -> Int {
+        (isVector(rows: rows, cols: cols) ? 1 : 2) * (rows + cols)
+    }
+
+    static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+        min(h.rank + hyper.oversampling, min(h.rows, h.cols))
+    }
+
+    /// Row chunks of a tensor: a function of the shape only (never of the
+    /// thread count), so column sums, added chunk by chunk, are reproducible.
+    static func chunks(rows: Int, cols: Int) -> Int { max(1, min(8, rows, rows * cols / 32768)) }
+    var chunks: Int { Self.chunks(rows: m, cols: n) }
+
+    private static func round16(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+
+    /// Region: new r, c, R, C | their factors a, b (of V) and A, B (of S) |
+    /// 16 scalars | Y (m x l, column-major; low-rank only).
+    static func regionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+        let side = round16(2 * (h.rows + h.cols))
+        return 2 * side + 16 + (h.storage == .lowRank ? round16(h.rows * sketchWidth(h, hyper)) : 0)
+    }
+
+    /// Lays out every tensor's region in the .sketches slot (kept from prepare to commit).
+    static func reserve(_ tensors: inout [Optimizer.Prepared], hyper: Hyperparameters,
+                        workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
+        var total = 0
+        for i in tensors.indices {
+            tensors[i].sketchOffset = total
+            total += regionFloats(tensors[i].header, hyper)
+        }
+        return try workspace.floats(.sketches, max(total, 16))
+    }
+
+    init(hyper: Hyperparameters, tensor: Optimizer.Prepared, regions: UnsafeMutablePointer<Float>) {
+        self.hyper = hyper
+        prepared = tensor
+        region = regions + tensor.sketchOffset
+    }
+
+    // Views into the region.
+    private var side: Int { Self.round16(2 * (m + n)) }
+    private var newStats: UnsafeMutablePointer<Float> { region }              // r', c', R', C'
+    private var rowFactor: UnsafeMutablePointer<Float> { region + side }      // a = (r'/mean r')^−½
+    private var colFactor: UnsafeMutablePointer<Float> { region + side + m }  // b = c'^−½
+    private var confidenceRow: UnsafeMutablePointer<Float> { region + side + m + n }      // A = (R'/mean R')^−½
+    private var confidenceCol: UnsafeMutablePointer<Float> { region + side + 2 * m + n }  // B = C'^−½
+    private var scalars: UnsafeMutablePointer<Float> { region + 2 * side }    // [0]: clipping scale
+    private var y: UnsafeMutablePointer<Float> { region + 2 * side + 16 }
+
+    // Views into the state.
+    private var momentFloats: Int { header.floatsPerMoment }
+    private var oldStats: UnsafeMutablePointer<Float> { prepared.payload + momentFloats }
+    private var factors: Factors {
+        let base = prepared.payload, r = header.rank
+        return Factors(u: base, s: base + m * r, vt: base + m * r + r)
+    }
+    private var previous: PreviousMomentRows {
+        PreviousMomentRows(dense: lowRank ? nil : prepared.payload, factors: lowRank ? factors : nil,
+                           rank: header.rank, cols: n)
+    }
+
+    private var beta1: Float { Float(hyper.beta1) }
+    private var oneMinusBeta1: Float { Float(1 - hyper.beta1) }
+
+    /// Two row buffers per chunk, `rowStride` floats apart: the previous moment
+    /// row (n floats, then the rank coefficients of its rebuild) and the new one.
+    private var rowStride: Int { Self.round16(n + header.rank) }
+    private func rowBuffers(_ workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
+        try workspace.floats(.threadScratch, chunks * 2 * rowStride)
+    }
+
+    /// new = β·old + (1−β)·(sum/count + ε) for each entry, from per-entry sums.
+    private static func ema(_ old: UnsafePointer<Float>, _ sums: (Int) -> Double, count: Int, over: Int,
+                            beta: Double, eps: Double, into out: UnsafeMutablePointer<Float>) {
+        for e in 0..<count {
+            out[e] = Float(beta * Double(old[e]) + (1 - beta) * (sums(e) / Double(over) + eps))
+        }
+    }
+
+    /// factor[e] = (x[e] / mean(x))^−½ (or x[e]^−½ without the mean); false if
+    /// any factor is not finite (a zero or overflowed statistic).
+    private static func inverseRoots(_ x: UnsafePointer<Float>, count: Int, relativeToMean: Bool,
+                                     into out: UnsafeMutablePointer<Float>) -> Bool {
+        var mean = 1.0
+        if relativeToMean {
+            var sum = 0.0
+            for e in 0..<count { sum += Double(x[e]) }
+            mean = sum / Double(count)
+        }
+        for e in 0..<count { out[e] = Float(1 / (Double(x[e]) / mean).squareRoot()) }
+        return allWithin(out, count: count, bound: .greatestFiniteMagnitude)
+    }
+
+    /// Column sums of the chunks' partial rows, added in chunk order.
+    private func columnTotal(_ partials: UnsafePointer<Float>, _ j: Int) -> Double {
+        var sum = 0.0
+        for k in 0..<chunks { sum += Double(partials[k * n + j]) }
+        return sum
+    }
+
+    // MARK: prepare (reads only)
+
+    /// New statistics, factors, clipping scale and (low-rank) sketch MΩ.
+    /// Returns false if the gradient or anything derived from it is not finite.
+    func prepare(workspace: inout Workspace, pool: ThreadPool) throws(MlorcError) -> Bool {
+        let m = m, n = n, chunks = chunks, g = prepared.grad
+        let rowSums = try workspace.raw(.gradSketch, 8 * m).assumingMemoryBound(to: Double.self)
+        let columns = try workspace.floats(.columnPartials, chunks * n)
+
+        // r', c' from the squares of G; a, b.
+        pool.run(parts: chunks) { k in
+            let part = columns + k * n
+            part.initialize(repeating: 0, count: n)
+            for i in partition(m, parts: chunks, part: k) { rowSums[i] = cameSquareSums(g + i * n, n, columns: part) }
+        }
+        Self.ema(oldStats, { rowSums[$0] }, count: m, over: n, beta: hyper.beta2, eps: hyper.eps, into: newStats)
+        Self.ema(oldStats + m, { columnTotal(columns, $0) }, count: n, over: m, beta: hyper.beta2, eps: hyper.eps,
+                 into: newStats + m)
+        guard allWithin(newStats, count: m + n, bound: .greatestFiniteMagnitude),
+              Self.inverseRoots(newStats, count: m, relativeToMean: true, into: rowFactor),
+              Self.inverseRoots(newStats + m, count: n, relativeToMean: false, into: colFactor) else { return false }
+
+        // RMS(u) → the clipping scale 1 / max(1, RMS(u)/d).
+        let a = rowFactor, b = colFactor
+        pool.run(parts: chunks) { k in
+            for i in partition(m, parts: chunks, part: k) { rowSums[i] = cameNormalisedSquareSum(g + i * n, b, a[i], n) }
+        }
+        var total = 0.0
+        for i in 0..<m { total += rowSums[i] }
+        let rms = (total / Double(m * n)).squareRoot()
+        guard rms.isFinite else { return false }
+        let scale = Float(1 / max(1, rms / hyper.cameClip))
+        scalars[0] = scale
+
+        // The new M row by row: the instability's sums and, low-rank, Y = MΩ.
+        let l = lowRank ? self.l : 0
+        if isVector && !lowRank { return true }  // neither instability nor sketch
+        let omega = try workspace.floats(.omega, max(l * n, 1))  // Ω as l x n row-major
+        if lowRank {
+            SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
+                .fillNormals(omega, count: l * n)
+        }
+        let buffers = try rowBuffers(&workspace), stride = rowStride, previous = previous, y = y, vector = isVector
+        let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
+        pool.run(parts: chunks) { k in
+            let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride, part = columns + k * n
+            part.initialize(repeating: 0, count: n)
+            for i in partition(m, parts: chunks, part: k) {
+                let prev = previous.row(i, buffer: prevBuffer)
+                rowSums[i] = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: prev, beta1: beta1,
+                                           oneMinusBeta1: oneMinusBeta1, into: row,
+                                           residualColumns: vector ? nil : part)
+                for c in 0..<l { y[i + c * m] = dot(row, omega + c * n, n) }
+            }
+        }
+        if !vector {
+            let stats = newStats + m + n
+            Self.ema(oldStats + m + n, { rowSums[$0] }, count: m, over: n, beta: hyper.beta3, eps: hyper.eps2,
+                     into: stats)
+            Self.ema(oldStats + 2 * m + n, { columnTotal(columns, $0) }, count: n, over: m, beta: hyper.beta3,
+                     eps: hyper.eps2, into: stats + m)
+            guard allWithin(stats, count: m + n, bound: .greatestFiniteMagnitude),
+                  Self.inverseRoots(stats, count: m, relativeToMean: true, into: confidenceRow),
+                  Self.inverseRoots(stats + m, count: n, relativeToMean: false, into: confidenceCol) else { return false }
+        }
+        // As in LowRankStep: |Y| <= 1e24 keeps the factors this step writes far
+        // below what StateFormat.checkFactors accepts.
+        return !lowRank || allWithin(y, count: m * l, bound: 1e24)
+    }
+
+    // MARK: commit (writes)
+
+    /// Writes the weights, the moment (in place, or new factors) and the statistics.
+    func commit(lr: Double, workspace: inout Workspace, pool: ThreadPool) throws(MlorcError) {
+        let m = m, n = n, chunks = chunks, l = lowRank ? self.l : 0, g = prepared.grad, w = prepared.weights
+        let a = rowFactor, b = colFactor, scale = scalars[0], previous = previous, y = y
+        let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
+        let buffers = try rowBuffers(&workspace), stride = rowStride
+        let partials = try workspace.floats(.columnPartials, max(chunks * l * n, 1))
+        let reduced = try workspace.floats(.staging, max(l * n, 1))  // Σ_k partials, l x n row-major
+
+        /// For each row i in order: its new M row (in place for dense storage),
+        /// handed to `body` with the chunk's partial panel (l x n).
+        func forEachRow(inPlace: Bool, _ body: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+            pool.run(parts: chunks) { k in
+                let prevBuffer = buffers + k * 2 * stride, part = partials + k * l * n
+                part.initialize(repeating: 0, count: l * n)
+                for i in partition(m, parts: chunks, part: k) {
+                    let prev = previous.row(i, buffer: prevBuffer)
+                    let row = inPlace ? prev : prevBuffer + stride
+                    _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: prev, beta1: beta1,
+                                      oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
+                    body(i, row, part)
+                }
+            }
+            for e in 0..<(l * n) {
+                var sum: Float = 0
+                for k in 0..<chunks { sum += partials[k * l * n + e] }
+                reduced[e] = sum
+            }
+        }
+
+        if lowRank {
+            // Power iterations: Z = MᵀQ (n x l column-major = l x n row-major), Y = M·orth(Z).
+            for _ in 0..<hyper.powerIterations {
+                try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
+                forEachRow(inPlace: false) { i, row, part in
+                    for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+                }
+                try LinearAlgebra.orthonormalize(reduced, rows: n, cols: l, workspace: &workspace)
+                pool.run(parts: chunks) { k in
+                    let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride
+                    for i in partition(m, parts: chunks, part: k) {
+                        _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
+                                          beta1: beta1, oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
+                        for c in 0..<l { y[i + c * m] = dot(row, reduced + c * n, n) }
+                    }
+                }
+            }
+            try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
+        }
+
+        // The update pass: W, the dense moment, or B = QᵀM for the factors.
+        let decayRate = Float(lr * hyper.weightDecay), step = Float(lr)
+        let confidence: UnsafeMutablePointer<Float>? = isVector ? nil : confidenceCol
+        let confidenceRow = confidenceRow, vector = isVector
+        forEachRow(inPlace: !lowRank) { i, row, part in
+            cameUpdateRow(w + i * n, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
+                          colFactor: confidence)
+            for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+        }
+        if lowRank { try refreshFactors(b: reduced, q: y, workspace: &workspace) }
+        oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n))
+    }
+
+    /// B (l x n row-major = n x l column-major) = Ũ Σ Ṽᵀ: the leading `rank`
+    /// triplets become the new factors, U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
+    private func refreshFactors(b: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
+                                workspace: inout Workspace) throws(MlorcError) {
+        let r = header.rank, l = l, m = m, n = n
+        let left = try workspace.floats(.svdLeft, n * l)    // Ṽ, n x l column-major
+        let right = try workspace.floats(.svdRight, l * l)  // Ũᵀ, l x l column-major
+        let values = try workspace.floats(.svdValues, l)
+        try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
+        let f = factors
+        Panel.fromRowMajor(left, into: f.vt, rows: r, cols: n)
+        f.s.update(from: values, count: r)
+        for i in 0..<m {
+            for a in 0..<r {
+                var sum: Float = 0
+                for c in 0..<l { sum += q[i + c * m] * right[a + c * l] }
+                f.u[i * r + a] = sum
+            }
+        }
+    }
+}
