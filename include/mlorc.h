@@ -122,10 +122,32 @@ typedef enum mlorc_rule {
                              stepped together; MLorc moments on low-rank storage.
                              Steps with a group state (mlorc_step_group). Pass lr = 1
                              (or a schedule around 1). */
-    MLORC_RULE_DADAPT_LION = 7  /* D-Adapted Lion (facebookresearch/dadaptation): Lion with
+    MLORC_RULE_DADAPT_LION = 7, /* D-Adapted Lion (facebookresearch/dadaptation): Lion with
                              step size d*lr estimated over the group; MLorc momentum
                              on low-rank storage. Steps with a group state. GRAMS,
                              CAUTIOUS and ATAN2 do not apply. */
+    MLORC_RULE_MOFASGD = 8 /* MoFaSGD (arXiv 2507.08091), the low-rank-momentum
+                             baseline: the momentum itself is rank-r factors
+                             M = U diag(s) V^T, r(m+n+1) floats. Each step projects
+                             G on the tangent space at M (UU^T G + G VV^T -
+                             UU^T G VV^T), sets M = SVD_r(beta1 * M + that) (no
+                             1 - beta1) through a 2r x 2r SVD, and updates
+                             W = W (1 - lr wd) - lr U f(s) V^T with f(s) = 1
+                             (spectrally normalised U V^T, default) or
+                             min(1/s, MOFASGD_MAX_VALUE) (MOFASGD_RECIPROCAL = 1),
+                             and f = 0 where s <= EPS. Both forms are the authors'
+                             (pmahdavi/MoFaSGD, momentum_factorized_sgd.py,
+                             MomentumFactorizedSGD.step, flag use_ones_for_nonzero_s;
+                             their experiment configs use the reciprocal one).
+                             First step (and whenever M is exactly 0): M = SVD_r(G)
+                             by the randomized SVD (OVERSAMPLING, POWER_ITERATIONS,
+                             SEED); the authors' code instead seeds M with the
+                             top-r SVD of the weights.
+                             Low-rank storage needs 2r <= min(m, n). Dense storage
+                             is MoFaSGD at full rank: M = beta1 M + G, update from
+                             the exact SVD of M (a vector steps along M/|M|; costs
+                             an SVD of the whole tensor and scratch of about twice
+                             its size). No per-element options. */
 } mlorc_rule;
 
 /* How a tensor's moments are stored. */
@@ -135,7 +157,8 @@ typedef enum mlorc_storage {
      * otherwise (vectors and small matrices are still updated, densely). */
     MLORC_STORAGE_AUTO = 0,
     MLORC_STORAGE_DENSE = 1,  /* full-size moments: exactly AdamW / Lion */
-    MLORC_STORAGE_LOWRANK = 2 /* MLorc: rank-r factors U, s, V per moment */
+    MLORC_STORAGE_LOWRANK = 2 /* MLorc: rank-r factors U, s, V per moment
+                                 (MoFaSGD: needs 2r <= min(rows, cols)) */
 } mlorc_storage;
 
 /* Element type of parameters and gradients. */
@@ -147,11 +170,14 @@ typedef enum mlorc_dtype {
  * Values are doubles; integer-valued keys take integral doubles. Defaults
  * are listed per rule; a key not listed for a rule is MLORC_ERROR_UNKNOWN_PARAM. */
 typedef enum mlorc_param {
-    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, CAME 0.9; [0, 1) */
+    MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, CAME 0.9, MoFaSGD 0.9
+                                         (its momentum beta); [0, 1) */
     MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999, CAME 0.999; [0, 1) */
     MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6, CAME 1e-30 (its eps1, added
-                                         to mean(G^2)) (not Lion); [0, 1] */
-    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0, CAME 0; [0, 1e3]
+                                         to mean(G^2)) (not Lion); [0, 1]. MoFaSGD 1e-8:
+                                         singular values <= eps get no update */
+    MLORC_PARAM_WEIGHT_DECAY = 4,     /* decoupled: AdamW 0.01, Lion 0.05, ADOPT 0, CAME 0,
+                                         MoFaSGD 0; [0, 1e3]
                                          (GaLore-AdamW: as AdamW for every key) */
     MLORC_PARAM_RANK = 5,             /* r, used when a state is initialised: 4; [1, 65536] */
     MLORC_PARAM_OVERSAMPLING = 6,     /* p, extra sketch columns: 0; [0, 1024] */
@@ -194,8 +220,15 @@ typedef enum mlorc_param {
                                          every k-th element (prodigyopt's slice_p), k
                                          fixed when a state is initialised: 11; 1 is
                                          the reference exactly; integer [1, 2^20] */
-    MLORC_PARAM_CAME_CLIP = 25        /* CAME only: the update-clipping threshold d of
+    MLORC_PARAM_CAME_CLIP = 25,       /* CAME only: the update-clipping threshold d of
                                          1 / max(1, RMS(u) / d): 1.0; [1e-6, 1e6] */
+    /* MoFaSGD takes BETA1, EPS, WEIGHT_DECAY, RANK, OVERSAMPLING and
+     * POWER_ITERATIONS (its first step's randomized SVD), SEED, THREADS and: */
+    MLORC_PARAM_MOFASGD_RECIPROCAL = 26, /* MoFaSGD only: 0 (default) updates along
+                                         U V^T; 1 along U diag(min(1/s, MAX_VALUE)) V^T
+                                         (use_ones_for_nonzero_s = False); integer [0, 1] */
+    MLORC_PARAM_MOFASGD_MAX_VALUE = 27   /* MoFaSGD only: clamp of 1/s in the reciprocal
+                                         form, 1e4 (the authors' default); [1e-30, 1e30] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */
@@ -250,7 +283,8 @@ typedef struct mlorc_tensor_layout {
  * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes.
  * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn.
  * CAME: header + 4 * (r(m+n+1) low-rank or mn dense, + 2(m+n); + (m+n) for
- * a vector, rows or cols == 1). */
+ * a vector, rows or cols == 1). MoFaSGD: header + 4 * r(m+n+1) low-rank,
+ * header + 4 * mn dense. */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 

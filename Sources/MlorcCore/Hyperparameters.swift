@@ -7,6 +7,7 @@ package enum RuleKind: Int32, CaseIterable {
     case came = 5
     case prodigy = 6
     case dadaptLion = 7
+    case mofasgd = 8
 
     /// Rules whose step size is estimated over a group of tensors (D-adaptation):
     /// they step with a group state and keep sliced statistics per tensor.
@@ -40,6 +41,8 @@ package enum ParamKey: Int32, CaseIterable {
     case growthRate = 23
     case statsStride = 24
     case cameClip = 25
+    case mofasgdReciprocal = 26
+    case mofasgdMaxValue = 27
 
     var name: String {
         switch self {
@@ -68,13 +71,15 @@ package enum ParamKey: Int32, CaseIterable {
         case .growthRate: "growth_rate"
         case .statsStride: "stats_stride"
         case .cameClip: "came_clip"
+        case .mofasgdReciprocal: "mofasgd_reciprocal"
+        case .mofasgdMaxValue: "mofasgd_max_value"
         }
     }
 
     var isInteger: Bool {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride: true
+             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride, .mofasgdReciprocal: true
         default: false
         }
     }
@@ -96,6 +101,8 @@ package struct Hyperparameters {
     package var grams = false, atan2 = false, cautious = false, orthograd = false
     package var clipNorm: Double = 0
     package var galoreScale = 0.25, galoreInterval = 200
+    /// MoFaSGD: U·diag(1/σ)·Vᵀ (true) instead of U·Vᵀ, 1/σ clamped to mofasgdMaxValue.
+    package var mofasgdReciprocal = false, mofasgdMaxValue = 1e4
     /// β3: CAME's EMA of the instability; Prodigy's EMA of its statistics
     /// (defaults set per rule below).
     package var beta3 = 0.0
@@ -113,6 +120,9 @@ package struct Hyperparameters {
         case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
         case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
         case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
+        // β and ε as in the authors' instruction-tuning configuration; no weight
+        // decay in their optimizer (beta2 is unused).
+        case .mofasgd: (beta1, beta2, weightDecay, eps) = (0.9, 0, 0, 1e-8)
         case .came: (beta1, beta2, beta3, weightDecay, eps) = (0.9, 0.999, 0.9999, 0, 1e-30)  // eps is CAME's ε1
         case .prodigy: (beta1, beta2, beta3, weightDecay, biasCorrection) = (0.9, 0.999, 0.999.squareRoot(), 0, false)
         case .dadaptLion: (beta1, beta2, weightDecay) = (0.9, 0.99, 0)
@@ -121,6 +131,7 @@ package struct Hyperparameters {
 
     /// Inclusive bounds of `key` under `rule`, or nil when the key does not apply.
     package static func bounds(rule: RuleKind, key: ParamKey) -> ClosedRange<Double>? {
+        if rule == .mofasgd { return mofasgdBounds(key) }
         switch key {
         case .beta1, .beta2: return 0...0.999_999_999
         case .eps: return rule == .lion || rule == .dadaptLion ? nil : 0...1
@@ -141,12 +152,33 @@ package struct Hyperparameters {
         case .growthRate: return rule == .prodigy ? 1...Double.infinity : nil
         case .d0: return rule.adaptsStepSize ? 1e-12...1e6 : nil
         case .statsStride: return rule.adaptsStepSize ? 1...1_048_576 : nil
+        case .mofasgdReciprocal, .mofasgdMaxValue: return nil
         case .weightDecay: return 0...1000
         case .rank: return 1...65536
         case .oversampling: return 0...1024
         case .powerIterations: return 0...16
         case .seed: return 0...9_007_199_254_740_992  // 2^53: exact in a double
         case .threads: return 1...256
+        }
+    }
+
+    /// MoFaSGD's keys: its momentum β (beta1), the singular-value threshold
+    /// (eps), decoupled weight decay, the rank, the first step's sketch
+    /// (oversampling, power iterations, seed), threads and its update form.
+    /// The per-element options do not apply to a spectrally normalised update.
+    private static func mofasgdBounds(_ key: ParamKey) -> ClosedRange<Double>? {
+        switch key {
+        case .beta1: return 0...0.999_999_999
+        case .eps: return 0...1
+        case .weightDecay: return 0...1000
+        case .rank: return 1...65536
+        case .oversampling: return 0...1024
+        case .powerIterations: return 0...16
+        case .seed: return 0...9_007_199_254_740_992
+        case .threads: return 1...256
+        case .mofasgdReciprocal: return 0...1
+        case .mofasgdMaxValue: return 1e-30...1e30
+        default: return nil
         }
     }
 
@@ -170,6 +202,8 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm
         case .galoreScale: galoreScale
         case .galoreInterval: Double(galoreInterval)
+        case .mofasgdReciprocal: mofasgdReciprocal ? 1 : 0
+        case .mofasgdMaxValue: mofasgdMaxValue
         case .beta3: beta3
         case .eps2: eps2
         case .cameClip: cameClip
@@ -213,6 +247,8 @@ package struct Hyperparameters {
         case .clipNorm: clipNorm = value
         case .galoreScale: galoreScale = value
         case .galoreInterval: galoreInterval = Int(value)
+        case .mofasgdReciprocal: mofasgdReciprocal = value != 0
+        case .mofasgdMaxValue: mofasgdMaxValue = value
         case .beta3: beta3 = value
         case .eps2: eps2 = value
         case .cameClip: cameClip = value

@@ -86,6 +86,10 @@ package final class Optimizer {
             guard r <= min(rows, cols) else {
                 throw MlorcError(.invalidRank, "rank \(r) exceeds min(rows, cols) = \(min(rows, cols)) of a \(rows)x\(cols) tensor")
             }
+            // MoFaSGD's update spans [U | GV]: 2r columns.
+            guard rule != .mofasgd || 2 * r <= min(rows, cols) else {
+                throw MlorcError(.invalidRank, "MoFaSGD needs 2 x rank <= min(rows, cols); rank \(r) is too large for a \(rows)x\(cols) tensor")
+            }
             storage = .lowRank
         case .auto:
             let lowRank = rows > 1 && cols > 1 && min(rows, cols) >= 4 * (r + hyper.oversampling)
@@ -280,6 +284,8 @@ package final class Optimizer {
             try run(tensors, lr: lr) { h, t in AdoptRule(h, lr: lr, step: t) }
         case .galoreAdamW:
             try run(tensors, lr: lr) { h, t in AdamWRule(h, lr: lr, step: t) }
+        case .mofasgd:
+            try runMoFaSGD(tensors, lr: lr)
         case .prodigy, .dadaptLion:
             preconditionFailure("stepped with their group state above")
         case .came:

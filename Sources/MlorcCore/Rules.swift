@@ -52,6 +52,7 @@ extension RuleKind {
         case .lion: LionRule.momentCount
         case .adopt: AdoptRule.momentCount
         case .galoreAdamW: AdamWRule.momentCount
+        case .mofasgd: 1
         case .prodigy: ProdigyRule.momentCount
         case .dadaptLion: DAdaptLionRule.momentCount
         case .came: 1  // the first moment; the factored statistics follow it (CAMEStep)

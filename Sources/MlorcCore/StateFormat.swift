@@ -11,9 +11,11 @@
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
-/// GaLore's low-rank payload is its own (see GaLoreStep); CAME's first moment
-/// is followed by its factored statistics (see CAMEStep); the D-adaptation
-/// rules append their sliced statistics after the moments (see DAdaptation).
+/// GaLore's low-rank payload is its own (see GaLoreStep); MoFaSGD's holds
+/// Vt row-major instead of in Panel layout (see MoFaSGDStep); CAME's first
+/// moment is followed by its factored statistics (see CAMEStep); the
+/// D-adaptation rules append their sliced statistics after the moments (see
+/// DAdaptation).
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {
@@ -180,6 +182,9 @@ enum StateFormat {
                 throw MlorcError(.stateCorrupted, "state projection or moments are out of range (not written by a step)")
             }
             return
+        }
+        if h.rule == .mofasgd && 2 * h.rank > min(h.rows, h.cols) {
+            throw MlorcError(.stateCorrupted, "MoFaSGD state rank \(h.rank) exceeds min(rows, cols) / 2 (not written by this library)")
         }
         if h.rule == .came {
             // The factored statistics are means of squares plus ε: finite, >= 0.

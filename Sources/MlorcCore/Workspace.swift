@@ -16,6 +16,7 @@ struct Workspace {
         case panels        // per-moment l x cols accumulators (B = QᵀA, or AᵀQ)
         case svdLeft, svdRight, svdValues
         case threadScratch // per-thread accumulators
+        case factorResults // MoFaSGD: every low-rank tensor's new factors, pass 1 to pass 2
         case columnPartials // CAME: per-chunk column sums (chunks x cols, or chunks x l x cols)
     }
 

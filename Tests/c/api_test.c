@@ -360,6 +360,130 @@ static void test_param_bounds_misc(void) {
     CHECK(lo == -7 && hi == -7); /* refused calls wrote nothing */
 }
 
+/* MoFaSGD: every key a handle could name (1..30, including those of other
+ * rules), whether it applies, its default and documented bounds. */
+typedef struct {
+    int key;
+    int integer;
+    double default_value, lo, hi; /* hi < 0 means "[lo, 1)" */
+} mofasgd_spec;
+
+static const mofasgd_spec mofasgd_specs[] = {
+    {MLORC_PARAM_BETA1, 0, 0.9, 0, -1},
+    {MLORC_PARAM_EPS, 0, 1e-8, 0, 1},
+    {MLORC_PARAM_WEIGHT_DECAY, 0, 0, 0, 1e3},
+    {MLORC_PARAM_RANK, 1, 4, 1, 65536},
+    {MLORC_PARAM_OVERSAMPLING, 1, 0, 0, 1024},
+    {MLORC_PARAM_POWER_ITERATIONS, 1, 0, 0, 16},
+    {MLORC_PARAM_SEED, 1, 0, 0, 9007199254740992.0 /* 2^53 */},
+    {MLORC_PARAM_THREADS, 1, 1, 1, 256},
+    {MLORC_PARAM_MOFASGD_RECIPROCAL, 1, 0, 0, 1},
+    {MLORC_PARAM_MOFASGD_MAX_VALUE, 0, 1e4, 1e-30, 1e30},
+};
+
+static void test_params_mofasgd(void) {
+    mlorc_optimizer *opt = make(MLORC_RULE_MOFASGD);
+    const size_t count = sizeof mofasgd_specs / sizeof mofasgd_specs[0];
+    double v, lo, hi;
+    int key, rule;
+    size_t i;
+
+    for (key = 0; key <= 30; ++key) {
+        const mofasgd_spec *s = NULL;
+        for (i = 0; i < count; ++i)
+            if (mofasgd_specs[i].key == key) s = &mofasgd_specs[i];
+        if (s == NULL) {
+            refuse_param(opt, key, 0.5, MLORC_ERROR_UNKNOWN_PARAM, __LINE__);
+            CHECK_RC(mlorc_get_param(opt, key, &v), MLORC_ERROR_UNKNOWN_PARAM);
+            CHECK_RC(mlorc_param_bounds(MLORC_RULE_MOFASGD, key, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+            continue;
+        }
+        CHECK_RC(mlorc_get_param(opt, key, &v), MLORC_OK);
+        CHECK(v == s->default_value);
+        CHECK_RC(mlorc_param_bounds(MLORC_RULE_MOFASGD, key, &lo, &hi), MLORC_OK);
+        CHECK(lo == s->lo);
+        CHECK(s->hi < 0 ? hi < 1.0 && hi >= 0.999 : hi == s->hi);
+        CHECK_RC(mlorc_set_param(opt, key, lo), MLORC_OK);
+        CHECK_RC(mlorc_get_param(opt, key, &v), MLORC_OK);
+        CHECK(v == lo);
+        CHECK_RC(mlorc_set_param(opt, key, hi), MLORC_OK);
+        CHECK_RC(mlorc_get_param(opt, key, &v), MLORC_OK);
+        CHECK(v == hi);
+        refuse_param(opt, key, s->hi < 0 ? 1.0 : hi + (s->integer ? (hi > 1e6 ? 2.0 : 1.0) : hi * 1e-6 + 1e-9),
+                     MLORC_ERROR_PARAM_OUT_OF_RANGE, __LINE__);
+        refuse_param(opt, key, lo - (s->integer ? 1.0 : 1e-9), MLORC_ERROR_PARAM_OUT_OF_RANGE, __LINE__);
+        refuse_param(opt, key, NAN, MLORC_ERROR_PARAM_OUT_OF_RANGE, __LINE__);
+        if (s->integer) refuse_param(opt, key, lo + 0.5, MLORC_ERROR_PARAM_OUT_OF_RANGE, __LINE__);
+        CHECK_RC(mlorc_set_param(opt, key, s->default_value), MLORC_OK);
+    }
+    /* MoFaSGD's own keys belong to no other rule. */
+    for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_GALORE_ADAMW; ++rule) {
+        CHECK_RC(mlorc_param_bounds(rule, MLORC_PARAM_MOFASGD_RECIPROCAL, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+        CHECK_RC(mlorc_param_bounds(rule, MLORC_PARAM_MOFASGD_MAX_VALUE, &lo, &hi), MLORC_ERROR_UNKNOWN_PARAM);
+    }
+    release(opt);
+}
+
+/* MoFaSGD through the ABI: state sizes r(m+n+1) / mn, the 2r <= min(m, n)
+ * rule of low-rank storage, steps on a matrix and a vector, a refused step. */
+static void test_mofasgd_step(void) {
+    mlorc_optimizer *opt = make(MLORC_RULE_MOFASGD);
+    mlorc_tensor_layout l = layout_of(64, 40, MLORC_STORAGE_AUTO), lv = layout_of(1, 40, MLORC_STORAGE_AUTO);
+    mlorc_state_info info;
+    size_t bytes = 0, vbytes = 0, i;
+    unsigned char *state, *vstate, *saved;
+    float *w = xmalloc(4 * 64 * 40), *g = xmalloc(4 * 64 * 40), *wv = xmalloc(4 * 40), *gv = xmalloc(4 * 40);
+    float *w_saved = xmalloc(4 * 64 * 40);
+    mlorc_tensor t[2];
+    int k;
+
+    CHECK_RC(mlorc_state_size(opt, &l, &bytes), MLORC_OK);
+    CHECK(bytes == 128 + 4 * 4 * (64 + 40 + 1));
+    CHECK_RC(mlorc_state_size(opt, &lv, &vbytes), MLORC_OK);
+    CHECK(vbytes == 128 + 4 * 40);
+    l.storage = MLORC_STORAGE_LOWRANK;
+    {
+        mlorc_tensor_layout narrow = layout_of(7, 40, MLORC_STORAGE_LOWRANK); /* 2r = 8 > 7 */
+        size_t b2;
+        CHECK_RC(mlorc_state_size(opt, &narrow, &b2), MLORC_ERROR_INVALID_RANK);
+    }
+    state = xmalloc(bytes);
+    vstate = xmalloc(vbytes);
+    saved = xmalloc(bytes);
+    CHECK_RC(mlorc_state_init(opt, &l, 1, state, bytes), MLORC_OK);
+    CHECK_RC(mlorc_state_init(opt, &lv, 2, vstate, vbytes), MLORC_OK);
+    fill(w, 64 * 40, 1);
+    fill(wv, 40, 2);
+    t[0] = (mlorc_tensor){w, g, state, bytes, 64, 40, MLORC_DTYPE_F32, 0};
+    t[1] = (mlorc_tensor){wv, gv, vstate, vbytes, 1, 40, MLORC_DTYPE_F32, 0};
+    for (k = 0; k < 3; ++k) {
+        fill(g, 64 * 40, 10 + (uint64_t)k);
+        fill(gv, 40, 20 + (uint64_t)k);
+        CHECK_RC(mlorc_step(opt, t, 2, 1e-2), MLORC_OK);
+    }
+    CHECK_RC(mlorc_state_inspect(state, bytes, &info), MLORC_OK);
+    CHECK(info.rule == MLORC_RULE_MOFASGD && info.storage == MLORC_STORAGE_LOWRANK && info.rank == 4 && info.step == 3);
+    CHECK_RC(mlorc_state_inspect(vstate, vbytes, &info), MLORC_OK);
+    CHECK(info.rule == MLORC_RULE_MOFASGD && info.storage == MLORC_STORAGE_DENSE && info.step == 3);
+    for (i = 0; i < 64 * 40; ++i) CHECK(isfinite(w[i]));
+
+    /* A NaN in the vector's gradient refuses the whole batch. */
+    memcpy(saved, state, bytes);
+    memcpy(w_saved, w, 4 * 64 * 40);
+    gv[5] = NAN;
+    CHECK_RC(mlorc_step(opt, t, 2, 1e-2), MLORC_ERROR_NON_FINITE);
+    CHECK(memcmp(saved, state, bytes) == 0);
+    CHECK(memcmp(w_saved, w, 4 * 64 * 40) == 0);
+    release(opt);
+
+    /* Another rule's handle refuses MoFaSGD state. */
+    opt = make(MLORC_RULE_LION);
+    gv[5] = 0;
+    CHECK_RC(mlorc_step(opt, t, 1, 1e-2), MLORC_ERROR_STATE_MISMATCH);
+    release(opt);
+    free(w); free(g); free(wv); free(gv); free(w_saved); free(state); free(vstate); free(saved);
+}
+
 /* Initialises a state for `l` and returns its storage as inspect reports it. */
 static int resolved_storage(mlorc_optimizer *opt, mlorc_tensor_layout l) {
     size_t bytes = 0;
@@ -995,13 +1119,14 @@ static void test_copy_and_resume(int rule) {
         CHECK(memcmp(d.param[i], b.param[i], 4 * (size_t)(b.rows[i] * b.cols[i])) == 0);
         CHECK(memcmp(d.state[i], b.state[i], b.bytes[i]) == 0);
     }
-    /* A different seed draws other sketches: the low-rank tensor diverges. */
+    /* A different seed draws other sketches: the low-rank tensor diverges
+     * (MoFaSGD sketches only at its first step, so its seed no longer acts). */
     CHECK_RC(mlorc_set_param(c, MLORC_PARAM_SEED, 1), MLORC_OK);
     current = c;
     CHECK_RC(mlorc_step(c, d.t, NT, 1e-3), MLORC_OK);
     current = a;
     CHECK_RC(mlorc_step(a, b.t, NT, 1e-3), MLORC_OK);
-    CHECK(memcmp(d.state[0], b.state[0], b.bytes[0]) != 0);
+    CHECK((memcmp(d.state[0], b.state[0], b.bytes[0]) != 0) == (rule != MLORC_RULE_MOFASGD));
     CHECK(memcmp(d.state[2], b.state[2], b.bytes[2]) == 0); /* dense: no sketch involved */
     batch_free(&b);
     batch_free(&d);
@@ -1194,6 +1319,14 @@ int main(void) {
     test_create_free();
     test_param_bounds_misc();
     for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_ADOPT; ++rule) test_params(rule);
+    test_params_mofasgd();
+    test_mofasgd_step();
+    /* The rule-generic checks that hold for MoFaSGD too. */
+    test_state_init_inspect(MLORC_RULE_MOFASGD);
+    test_step(MLORC_RULE_MOFASGD);
+    test_tampering(MLORC_RULE_MOFASGD);
+    test_copy_and_resume(MLORC_RULE_MOFASGD);
+    test_sketch_settings(MLORC_RULE_MOFASGD);
     test_params(MLORC_RULE_CAME);
     for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_LION; ++rule) {
         test_state_size_and_policy(rule);

@@ -8,7 +8,7 @@ from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
 RULES = {"adamw": _mlorc.RULE_ADAMW, "lion": _mlorc.RULE_LION, "adopt": _mlorc.RULE_ADOPT,
          "galore_adamw": _mlorc.RULE_GALORE_ADAMW, "came": _mlorc.RULE_CAME, "prodigy": _mlorc.RULE_PRODIGY,
-         "dadapt_lion": _mlorc.RULE_DADAPT_LION}
+         "dadapt_lion": _mlorc.RULE_DADAPT_LION, "mofasgd": _mlorc.RULE_MOFASGD}
 RULE_NAMES = {code: name for name, code in RULES.items()}
 
 GROUP_STATE_BYTES = _mlorc.GROUP_STATE_BYTES
@@ -47,9 +47,12 @@ PARAMS = {
     "d_coef": _mlorc.PARAM_D_COEF,
     "growth_rate": _mlorc.PARAM_GROWTH_RATE,
     "stats_stride": _mlorc.PARAM_STATS_STRIDE,
+    "mofasgd_reciprocal": _mlorc.PARAM_MOFASGD_RECIPROCAL,
+    "mofasgd_max_value": _mlorc.PARAM_MOFASGD_MAX_VALUE,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
-                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval", "stats_stride"}
+                  "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval", "stats_stride",
+                  "mofasgd_reciprocal"}
 
 
 def rule_code(rule):

@@ -10,7 +10,8 @@ from .came import CAME
 from .dadapt_lion import DAdaptLion
 from .galore import GaLoreAdamW
 from .lion import Lion
+from .mofasgd import MoFaSGD
 from .optimizer import MlorcOptimizer
 from .prodigy import Prodigy
 
-__all__ = ["AdamW", "Adopt", "CAME", "DAdaptLion", "GaLoreAdamW", "Lion", "MlorcOptimizer", "Prodigy"]
+__all__ = ["AdamW", "Adopt", "CAME", "DAdaptLion", "GaLoreAdamW", "Lion", "MlorcOptimizer", "MoFaSGD", "Prodigy"]
