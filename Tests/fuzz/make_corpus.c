@@ -3,7 +3,8 @@
  * the library itself, so mutations start from inputs that pass validation.
  *
  * Usage: make_corpus DIR. Writes DIR/RULE-{dense,lowrank}-{fresh,stepped}.bin
- * for every rule the library supports (adamw, lion, adopt, galore-adamw; ruleN
+ * for every rule the library supports (adamw, lion, adopt, galore-adamw, came,
+ * prodigy, dadapt-lion, mofasgd; ruleN
  * for later ones),
  * each a 32-byte control block (see fuzz_state.c) followed by one state:
  * dense 3x5 or low-rank 8x6 with rank 2; "stepped" after 3 steps.
@@ -50,7 +51,12 @@ static void write_seed(const char *dir, mlorc_optimizer *opt, int rule, int rule
     t.cols = cols;
     for (s = 0; s < steps; ++s) {
         for (i = 0; i < 48; ++i) grad[i] = (float)((i * 7 + (size_t)s * 13) % 17) / 17.0f - 0.5f;
-        if ((rc = mlorc_step(opt, &t, 1, 1e-2)) != MLORC_OK) die("mlorc_step", rc);
+        /* The D-adaptation rules step with a (fresh) group state. */
+        unsigned char group[MLORC_GROUP_STATE_BYTES];
+        rc = mlorc_group_state_init(opt, group, sizeof group) == MLORC_OK
+                 ? mlorc_step_group(opt, &t, 1, 1e-2, group, sizeof group)
+                 : mlorc_step(opt, &t, 1, 1e-2);
+        if (rc != MLORC_OK) die("mlorc_step", rc);
     }
 
     /* Control block: reseal both checksums, rank 2, and the tensor's own
@@ -67,6 +73,10 @@ static void write_seed(const char *dir, mlorc_optimizer *opt, int rule, int rule
     case MLORC_RULE_LION: snprintf(name, sizeof name, "lion"); break;
     case MLORC_RULE_ADOPT: snprintf(name, sizeof name, "adopt"); break;
     case MLORC_RULE_GALORE_ADAMW: snprintf(name, sizeof name, "galore-adamw"); break;
+    case MLORC_RULE_CAME: snprintf(name, sizeof name, "came"); break;
+    case MLORC_RULE_PRODIGY: snprintf(name, sizeof name, "prodigy"); break;
+    case MLORC_RULE_DADAPT_LION: snprintf(name, sizeof name, "dadapt-lion"); break;
+    case MLORC_RULE_MOFASGD: snprintf(name, sizeof name, "mofasgd"); break;
     default: snprintf(name, sizeof name, "rule%d", rule); break;
     }
     snprintf(path, sizeof path, "%s/%s-%s-%s.bin", dir, name, storage == MLORC_STORAGE_DENSE ? "dense" : "lowrank",
