@@ -281,28 +281,10 @@ struct CAMEStep {
                           colFactor: confidence)
             for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
         }
-        if lowRank { try refreshFactors(b: reduced, q: y, workspace: &workspace) }
-        oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n))
-    }
-
-    /// B (l x n row-major = n x l column-major) = Ũ Σ Ṽᵀ: the leading `rank`
-    /// triplets become the new factors, U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
-    private func refreshFactors(b: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
-                                workspace: inout Workspace) throws(MlorcError) {
-        let r = header.rank, l = l, m = m, n = n
-        let left = try workspace.floats(.svdLeft, n * l)    // Ṽ, n x l column-major
-        let right = try workspace.floats(.svdRight, l * l)  // Ũᵀ, l x l column-major
-        let values = try workspace.floats(.svdValues, l)
-        try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
-        let f = factors
-        Panel.fromRowMajor(left, into: f.vt, rows: r, cols: n)
-        f.s.update(from: values, count: r)
-        for i in 0..<m {
-            for a in 0..<r {
-                var sum: Float = 0
-                for c in 0..<l { sum += q[i + c * m] * right[a + c * l] }
-                f.u[i * r + a] = sum
-            }
+        if lowRank {
+            try storeLeadingTriplets(of: reduced, q: y, rows: m, cols: n, sketchWidth: l, rank: header.rank,
+                                     into: factors, workspace: &workspace)
         }
+        oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n))
     }
 }

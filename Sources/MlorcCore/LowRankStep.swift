@@ -202,19 +202,28 @@ struct LowRankStep<Rule: MomentRule> {
         let r = tensor.rank
         let b = try workspace.floats(.staging, l * n)
         Panel.toRowMajor(panel, into: b, rows: l, cols: n)
-        let left = try workspace.floats(.svdLeft, n * l)       // Ṽ, cols x l
-        let right = try workspace.floats(.svdRight, l * l)     // Ũᵀ, l x l
-        let values = try workspace.floats(.svdValues, l)
-        try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
-        let f = tensor.factors[k], q = y(k)
-        Panel.fromRowMajor(left, into: f.vt, rows: r, cols: n)  // Ṽᵀ[:r] is row-major r x cols
-        f.s.update(from: values, count: r)
-        for i in 0..<m {
-            for a in 0..<r {
-                var sum: Float = 0
-                for bb in 0..<l { sum += q[i + bb * m] * right[a + bb * l] }
-                f.u[i * r + a] = sum
-            }
+        try storeLeadingTriplets(of: b, q: y(k), rows: m, cols: n, sketchWidth: l, rank: r,
+                                 into: tensor.factors[k], workspace: &workspace)
+    }
+}
+
+/// B (l x n row-major = n x l column-major) = Ũ Σ Ṽᵀ: the leading `rank`
+/// triplets become the new factors U = Q Ũ[:, :r] (Q: rows x l, column-major),
+/// s = Σ[:r], Vt = Ṽᵀ[:r] (Panel layout). Shared by the MLorc rules and CAME.
+func storeLeadingTriplets(of b: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, rows m: Int, cols n: Int,
+                          sketchWidth l: Int, rank r: Int, into f: Factors,
+                          workspace: inout Workspace) throws(MlorcError) {
+    let left = try workspace.floats(.svdLeft, n * l)       // Ṽ, cols x l
+    let right = try workspace.floats(.svdRight, l * l)     // Ũᵀ, l x l
+    let values = try workspace.floats(.svdValues, l)
+    try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
+    Panel.fromRowMajor(left, into: f.vt, rows: r, cols: n)  // Ṽᵀ[:r] is row-major r x cols
+    f.s.update(from: values, count: r)
+    for i in 0..<m {
+        for a in 0..<r {
+            var sum: Float = 0
+            for c in 0..<l { sum += q[i + c * m] * right[a + c * l] }
+            f.u[i * r + a] = sum
         }
     }
 }
