@@ -463,7 +463,6 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
 ) {
     let l = t.sketchWidth, n = t.cols, m = t.rows
     let parts = PassScratch(scratch, rank: t.rank, sketchWidth: l)
-    let coef = parts.coef, qRow = parts.qRow
     // Columns per sweep over the rows: as wide as possible (long contiguous row
     // segments stream well) while the factor and output panels of the block,
     // 4·mc·(rank + l) bytes per column, stay within half of a 512 KiB L2.
@@ -527,7 +526,7 @@ private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
 private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
 ) {
-    let t = r.t, l = t.sketchWidth, n = t.cols
+    let t = r.t
     let g = gradient(rule, t, r.rowOffset &+ j, full, count)
     var (p, _) = previousMoments(Rule.self, t, r.coef, r.c, j, full, count)
     let direction = rule.modifiers.direction(rule.apply(&p.first, &p.second, g), g)
