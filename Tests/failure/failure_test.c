@@ -85,21 +85,21 @@ static void cross_pair(int from, int to) {
     model_grads(&loaded, 5);
     model_copy(&before, &loaded);
     /* The whole batch and each tensor alone (low-rank and dense). */
-    CHECK_RC(reader, harness_step(reader, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_MISMATCH);
+    CHECK_RC(reader, mlorc_test_step_any(reader, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_MISMATCH);
     CHECK(contains(mlorc_last_error(reader), "tensor 0"));
     for (i = 0; i < loaded.count; ++i)
-        CHECK_RC(reader, harness_step(reader, &loaded.t[i], 1, lr), MLORC_ERROR_STATE_MISMATCH);
+        CHECK_RC(reader, mlorc_test_step_any(reader, &loaded.t[i], 1, lr), MLORC_ERROR_STATE_MISMATCH);
     CHECK(model_same(&loaded, &before));
     /* Another tensor's state (same rule) is a mismatch of shape. */
     {
         mlorc_tensor swapped = loaded.t[0];
         swapped.state = loaded.t[1].state;
         swapped.state_bytes = loaded.t[1].state_bytes;
-        CHECK_RC(writer, harness_step(writer, &swapped, 1, lr), MLORC_ERROR_STATE_MISMATCH);
+        CHECK_RC(writer, mlorc_test_step_any(writer, &swapped, 1, lr), MLORC_ERROR_STATE_MISMATCH);
         CHECK(model_same(&loaded, &before));
     }
     /* The right optimizer still takes it. */
-    CHECK_RC(writer, harness_step(writer, loaded.t, loaded.count, lr), MLORC_OK);
+    CHECK_RC(writer, mlorc_test_step_any(writer, loaded.t, loaded.count, lr), MLORC_OK);
     model_free(&m);
     model_free(&loaded);
     model_free(&before);
@@ -139,7 +139,7 @@ static void test_truncated(void) {
                 t[i].state = part;
                 t[i].state_bytes = n;
                 CHECK_RC(NULL, mlorc_state_inspect(part, n, &info), MLORC_ERROR_STATE_TOO_SMALL);
-                CHECK_RC(opt, harness_step(opt, t, 3, lr), MLORC_ERROR_STATE_TOO_SMALL);
+                CHECK_RC(opt, mlorc_test_step_any(opt, t, 3, lr), MLORC_ERROR_STATE_TOO_SMALL);
                 CHECK(memcmp(part, m.state[i], n) == 0 && model_same(&m, &before));
                 free(part);
                 /* The same bytes in a full-size, zero-filled buffer: detected where a
@@ -153,13 +153,13 @@ static void test_truncated(void) {
                     t[i].state = padded;
                     t[i].state_bytes = total;
                     CHECK_RC(NULL, mlorc_state_inspect(padded, total, &info), want);
-                    CHECK_RC(opt, harness_step(opt, t, 3, lr), want);
+                    CHECK_RC(opt, mlorc_test_step_any(opt, t, 3, lr), want);
                     CHECK(memcmp(padded, m.state[i], n) == 0 && model_same(&m, &before));
                 }
                 free(padded);
             }
         }
-        CHECK_RC(opt, harness_step(opt, m.t, m.count, lr), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, m.t, m.count, lr), MLORC_OK);
         model_free(&m);
         model_free(&before);
         mlorc_free(opt);
@@ -174,7 +174,7 @@ static void flip_and_refuse(mlorc_optimizer *opt, model *m, const model *before,
     mlorc_state_info info;
     m->state[i][byte] ^= (unsigned char)(1u << bit);
     CHECK_RC(NULL, mlorc_state_inspect(m->state[i], m->t[i].state_bytes, &info), want);
-    CHECK_RC(opt, harness_step(opt, m->t, m->count, lr), want);
+    CHECK_RC(opt, mlorc_test_step_any(opt, m->t, m->count, lr), want);
     m->state[i][byte] ^= (unsigned char)(1u << bit);
     CHECK(model_same(m, before));
 }
@@ -202,8 +202,8 @@ static void test_bit_flips(void) {
         for (byte = 128; byte < m.t[0].state_bytes; ++byte)
             for (bit = 0; bit < 8; ++bit) flip_and_refuse(opt, &m, &before, 0, byte, bit, MLORC_ERROR_STATE_CORRUPTED);
         /* After all that, the state steps exactly like an untouched twin. */
-        CHECK_RC(opt, harness_step(opt, m.t, m.count, lr), MLORC_OK);
-        CHECK_RC(opt, harness_step(opt, twin.t, twin.count, lr), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, m.t, m.count, lr), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, twin.t, twin.count, lr), MLORC_OK);
         CHECK(model_same(&m, &twin));
         model_free(&m);
         model_free(&before);
@@ -253,7 +253,7 @@ static void test_nonfinite(void) {
                         int rc;
                         snprintf(name, sizeof name, "tensor %lu", (unsigned long)i);
                         m.grad[i][where[w]] = bad[b];
-                        rc = harness_step(opt, m.t, m.count, lr);
+                        rc = mlorc_test_step_any(opt, m.t, m.count, lr);
                         if (b >= 3 && rc == MLORC_OK) {
                             CHECK(shapes[i].storage != MLORC_STORAGE_LOWRANK || model_sane(&m));
                             model_free(&m);
@@ -265,7 +265,7 @@ static void test_nonfinite(void) {
                         CHECK(model_same(&m, &before));
                         m.grad[i][where[w]] = saved;
                     }
-            CHECK_RC(opt, harness_step(opt, m.t, m.count, lr), MLORC_OK);
+            CHECK_RC(opt, mlorc_test_step_any(opt, m.t, m.count, lr), MLORC_OK);
             model_free(&m);
             model_free(&before);
             mlorc_free(opt);
@@ -304,14 +304,14 @@ static void test_aliasing(void) {
         case 7: t[1].state = (unsigned char *)m.param[0]; t[1].state_bytes = m.t[1].state_bytes; break; /* state over a param */
         }
         memcpy(snapshot, shared, sizeof snapshot);
-        CHECK_RC(opt, harness_step(opt, t, 2, lr), c == 7 ? MLORC_ERROR_STATE_CORRUPTED : MLORC_ERROR_INVALID_ARGUMENT);
+        CHECK_RC(opt, mlorc_test_step_any(opt, t, 2, lr), c == 7 ? MLORC_ERROR_STATE_CORRUPTED : MLORC_ERROR_INVALID_ARGUMENT);
         CHECK(c == 7 || contains(mlorc_last_error(opt), "overlaps"));
         CHECK(model_same(&m, &before) && memcmp(snapshot, shared, sizeof snapshot) == 0);
     }
     /* Gradients are only read: tensors may share one. */
     memcpy(t, m.t, sizeof t);
     t[1].grad = m.grad[0];
-    CHECK_RC(opt, harness_step(opt, t, 2, lr), MLORC_OK);
+    CHECK_RC(opt, mlorc_test_step_any(opt, t, 2, lr), MLORC_OK);
     free(shared);
     model_free(&m);
     model_free(&before);
@@ -375,7 +375,7 @@ static void test_long_run(void) {
         for (i = 0; i < m.count; ++i) sizes[i] = m.t[i].state_bytes;
         for (s = 0; s < long_steps; ++s) {
             model_grads(&m, (uint64_t)s);
-            CHECK_RC(opt, harness_step(opt, m.t, m.count, 1e-3), MLORC_OK);
+            CHECK_RC(opt, mlorc_test_step_any(opt, m.t, m.count, 1e-3), MLORC_OK);
             if (s == 100) {
                 CHECK_RC(opt, mlorc_scratch_bytes(opt, &scratch_early), MLORC_OK);
                 rss_early = max_rss_kib();
@@ -441,7 +441,7 @@ static void load_committed_states(void) {
         t.state_bytes = n - 32;
         t.rows = info.rows;
         t.cols = info.cols;
-        CHECK_RC(opt, harness_step(opt, &t, 1, lr), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, &t, 1, lr), MLORC_OK);
         mlorc_free(opt);
         ++loaded;
     }
@@ -470,20 +470,20 @@ static void test_versioning(void) {
             /* A newer writer, with a consistent checksum: a real future state. */
             set_version(loaded.state[i], MLORC_STATE_LAYOUT_VERSION + 1, 1);
             CHECK_RC(NULL, mlorc_state_inspect(loaded.state[i], loaded.t[i].state_bytes, &info), MLORC_ERROR_STATE_VERSION);
-            CHECK_RC(opt, harness_step(opt, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_VERSION);
+            CHECK_RC(opt, mlorc_test_step_any(opt, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_VERSION);
             CHECK(contains(mlorc_last_error(opt), "newer libmlorc"));
             /* The version is checked before the checksum: same answer unsealed. */
             set_version(loaded.state[i], 7, 0);
-            CHECK_RC(opt, harness_step(opt, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_VERSION);
+            CHECK_RC(opt, mlorc_test_step_any(opt, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_VERSION);
             CHECK(contains(mlorc_last_error(opt), "newer libmlorc"));
             /* An older (unknown) layout is refused without blaming a newer writer. */
             set_version(loaded.state[i], 0, 1);
-            CHECK_RC(opt, harness_step(opt, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_VERSION);
+            CHECK_RC(opt, mlorc_test_step_any(opt, loaded.t, loaded.count, lr), MLORC_ERROR_STATE_VERSION);
             CHECK(!contains(mlorc_last_error(opt), "newer"));
             set_version(loaded.state[i], MLORC_STATE_LAYOUT_VERSION, 1);
             CHECK(model_same(&loaded, &before));
         }
-        CHECK_RC(opt, harness_step(opt, loaded.t, loaded.count, lr), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, loaded.t, loaded.count, lr), MLORC_OK);
         model_free(&m);
         model_free(&loaded);
         model_free(&before);
@@ -532,12 +532,12 @@ static void known_step_overflow(void) {
     for (k = 0; k < 3; ++k) {
         sealed_state_with(state, sizeof state, opt, 48, &refused[k], 8);
         memcpy(before, state, sizeof state);
-        CHECK_RC(opt, harness_step(opt, &t, 1, lr), MLORC_ERROR_STATE_CORRUPTED);
+        CHECK_RC(opt, mlorc_test_step_any(opt, &t, 1, lr), MLORC_ERROR_STATE_CORRUPTED);
         CHECK(memcmp(state, before, sizeof state) == 0);
     }
     step = limit - 2;
     sealed_state_with(state, sizeof state, opt, 48, &step, 8);
-    CHECK_RC(opt, harness_step(opt, &t, 1, lr), MLORC_OK);
+    CHECK_RC(opt, mlorc_test_step_any(opt, &t, 1, lr), MLORC_OK);
     CHECK_RC(opt, mlorc_state_inspect(state, sizeof state, &info), MLORC_OK);
     CHECK(info.step == limit - 1);
     mlorc_free(opt);
@@ -569,14 +569,14 @@ static void known_linalg_partial_write(void) {
             grad[i] = 0.1f * (float)((i * 7) % 11) - 0.5f;
         }
         t = (mlorc_tensor){param, grad, state, bytes, 8, 6, MLORC_DTYPE_F32, 0};
-        CHECK_RC(opt, harness_step(opt, &t, 1, lr), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, &t, 1, lr), MLORC_OK);
         /* First singular value of the first moment: U is 8x2, then s. */
         memcpy(state + 128 + 4 * 16, &huge, 4);
         mlorc_test_fix_payload(state, bytes);
         mlorc_test_fix_header(state);
         memcpy(before, state, bytes);
         memcpy(param_before, param, sizeof param);
-        rc = harness_step(opt, &t, 1, lr);
+        rc = mlorc_test_step_any(opt, &t, 1, lr);
         if (rc != MLORC_OK) {
             fprintf(stderr, "step returned %d: %s\n", rc, mlorc_last_error(opt));
             CHECK(memcmp(param, param_before, sizeof param) == 0);
@@ -617,7 +617,7 @@ static void known_svd_hang(void) {
         grad[i] = 0.1f * (float)((i * 7) % 11) - 0.5f;
     }
     alarm(5); /* a step of this size takes microseconds */
-    (void)harness_step(opt, &t, 1, 1e-3);
+    (void)mlorc_test_step_any(opt, &t, 1, 1e-3);
     alarm(0);
     mlorc_free(opt);
 }

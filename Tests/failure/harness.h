@@ -10,6 +10,7 @@
 #define MLORC_FAILURE_HARNESS_H
 
 #include "mlorc.h"
+#include "../support/step_any.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -64,16 +65,6 @@ static mlorc_optimizer *make(int rule, int threads) {
     return opt;
 }
 
-/* mlorc_step for every rule: the D-adaptation rules (which step with a group
- * state) get a fresh group state each call, so a step's result depends only
- * on the tensors' states, as these tests expect; the group state's own
- * failure modes are tested in Tests/c/group_test.c. */
-static int harness_step(mlorc_optimizer *opt, const mlorc_tensor *t, size_t count, double lr) {
-    unsigned char group[MLORC_GROUP_STATE_BYTES];
-    if (mlorc_group_state_init(opt, group, sizeof group) != MLORC_OK) return mlorc_step(opt, t, count, lr);
-    return mlorc_step_group(opt, t, count, lr, group, sizeof group);
-}
-
 #define MAX_TENSORS 8
 typedef struct {
     int64_t rows, cols;
@@ -126,7 +117,7 @@ static void model_train(model *m, mlorc_optimizer *opt, int steps, uint64_t seed
     int s;
     for (s = 0; s < steps; ++s) {
         model_grads(m, seed * 1000003u + (uint64_t)s);
-        CHECK_RC(opt, harness_step(opt, m->t, m->count, 1e-2), MLORC_OK);
+        CHECK_RC(opt, mlorc_test_step_any(opt, m->t, m->count, 1e-2), MLORC_OK);
     }
 }
 

@@ -29,6 +29,7 @@
  */
 #include "mlorc.h"
 #include "../support/state_checksum.h"
+#include "../support/step_any.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -145,14 +146,6 @@ static int hits_huge_factors(const unsigned char *state, size_t n) {
     }
     return 0;
 #endif
-}
-
-/* mlorc_step, or for the D-adaptation rules mlorc_step_group with a fresh
- * group state (the tensor state is what is fuzzed here). */
-static int step_any(mlorc_optimizer *opt, const mlorc_tensor *t, size_t count, double lr) {
-    unsigned char group[MLORC_GROUP_STATE_BYTES];
-    if (mlorc_group_state_init(opt, group, sizeof group) != MLORC_OK) return mlorc_step(opt, t, count, lr);
-    return mlorc_step_group(opt, t, count, lr, group, sizeof group);
 }
 
 static int documented(int rc) { return rc >= MLORC_OK && rc <= MLORC_ERROR_UNSUPPORTED_DTYPE; }
@@ -366,7 +359,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             count = 2;
         }
         before = exact_copy(state, n, 0, &before_block);
-        rc = hits_step_overflow(state, n) || hits_huge_factors(state, n) ? -1 : step_any(opt, t, count, lr);
+        rc = hits_step_overflow(state, n) || hits_huge_factors(state, n) ? -1 : mlorc_test_step_any(opt, t, count, lr);
         if (rc == -1) {
             /* A known bug, counted; nothing to check. */
         } else if (rc != MLORC_OK) {

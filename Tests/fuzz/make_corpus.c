@@ -10,6 +10,7 @@
  * dense 3x5 or low-rank 8x6 with rank 2; "stepped" after 3 steps.
  */
 #include "mlorc.h"
+#include "../support/step_any.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -51,12 +52,7 @@ static void write_seed(const char *dir, mlorc_optimizer *opt, int rule, int rule
     t.cols = cols;
     for (s = 0; s < steps; ++s) {
         for (i = 0; i < 48; ++i) grad[i] = (float)((i * 7 + (size_t)s * 13) % 17) / 17.0f - 0.5f;
-        /* The D-adaptation rules step with a (fresh) group state. */
-        unsigned char group[MLORC_GROUP_STATE_BYTES];
-        rc = mlorc_group_state_init(opt, group, sizeof group) == MLORC_OK
-                 ? mlorc_step_group(opt, &t, 1, 1e-2, group, sizeof group)
-                 : mlorc_step(opt, &t, 1, 1e-2);
-        if (rc != MLORC_OK) die("mlorc_step", rc);
+        if ((rc = mlorc_test_step_any(opt, &t, 1, 1e-2)) != MLORC_OK) die("mlorc_step", rc);
     }
 
     /* Control block: reseal both checksums, rank 2, and the tensor's own
