@@ -24,24 +24,7 @@ final class DAdaptationTests: XCTestCase {
 
         mutating func step(lr: Double) throws {
             let opt = opt, tensors = tensors
-            try state.withUnsafeMutableBytes { group in
-                func go(_ i: Int, _ args: [TensorArgs]) throws {
-                    if i == tensors.count {
-                        return try opt.step(args, lr: lr, group: group.baseAddress, groupBytes: group.count)
-                    }
-                    let t = tensors[i]
-                    try t.param.withUnsafeMutableBytes { p in
-                        try t.grad.withUnsafeBytes { g in
-                            try t.state.withUnsafeMutableBytes { s in
-                                try go(i + 1, args + [TensorArgs(param: p.baseAddress, grad: g.baseAddress,
-                                                                 state: s.baseAddress, stateBytes: s.count,
-                                                                 rows: Int64(t.rows), cols: Int64(t.cols))])
-                            }
-                        }
-                    }
-                }
-                try go(0, [])
-            }
+            try state.withUnsafeMutableBytes { try MlorcCoreTests.step(opt, tensors, lr: lr, group: $0) }
         }
 
         /// Gradients of ½‖W − target‖² at the current weights.
@@ -234,12 +217,7 @@ final class DAdaptationTests: XCTestCase {
         var spare = [UInt8](repeating: 0, count: GroupState.bytes)
         XCTAssertThrowsError(try spare.withUnsafeMutableBytes { try adamW.initGroupState($0.baseAddress, bytes: $0.count) })
         expect(.invalidArgument, "group for AdamW") {
-            try spare.withUnsafeMutableBytes { g in
-                try t.param.withUnsafeMutableBytes { p in try t.grad.withUnsafeBytes { gr in try t.state.withUnsafeMutableBytes { s in
-                    try adamW.step([TensorArgs(param: p.baseAddress, grad: gr.baseAddress, state: s.baseAddress, stateBytes: s.count,
-                                               rows: 4, cols: 5)], lr: 1, group: g.baseAddress, groupBytes: g.count)
-                } } }
-            }
+            try spare.withUnsafeMutableBytes { try MlorcCoreTests.step(adamW, [t], lr: 1, group: $0) }
         }
         // Every single-byte corruption of the group state is refused, changing nothing.
         for offset in [0, 8, 12, 16, 24, 40, 48, 60, 120] {

@@ -41,11 +41,13 @@ final class TestTensor {
     }
 }
 
-/// Runs one step over `tensors` with their current gradients.
-func step(_ opt: Optimizer, _ tensors: [TestTensor], lr: Double) throws {
+/// Runs one step over `tensors` with their current gradients; `group` is the
+/// group state of the D-adaptation rules.
+func step(_ opt: Optimizer, _ tensors: [TestTensor], lr: Double,
+          group: UnsafeMutableRawBufferPointer? = nil) throws {
     // The arrays' storage is pinned for the duration of the call by nesting.
     func go(_ i: Int, _ args: [TensorArgs]) throws {
-        if i == tensors.count { return try opt.step(args, lr: lr) }
+        if i == tensors.count { return try opt.step(args, lr: lr, group: group?.baseAddress, groupBytes: group?.count ?? 0) }
         let t = tensors[i]
         try t.param.withUnsafeMutableBytes { p in
             try t.grad.withUnsafeBytes { g in
