@@ -194,5 +194,5 @@ def test_learns_digits(cls, lr):
              for name, p in model.named_parameters() if p.dim() == 2}
     assert kinds == {"0.weight": "lowrank", "2.weight": "lowrank", "4.weight": "dense"}
     assert opt.param_groups[0]["d"] > 1e-4  # grew from d0 = 1e-6 on its own
-    # Seen: Prodigy 0.96, DAdapt-Lion 0.94 (torch.optim.AdamW, tuned: 0.97); chance is 0.10.
+    # Seen: Prodigy 0.942, DAdapt-Lion 0.942 (torch.optim.AdamW, tuned: 0.97); chance is 0.10.
     assert accuracy >= 0.92, accuracy
