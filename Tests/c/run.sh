@@ -44,10 +44,12 @@ check() {
     fi
 }
 
-build_and_run_c() { # name, extra link flags...
-    local name=$1
+build_and_run_c() { # name, extra link flags... [-- program arguments...]
+    local name=$1 flags=() args=()
     shift
-    "$CC" "${CFLAGS[@]}" "Tests/c/$name.c" -o "$OUT/$name" "$@" && "$OUT/$name"
+    while [[ $# -gt 0 && $1 != -- ]]; do flags+=("$1"); shift; done
+    [[ $# -gt 0 ]] && shift && args=("$@")
+    "$CC" "${CFLAGS[@]}" "Tests/c/$name.c" -o "$OUT/$name" "${flags[@]}" && "$OUT/$name" "${args[@]}"
 }
 
 dlopen_test() {
@@ -109,6 +111,7 @@ no_swift_runtime() {
 check api_test build_and_run_c api_test "${LINK_MLORC[@]}" -lm
 check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
 check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
+check golden_test build_and_run_c golden_test "${LINK_MLORC[@]}" -lm -- Tests/golden/digests.txt
 check dlopen_test dlopen_test
 check header_cxx_test header_cxx_test
 check exports_only_mlorc exports_only_mlorc

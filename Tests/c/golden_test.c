@@ -1,0 +1,291 @@
+/*
+ * golden_test.c - the golden digests: every rule x storage x shape x option
+ * of the library, stepped 5 times from fixed inputs, hashed (weights, every
+ * state, the group state) and compared with Tests/golden/digests.txt.
+ *
+ * The digests were recorded from the library before a restructuring of its
+ * core; any change to a result fails this test. A change that alters
+ * numerics on purpose re-records them (`golden_test --record FILE`) and says
+ * why in its commit. A case whose set-up or step is refused records the
+ * status instead of a hash, so refusals are pinned too.
+ *
+ * Usage: golden_test DIGESTS            compare (exit 1 on any difference)
+ *        golden_test --record DIGESTS   write the digests of this library
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlorc.h"
+
+#define STEPS 5
+#define MAX_CASES 4096
+
+/* FNV-1a, 64 bits: a digest, not a checksum of the library's own kind. */
+static uint64_t fnv(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* xorshift64*: the inputs, keyed by the case's name so that cases are
+ * independent of each other and of their order. */
+static uint64_t next_random(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+static float uniform(uint64_t *s) { /* in [-1, 1) */
+    return (float)((double)(next_random(s) >> 40) / (double)(1ULL << 23) - 1.0);
+}
+
+typedef struct {
+    int key;
+    double value;
+} setting;
+
+typedef struct {
+    char name[160];
+    int rule;
+    int storage;
+    int64_t rows, cols;
+    setting settings[4];
+    int settings_count;
+} golden_case;
+
+static const char *rule_names[] = {"", "adamw", "lion", "adopt", "galore", "came", "prodigy", "dadapt_lion", "mofasgd"};
+static const char *storage_names[] = {"auto", "dense", "lowrank"};
+
+typedef struct {
+    const char *name;
+    setting s;
+} option;
+
+/* Each option alone; a rule it does not apply to refuses it (status
+ * recorded). */
+static const option options[] = {
+    {"grams", {MLORC_PARAM_GRAMS, 1}},
+    {"atan2", {MLORC_PARAM_ATAN2, 1}},
+    {"cautious", {MLORC_PARAM_CAUTIOUS, 1}},
+    {"orthograd", {MLORC_PARAM_ORTHOGRAD, 1}},
+    {"clip0.05", {MLORC_PARAM_CLIP_NORM, 0.05}},
+    {"pi1", {MLORC_PARAM_POWER_ITERATIONS, 1}},
+    {"pi2", {MLORC_PARAM_POWER_ITERATIONS, 2}},
+    {"os3", {MLORC_PARAM_OVERSAMPLING, 3}},
+    {"nobc", {MLORC_PARAM_BIAS_CORRECTION, 0}},
+    {"wd0.3", {MLORC_PARAM_WEIGHT_DECAY, 0.3}},
+    {"adoptclip", {MLORC_PARAM_ADOPT_CLIP, 1}},
+    {"interval2", {MLORC_PARAM_GALORE_INTERVAL, 2}},
+    {"reciprocal", {MLORC_PARAM_MOFASGD_RECIPROCAL, 1}},
+    {"stride1", {MLORC_PARAM_STATS_STRIDE, 1}},
+    {"growth1.02", {MLORC_PARAM_GROWTH_RATE, 1.02}},
+    {"rank2", {MLORC_PARAM_RANK, 2}},
+    {"seed7", {MLORC_PARAM_SEED, 7}},
+};
+
+static const int64_t shapes[][2] = {
+    {48, 20}, /* tall */
+    {20, 48}, /* wide */
+    {32, 32}, /* square */
+    {1, 33},  /* row vector */
+    {29, 1},  /* column vector */
+    {6, 10},  /* a matrix below the AUTO threshold */
+};
+
+static int build_cases(golden_case *cases) {
+    int n = 0;
+    for (int rule = 1; rule <= 8; rule++) {
+        for (int storage = 0; storage <= 2; storage++) {
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                golden_case *c = &cases[n++];
+                memset(c, 0, sizeof *c);
+                c->rule = rule, c->storage = storage, c->rows = shapes[s][0], c->cols = shapes[s][1];
+                snprintf(c->name, sizeof c->name, "%s/%s/%lldx%lld/t1", rule_names[rule], storage_names[storage],
+                         (long long)c->rows, (long long)c->cols);
+            }
+            for (size_t o = 0; o < sizeof options / sizeof options[0]; o++) {
+                for (int shape = 0; shape < 2; shape++) { /* tall and wide */
+                    golden_case *c = &cases[n++];
+                    memset(c, 0, sizeof *c);
+                    c->rule = rule, c->storage = storage, c->rows = shapes[shape][0], c->cols = shapes[shape][1];
+                    c->settings[c->settings_count++] = options[o].s;
+                    snprintf(c->name, sizeof c->name, "%s/%s/%lldx%lld/%s/t1", rule_names[rule],
+                             storage_names[storage], (long long)c->rows, (long long)c->cols, options[o].name);
+                }
+            }
+            /* Large enough that a step splits over threads (>= 2 x 32768 elements). */
+            for (int threads = 1; threads <= 2; threads++) {
+                golden_case *c = &cases[n++];
+                memset(c, 0, sizeof *c);
+                c->rule = rule, c->storage = storage, c->rows = 320, c->cols = 257;
+                c->settings[c->settings_count++] = (setting){MLORC_PARAM_THREADS, threads};
+                snprintf(c->name, sizeof c->name, "%s/%s/320x257/t%d", rule_names[rule], storage_names[storage],
+                         threads);
+            }
+        }
+    }
+    return n;
+}
+
+static double base_lr(int rule) {
+    return rule == MLORC_RULE_PRODIGY || rule == MLORC_RULE_DADAPT_LION ? 1.0 : 1e-2;
+}
+
+/* Steps one case: its tensor plus a 1x7 companion vector (AUTO storage) in
+ * one batch, 5 steps of a decaying learning rate. Writes "hash" or
+ * "status N at STAGE" into out. */
+static void run_case(const golden_case *c, char *out, size_t out_size) {
+    mlorc_optimizer *opt = NULL;
+    int st = mlorc_create(&opt, c->rule);
+    if (st != MLORC_OK) {
+        snprintf(out, out_size, "status %d at create", st);
+        return;
+    }
+    for (int i = 0; i < c->settings_count; i++) {
+        st = mlorc_set_param(opt, c->settings[i].key, c->settings[i].value);
+        if (st != MLORC_OK) {
+            snprintf(out, out_size, "status %d at set_param", st);
+            mlorc_free(opt);
+            return;
+        }
+    }
+    /* The inputs depend on the case without its thread count ("/tN" last). */
+    uint64_t seed = fnv(0xcbf29ce484222325ULL, c->name, (size_t)(strrchr(c->name, '/') - c->name)) | 1;
+    const int64_t rows[2] = {c->rows, 1}, cols[2] = {c->cols, 7};
+    const int storages[2] = {c->storage, MLORC_STORAGE_AUTO};
+    float *param[2] = {0}, *grad[2] = {0};
+    void *state[2] = {0};
+    size_t state_bytes[2] = {0};
+    unsigned char group[MLORC_GROUP_STATE_BYTES];
+    int has_group = 0;
+    const char *stage = NULL;
+    for (int t = 0; t < 2 && !stage; t++) {
+        size_t n = (size_t)(rows[t] * cols[t]);
+        param[t] = malloc(n * sizeof(float));
+        grad[t] = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++) param[t][i] = 0.5f * uniform(&seed);
+        mlorc_tensor_layout layout = {rows[t], cols[t], MLORC_DTYPE_F32, storages[t]};
+        if ((st = mlorc_state_size(opt, &layout, &state_bytes[t])) != MLORC_OK) {
+            stage = "state_size";
+            break;
+        }
+        state[t] = malloc(state_bytes[t]);
+        if ((st = mlorc_state_init(opt, &layout, 11 + (uint64_t)t, state[t], state_bytes[t])) != MLORC_OK)
+            stage = "state_init";
+    }
+    if (!stage && mlorc_group_state_init(opt, group, sizeof group) == MLORC_OK) has_group = 1;
+    for (int step = 0; step < STEPS && !stage; step++) {
+        mlorc_tensor tensors[2];
+        for (int t = 0; t < 2; t++) {
+            size_t n = (size_t)(rows[t] * cols[t]);
+            for (size_t i = 0; i < n; i++) grad[t][i] = uniform(&seed) * (1.0f + (float)(i % 5));
+            tensors[t] = (mlorc_tensor){param[t], grad[t], state[t], state_bytes[t], rows[t], cols[t],
+                                        MLORC_DTYPE_F32, 0};
+        }
+        double lr = base_lr(c->rule) * (1.0 - 0.1 * step);
+        st = has_group ? mlorc_step_group(opt, tensors, 2, lr, group, sizeof group)
+                       : mlorc_step(opt, tensors, 2, lr);
+        if (st != MLORC_OK) stage = "step";
+    }
+    if (stage) {
+        snprintf(out, out_size, "status %d at %s", st, stage);
+    } else {
+        uint64_t h = 0xcbf29ce484222325ULL;
+        int finite = 1;
+        for (int t = 0; t < 2; t++) {
+            size_t n = (size_t)(rows[t] * cols[t]);
+            for (size_t i = 0; i < n; i++) finite &= isfinite(param[t][i]) != 0;
+            h = fnv(h, param[t], n * sizeof(float));
+            h = fnv(h, state[t], state_bytes[t]);
+        }
+        if (has_group) h = fnv(h, group, sizeof group);
+        snprintf(out, out_size, "%016llx%s", (unsigned long long)h, finite ? "" : " non-finite weights");
+    }
+    for (int t = 0; t < 2; t++) free(param[t]), free(grad[t]), free(state[t]);
+    mlorc_free(opt);
+}
+
+int main(int argc, char **argv) {
+    int record = argc == 3 && strcmp(argv[1], "--record") == 0;
+    if (argc != 2 && !record) {
+        fprintf(stderr, "usage: %s [--record] DIGESTS\n", argv[0]);
+        return 2;
+    }
+    const char *path = argv[argc - 1];
+    static golden_case cases[MAX_CASES];
+    int n = build_cases(cases);
+    static char digests[MAX_CASES][96];
+    for (int i = 0; i < n; i++) run_case(&cases[i], digests[i], sizeof digests[i]);
+
+    /* The thread count never changes a result. */
+    int failures = 0;
+    for (int i = 0; i + 1 < n; i++) {
+        size_t len = strlen(cases[i].name);
+        if (len > 3 && strcmp(cases[i].name + len - 3, "/t1") == 0 && strstr(cases[i].name, "320x257") &&
+            strcmp(digests[i], digests[i + 1]) != 0) {
+            fprintf(stderr, "FAIL %s: 1 and 2 threads differ (%s vs %s)\n", cases[i].name, digests[i],
+                    digests[i + 1]);
+            failures++;
+        }
+    }
+
+    if (record) {
+        FILE *f = fopen(path, "w");
+        if (!f) {
+            perror(path);
+            return 2;
+        }
+        fprintf(f, "# Golden digests of Tests/c/golden_test.c: case, then FNV-1a 64 of weights, states and\n"
+                   "# group state after %d steps, or the status of a refused set-up or step.\n",
+                STEPS);
+        for (int i = 0; i < n; i++) fprintf(f, "%s %s\n", cases[i].name, digests[i]);
+        fclose(f);
+        printf("recorded %d digests in %s\n", n, path);
+        return failures ? 1 : 0;
+    }
+
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        return 2;
+    }
+    char line[512];
+    int matched = 0, seen = 0;
+    static char found[MAX_CASES];
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        line[strcspn(line, "\n")] = 0;
+        char *space = strchr(line, ' ');
+        if (!space) continue;
+        *space = 0;
+        seen++;
+        int i = 0;
+        while (i < n && strcmp(cases[i].name, line) != 0) i++;
+        if (i == n) {
+            fprintf(stderr, "FAIL %s: in the digest file but not a case of this test\n", line);
+            failures++;
+            continue;
+        }
+        found[i] = 1;
+        if (strcmp(digests[i], space + 1) != 0) {
+            fprintf(stderr, "FAIL %s: got %s, golden %s\n", line, digests[i], space + 1);
+            failures++;
+        } else {
+            matched++;
+        }
+    }
+    fclose(f);
+    for (int i = 0; i < n; i++)
+        if (!found[i]) {
+            fprintf(stderr, "FAIL %s: no golden digest recorded\n", cases[i].name);
+            failures++;
+        }
+    int refused = 0;
+    for (int i = 0; i < n; i++) refused += strncmp(digests[i], "status", 6) == 0;
+    printf("%d cases (%d stepped, %d refused), %d of %d golden digests match, %d failures\n", n, n - refused,
+           refused, matched, seen, failures);
+    return failures ? 1 : 0;
+}
