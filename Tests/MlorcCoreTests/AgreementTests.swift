@@ -179,9 +179,13 @@ final class AgreementTests: XCTestCase {
                 try opt.hyper.set(.oversampling, Double(c.p), rule: rule)
                 try opt.hyper.set(.powerIterations, Double(c.q), rule: rule)
                 try opt.hyper.set(.seed, 99, rule: rule)
-                // ADOPT's g/max(√v, ε) amplifies fp32-vs-fp64 differences on near-zero
-                // entries of v without bound when ε is tiny (see the full-rank test).
-                if rule == .adopt { try opt.hyper.set(.eps, 0.01, rule: rule) }
+                // ADOPT's n = g/max(√v, ε) amplifies an fp32 error δ in the rebuilt v
+                // by |g|·δ/(2·v^1.5) <= |g|·δ/(2ε³) (see the full-rank test). With
+                // δ ≈ 1e-7 (fp32 at the factors' scale ~1) and ε = 0.01 that allows
+                // weight errors lr·(1−β1)·5e-2·|g| ≈ 5e-5, far above the bound below
+                // (1.8e-6 was seen on one machine, whose OpenBLAS kernels gave other
+                // factors); ε = 0.1 caps it at ≈ 5e-8.
+                if rule == .adopt { try opt.hyper.set(.eps, 0.1, rule: rule) }
                 var rng = TestRandom(UInt64(c.rows * 1000 + c.cols))
                 let t = try TestTensor(opt, rows: c.rows, cols: c.cols, id: 3, storage: .lowRank, param: rng.matrix(c.rows * c.cols))
                 // A few steps to get non-trivial factors (including negative R entries).

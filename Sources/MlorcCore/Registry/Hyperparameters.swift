@@ -1,96 +1,10 @@
-/// The update rules. Raw values equal `mlorc_rule`.
-package enum RuleKind: Int32, CaseIterable {
-    case adamW = 1
-    case lion = 2
-    case adopt = 3
-    case galoreAdamW = 4
-    case came = 5
-    case prodigy = 6
-    case dadaptLion = 7
-    case mofasgd = 8
-
-    /// Rules whose step size is estimated over a group of tensors (D-adaptation):
-    /// they step with a group state and keep sliced statistics per tensor.
-    var adaptsStepSize: Bool { self == .prodigy || self == .dadaptLion }
-}
-
-/// Keys of `mlorc_param`.
-package enum ParamKey: Int32, CaseIterable {
-    case beta1 = 1
-    case beta2 = 2
-    case eps = 3
-    case weightDecay = 4
-    case rank = 5
-    case oversampling = 6
-    case powerIterations = 7
-    case biasCorrection = 8
-    case seed = 9
-    case threads = 10
-    case adoptClip = 11
-    case grams = 12
-    case atan2 = 13
-    case cautious = 14
-    case orthograd = 15
-    case clipNorm = 16
-    case galoreScale = 17
-    case galoreInterval = 18
-    case beta3 = 19
-    case eps2 = 20
-    case d0 = 21
-    case dCoef = 22
-    case growthRate = 23
-    case statsStride = 24
-    case cameClip = 25
-    case mofasgdReciprocal = 26
-    case mofasgdMaxValue = 27
-
-    var name: String {
-        switch self {
-        case .beta1: "beta1"
-        case .beta2: "beta2"
-        case .eps: "eps"
-        case .weightDecay: "weight_decay"
-        case .rank: "rank"
-        case .oversampling: "oversampling"
-        case .powerIterations: "power_iterations"
-        case .biasCorrection: "bias_correction"
-        case .seed: "seed"
-        case .threads: "threads"
-        case .adoptClip: "adopt_clip"
-        case .grams: "grams"
-        case .atan2: "atan2"
-        case .cautious: "cautious"
-        case .orthograd: "orthograd"
-        case .clipNorm: "clip_norm"
-        case .galoreScale: "galore_scale"
-        case .galoreInterval: "galore_interval"
-        case .beta3: "beta3"
-        case .eps2: "eps2"
-        case .d0: "d0"
-        case .dCoef: "d_coef"
-        case .growthRate: "growth_rate"
-        case .statsStride: "stats_stride"
-        case .cameClip: "came_clip"
-        case .mofasgdReciprocal: "mofasgd_reciprocal"
-        case .mofasgdMaxValue: "mofasgd_max_value"
-        }
-    }
-
-    var isInteger: Bool {
-        switch self {
-        case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride, .mofasgdReciprocal: true
-        default: false
-        }
-    }
-}
-
-/// All settings of one optimizer handle. Defaults are the paper's (arXiv 2506.01897).
+/// All settings of one optimizer handle: the common defaults here, each rule's
+/// own in its registry entry (the papers' and the reference implementations').
 package struct Hyperparameters {
-    package var beta1: Double
-    package var beta2: Double
+    package var beta1 = 0.0
+    package var beta2 = 0.0
     package var eps: Double = 1e-8
-    package var weightDecay: Double
+    package var weightDecay = 0.0
     package var rank: Int = 4
     package var oversampling: Int = 0
     package var powerIterations: Int = 0
@@ -115,71 +29,14 @@ package struct Hyperparameters {
     package var d0 = 1e-6, dCoef = 1.0, growthRate = Double.infinity
     package var statsStride = 11
 
+    /// The common defaults, then the rule's own (its registry entry).
     package init(rule: RuleKind) {
-        switch rule {
-        case .adamW, .galoreAdamW: (beta1, beta2, weightDecay) = (0.9, 0.999, 0.01)
-        case .lion: (beta1, beta2, weightDecay) = (0.95, 0.98, 0.05)
-        case .adopt: (beta1, beta2, weightDecay, eps) = (0.9, 0.9999, 0, 1e-6)
-        // β and ε as in the authors' instruction-tuning configuration; no weight
-        // decay in their optimizer (beta2 is unused).
-        case .mofasgd: (beta1, beta2, weightDecay, eps) = (0.9, 0, 0, 1e-8)
-        case .came: (beta1, beta2, beta3, weightDecay, eps) = (0.9, 0.999, 0.9999, 0, 1e-30)  // eps is CAME's ε1
-        case .prodigy: (beta1, beta2, beta3, weightDecay, biasCorrection) = (0.9, 0.999, 0.999.squareRoot(), 0, false)
-        case .dadaptLion: (beta1, beta2, weightDecay) = (0.9, 0.99, 0)
-        }
+        for (key, value) in rule.entry.defaults { assign(key, value) }
     }
 
     /// Inclusive bounds of `key` under `rule`, or nil when the key does not apply.
     package static func bounds(rule: RuleKind, key: ParamKey) -> ClosedRange<Double>? {
-        if rule == .mofasgd { return mofasgdBounds(key) }
-        switch key {
-        case .beta1, .beta2: return 0...0.999_999_999
-        case .eps: return rule == .lion || rule == .dadaptLion ? nil : 0...1
-        case .biasCorrection: return [.adamW, .galoreAdamW, .prodigy].contains(rule) ? 0...1 : nil
-        case .adoptClip: return rule == .adopt ? 0...1 : nil
-        // CAME has its own direction (m/√S): the options around a MomentRule do not
-        // apply; DAdapt-Lion's estimate uses the plain sign direction.
-        case .grams, .cautious: return [.galoreAdamW, .came, .dadaptLion].contains(rule) ? nil : 0...1
-        case .orthograd: return rule == .came ? nil : 0...1
-        case .atan2: return [.lion, .galoreAdamW, .came, .dadaptLion].contains(rule) ? nil : 0...1
-        case .clipNorm: return rule == .came ? nil : 0...1e30
-        case .galoreScale: return rule == .galoreAdamW ? 0...1e6 : nil
-        case .galoreInterval: return rule == .galoreAdamW ? 1...1e9 : nil
-        case .beta3: return rule == .came || rule == .prodigy ? 0...0.999_999_999 : nil
-        case .eps2: return rule == .came ? 0...1 : nil
-        case .cameClip: return rule == .came ? 1e-6...1e6 : nil
-        case .dCoef: return rule == .prodigy ? 1e-6...1e6 : nil
-        case .growthRate: return rule == .prodigy ? 1...Double.infinity : nil
-        case .d0: return rule.adaptsStepSize ? 1e-12...1e6 : nil
-        case .statsStride: return rule.adaptsStepSize ? 1...1_048_576 : nil
-        case .mofasgdReciprocal, .mofasgdMaxValue: return nil
-        case .weightDecay: return 0...1000
-        case .rank: return 1...65536
-        case .oversampling: return 0...1024
-        case .powerIterations: return 0...16
-        case .seed: return 0...9_007_199_254_740_992  // 2^53: exact in a double
-        case .threads: return 1...256
-        }
-    }
-
-    /// MoFaSGD's keys: its momentum β (beta1), the singular-value threshold
-    /// (eps), decoupled weight decay, the rank, the first step's sketch
-    /// (oversampling, power iterations, seed), threads and its update form.
-    /// The per-element options do not apply to a spectrally normalised update.
-    private static func mofasgdBounds(_ key: ParamKey) -> ClosedRange<Double>? {
-        switch key {
-        case .beta1: return 0...0.999_999_999
-        case .eps: return 0...1
-        case .weightDecay: return 0...1000
-        case .rank: return 1...65536
-        case .oversampling: return 0...1024
-        case .powerIterations: return 0...16
-        case .seed: return 0...9_007_199_254_740_992
-        case .threads: return 1...256
-        case .mofasgdReciprocal: return 0...1
-        case .mofasgdMaxValue: return 1e-30...1e30
-        default: return nil
-        }
+        rule.entry.bounds(key)
     }
 
     package func value(_ key: ParamKey) -> Double {
@@ -228,6 +85,11 @@ package struct Hyperparameters {
         if key.isInteger && value.rounded(.towardZero) != value {
             throw MlorcError(.paramOutOfRange, "\(key.name) must be an integer, got \(value)")
         }
+        assign(key, value)
+    }
+
+    /// Sets `key` without checks (the registry's defaults, checked values).
+    private mutating func assign(_ key: ParamKey, _ value: Double) {
         switch key {
         case .beta1: beta1 = value
         case .beta2: beta2 = value

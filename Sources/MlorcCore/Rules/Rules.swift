@@ -45,21 +45,6 @@ extension MomentRule {
     }
 }
 
-extension RuleKind {
-    var momentCount: Int {
-        switch self {
-        case .adamW: AdamWRule.momentCount
-        case .lion: LionRule.momentCount
-        case .adopt: AdoptRule.momentCount
-        case .galoreAdamW: AdamWRule.momentCount
-        case .mofasgd: 1
-        case .prodigy: ProdigyRule.momentCount
-        case .dadaptLion: DAdaptLionRule.momentCount
-        case .came: 1  // the first moment; the factored statistics follow it (CAMEStep)
-        }
-    }
-}
-
 /// AdamW with torch.optim.AdamW's conventions: bias corrections folded into the
 /// step size and the denominator, ε added after the square root, decoupled
 /// weight decay applied before the update. With the atan2 option the direction

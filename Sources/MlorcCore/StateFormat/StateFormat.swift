@@ -60,36 +60,12 @@ enum StateFormat {
         var totalBytes: Int { headerBytes + payloadBytes }
     }
 
-    /// Payload size in bytes, or nil on overflow. GaLore's low-rank payload is
-    /// its projection (rank x min(rows, cols)) and two rank x max(rows, cols)
-    /// projected moments.
+    /// Payload size in bytes, or nil on overflow (the rule's registry entry
+    /// gives its layout).
     static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int,
                              statsStride: Int = 0) -> Int? {
-        let (perMoment, o1): (Int, Bool)
-        if rule == .galoreAdamW && storage == .lowRank {
-            let (floats, o) = rank.multipliedReportingOverflow(by: min(rows, cols) + 2 * max(rows, cols))
-            let (bytes, o2) = floats.multipliedReportingOverflow(by: 4)
-            return o || o2 || bytes > Int.max - headerBytes ? nil : bytes
-        }
-        if rule == .came {
-            // Shapes are checked (rows, cols < 2^31, rows·cols <= Int64.max / 16)
-            // before any payload is sized: the statistics cannot overflow.
-            let (moment, o) = storage == .dense ? rows.multipliedReportingOverflow(by: cols)
-                                                : rank.multipliedReportingOverflow(by: rows + cols + 1)
-            let (floats, o2) = moment.addingReportingOverflow(CAMEStep.statisticsFloats(rows: rows, cols: cols))
-            let (bytes, o3) = floats.multipliedReportingOverflow(by: 4)
-            return o || o2 || o3 || bytes > Int.max - headerBytes ? nil : bytes
-        }
-        if storage == .dense {
-            (perMoment, o1) = rows.multipliedReportingOverflow(by: cols)
-        } else {
-            (perMoment, o1) = rank.multipliedReportingOverflow(by: rows + cols + 1)
-        }
-        let (bytes, o2) = perMoment.multipliedReportingOverflow(by: 4 * rule.momentCount)
-        let stats = rule.adaptsStepSize ? 4 * DAdaptation.statsFloats(rule, elements: rows * cols, stride: statsStride) : 0
-        let (withStats, o4) = bytes.addingReportingOverflow(stats)
-        let (total, o3) = withStats.addingReportingOverflow(headerBytes)
-        return o1 || o2 || o3 || o4 ? nil : total - headerBytes
+        rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank, statsStride: statsStride)
+            .map { 4 * $0 }
     }
 
     static func write(_ h: Header, to state: UnsafeMutableRawPointer) {
@@ -137,7 +113,7 @@ enum StateFormat {
         let rows = Int64(bitPattern: u64(24)), cols = Int64(bitPattern: u64(32)), rank = Int64(bitPattern: u64(40))
         guard (1...maxDimension).contains(rows), (1...maxDimension).contains(cols), rows * cols <= Int64.max / 16,
               storage == .dense ? rank == 0 : (1...min(rows, cols)).contains(rank),
-              rule.adaptsStepSize ? (1...UInt64(DAdaptation.maxStride)).contains(u64(80)) : u64(80) == 0 else {
+              rule.entry.groupState ? (1...UInt64(DAdaptation.maxStride)).contains(u64(80)) : u64(80) == 0 else {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
         }
         guard u32(20) == 0 else {
@@ -174,35 +150,25 @@ enum StateFormat {
     /// otherwise reach LAPACK (which can fail or never return on it) after the
     /// weights were written.
     static func checkFactors(_ h: Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
-        let within = { (p: UnsafePointer<Float>, count: Int, bound: Float) in allWithin(p, count: count, bound: bound) }
-        let orthonormalBound: Float = 1.001
-        if h.rule == .galoreAdamW {
-            let projection = h.rank * min(h.rows, h.cols), moments = 2 * h.rank * max(h.rows, h.cols)
-            guard within(payload, projection, orthonormalBound), within(payload + projection, moments, .greatestFiniteMagnitude) else {
-                throw MlorcError(.stateCorrupted, "state projection or moments are out of range (not written by a step)")
-            }
-            return
+        let entry = h.rule.entry
+        if entry.lowRankRankFactor * h.rank > min(h.rows, h.cols) {
+            throw MlorcError(.stateCorrupted, "\(entry.name) state rank \(h.rank) exceeds min(rows, cols) / \(entry.lowRankRankFactor) (not written by this library)")
         }
-        if h.rule == .mofasgd && 2 * h.rank > min(h.rows, h.cols) {
-            throw MlorcError(.stateCorrupted, "MoFaSGD state rank \(h.rank) exceeds min(rows, cols) / 2 (not written by this library)")
-        }
-        if h.rule == .came {
-            // The factored statistics are means of squares plus ε: finite, >= 0.
-            let stats = payload + h.floatsPerMoment
-            var statisticsOK = true
-            for e in 0..<CAMEStep.statisticsFloats(rows: h.rows, cols: h.cols) where !(stats[e] >= 0 && stats[e] <= .greatestFiniteMagnitude) {
-                statisticsOK = false
-            }
-            guard statisticsOK else {
-                throw MlorcError(.stateCorrupted, "state statistics are negative or not finite (not written by a step)")
-            }
-        }
+        try entry.checkLowRankPayload(h, payload)
+    }
+
+    /// Bound of the entries of orthonormal factors, with room for rounding.
+    static let orthonormalBound: Float = 1.001
+
+    /// The MLorc factors of every moment: singular values in [0, 1e30],
+    /// orthonormal factors within ±orthonormalBound.
+    static func checkMomentFactors(_ h: Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
         for k in 0..<h.momentCount {
-            let base = payload + k * h.floatsPerMoment, r = h.rank
-            let u = base, s = base + h.rows * r, vt = s + r
+            let f = Factors(h, payload: UnsafeMutablePointer(mutating: payload), moment: k)
             var singularOK = true
-            for a in 0..<r where !(s[a] >= 0 && s[a] <= 1e30) { singularOK = false }  // NaN fails too
-            guard singularOK, within(u, h.rows * r, orthonormalBound), within(vt, r * h.cols, orthonormalBound) else {
+            for a in 0..<h.rank where !(f.s[a] >= 0 && f.s[a] <= 1e30) { singularOK = false }  // NaN fails too
+            guard singularOK, allWithin(f.u, count: h.rows * h.rank, bound: orthonormalBound),
+                  allWithin(f.vt, count: h.rank * h.cols, bound: orthonormalBound) else {
                 throw MlorcError(.stateCorrupted, "state factors of moment \(k) are out of range (not written by a step)")
             }
         }

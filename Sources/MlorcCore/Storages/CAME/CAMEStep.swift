@@ -38,7 +38,7 @@ import Glibc
 struct CAMEStep {
     let hyper: Hyperparameters
     let prepared: Optimizer.Prepared
-    let region: UnsafeMutablePointer<Float>  // this tensor's part of the .sketches slot
+    let region: UnsafeMutablePointer<Float>  // this tensor's region (regionFloats), kept from prepare to commit
 
     var header: StateFormat.Header { prepared.header }
     var m: Int { header.rows }
@@ -52,6 +52,14 @@ struct CAMEStep {
     /// Floats of r, c (and R, C for a matrix) in the payload.
     static func statisticsFloats(rows: Int, cols: Int) -> Int {
         (isVector(rows: rows, cols: cols) ? 1 : 2) * (rows + cols)
+    }
+
+    /// The factored statistics are means of squares plus ε: finite, >= 0.
+    static func checkStatistics(_ h: StateFormat.Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
+        let stats = payload + h.floatsPerMoment
+        for e in 0..<statisticsFloats(rows: h.rows, cols: h.cols) where !(stats[e] >= 0 && stats[e] <= .greatestFiniteMagnitude) {
+            throw MlorcError(.stateCorrupted, "state statistics are negative or not finite (not written by a step)")
+        }
     }
 
     static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
@@ -72,21 +80,10 @@ struct CAMEStep {
         return 2 * side + 16 + (h.storage == .lowRank ? round16(h.rows * sketchWidth(h, hyper)) : 0)
     }
 
-    /// Lays out every tensor's region in the .sketches slot (kept from prepare to commit).
-    static func reserve(_ tensors: inout [Optimizer.Prepared], hyper: Hyperparameters,
-                        workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
-        var total = 0
-        for i in tensors.indices {
-            tensors[i].sketchOffset = total
-            total += regionFloats(tensors[i].header, hyper)
-        }
-        return try workspace.floats(.sketches, max(total, 16))
-    }
-
-    init(hyper: Hyperparameters, tensor: Optimizer.Prepared, regions: UnsafeMutablePointer<Float>) {
+    init(hyper: Hyperparameters, tensor: Optimizer.Prepared, region: UnsafeMutablePointer<Float>) {
         self.hyper = hyper
         prepared = tensor
-        region = regions + tensor.sketchOffset
+        self.region = region
     }
 
     // Views into the region.

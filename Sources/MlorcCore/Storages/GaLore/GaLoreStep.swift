@@ -12,12 +12,26 @@
 ///
 /// State payload: Pᵀ (r x s, row-major), then M and V (r x L, row-major;
 /// for m > n these hold the transposed m x r matrices).
-struct GaLoreStep {
-    let rule: AdamWRule
+struct GaLoreStep<Rule: MomentRule> {
+    let rule: Rule
     let hyper: Hyperparameters
     let header: StateFormat.Header
     let weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>
     let payload: UnsafeMutablePointer<Float>
+
+    init(rule: Rule, hyper: Hyperparameters, tensor: Optimizer.Prepared) {
+        (self.rule, self.hyper, header) = (rule, hyper, tensor.header)
+        (weights, grad, payload) = (tensor.weights, tensor.grad, tensor.payload)
+        prepared = tensor
+    }
+    private let prepared: Optimizer.Prepared
+
+    /// Pass 1. The projected moments square sums of up to 2^31 gradient
+    /// entries: entries above 1e14 could overflow them, so they are refused
+    /// like non-finite ones (the state stays valid).
+    func gradientIsWithinBound(_ context: StepContext) -> Bool {
+        gradientIsWithin(1e14, prepared, context)
+    }
 
     var m: Int { header.rows }
     var n: Int { header.cols }
@@ -28,6 +42,23 @@ struct GaLoreStep {
     var projection: UnsafeMutablePointer<Float> { payload }                // r x s
     var moment1: UnsafeMutablePointer<Float> { payload + r * short }      // r x L
     var moment2: UnsafeMutablePointer<Float> { payload + r * short + r * long }
+
+    /// Floats of the low-rank payload: Pᵀ (rank x short side) and two
+    /// rank x long side moments; nil on overflow.
+    static func payloadFloats(rows: Int, cols: Int, rank: Int) -> Int? {
+        let (floats, o) = rank.multipliedReportingOverflow(by: min(rows, cols) + 2 * max(rows, cols))
+        return o ? nil : floats
+    }
+
+    /// A payload no step can have written: projection entries beyond an
+    /// orthonormal bound, or non-finite moments.
+    static func checkPayload(_ h: StateFormat.Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
+        let projection = h.rank * min(h.rows, h.cols), moments = 2 * h.rank * max(h.rows, h.cols)
+        guard allWithin(payload, count: projection, bound: StateFormat.orthonormalBound),
+              allWithin(payload + projection, count: moments, bound: .greatestFiniteMagnitude) else {
+            throw MlorcError(.stateCorrupted, "state projection or moments are out of range (not written by a step)")
+        }
+    }
 
     /// Refreshes P when due, projects, runs AdamW on R and writes the weights.
     func update(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {

@@ -12,7 +12,7 @@ struct LowRankStep<Rule: MomentRule> {
     let prepared: Optimizer.Prepared
     let tensor: LowRankTensor
     let hyper: Hyperparameters
-    let region: UnsafeMutablePointer<Float>  // this tensor's part of the .sketches slot
+    let region: UnsafeMutablePointer<Float>  // this tensor's region (regionFloats), kept from sketch to update
 
     var mc: Int { Rule.momentCount }
     var m: Int { tensor.rows }
@@ -23,24 +23,14 @@ struct LowRankStep<Rule: MomentRule> {
         min(h.rank + hyper.oversampling, min(h.rows, h.cols))
     }
 
-    private static func regionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+    /// Floats of a tensor's region: its pass-1 results, kept for pass 2.
+    static func regionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
         let ml = h.rows * sketchWidth(h, hyper)
         let round = { (x: Int) in (x + 15) / 16 * 16 }
         return Rule.momentCount * round(ml) + round(ml) + 2 * round(2 * h.rows)
     }
 
-    /// Lays out every low-rank tensor's pass-1 results in the .sketches slot.
-    static func reserveSketches(_ tensors: inout [Optimizer.Prepared], hyper: Hyperparameters,
-                                workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
-        var total = 0
-        for i in tensors.indices where tensors[i].header.storage == .lowRank {
-            tensors[i].sketchOffset = total
-            total += regionFloats(tensors[i].header, hyper)
-        }
-        return try workspace.floats(.sketches, max(total, 16))
-    }
-
-    init(rule: Rule, tensor p: Optimizer.Prepared, hyper: Hyperparameters, sketches: UnsafeMutablePointer<Float>) {
+    init(rule: Rule, tensor p: Optimizer.Prepared, hyper: Hyperparameters, region: UnsafeMutablePointer<Float>) {
         self.rule = rule
         prepared = p
         self.hyper = hyper
@@ -51,7 +41,7 @@ struct LowRankStep<Rule: MomentRule> {
         }
         tensor = LowRankTensor(rows: h.rows, cols: h.cols, rank: h.rank, sketchWidth: Self.sketchWidth(h, hyper),
                                weights: p.weights, grad: p.grad, factors: PerMoment(factors(0), factors(1)))
-        region = sketches + p.sketchOffset
+        self.region = region
     }
 
     // Views into this tensor's region.

@@ -1,0 +1,13 @@
+extension RuleRegistry {
+    /// Lion; MLorc-Lion on low-rank storage.
+    static let lion = RuleEntry(
+        kind: .lion, name: "Lion",
+        defaults: [.beta1: 0.95, .beta2: 0.98, .weightDecay: 0.05],
+        keys: keys(common, gradientOptions, directionOptions),
+        momentSlots: LionRule.momentCount, groupState: false,
+        step: { optimizer, tensors, lr, _ throws(MlorcError) in
+            let h = optimizer.hyper
+            var plan = MomentPlan(hyper: h, lowRank: .factors) { _ in LionRule(h, lr: lr) }
+            try optimizer.drive(&plan, tensors)
+        })
+}

@@ -1,0 +1,61 @@
+/// Everything rule-specific that the handle, the state format and the driver
+/// need, declared once per rule (RuleRegistry): defaults, keys and their
+/// bounds, the moment slots and the shape of the state, whether the rule
+/// steps with a group state, and how a batch is stepped. Nothing outside a
+/// rule's own files and its entry tests which rule it runs.
+struct RuleEntry {
+    let kind: RuleKind
+    /// The rule's name in messages.
+    let name: String
+    /// Values that differ from Hyperparameters' common defaults.
+    let defaults: KeyValuePairs<ParamKey, Double>
+    /// The keys that apply to the rule, with their inclusive bounds.
+    let keys: [ParamKey: ClosedRange<Double>]
+    /// Moments kept per tensor (dense: rows·cols floats each; low-rank: the
+    /// factors U, s, Vt, rank·(rows + cols + 1) floats each).
+    let momentSlots: Int
+    /// Whether the step size is estimated over the batch (D-adaptation): the
+    /// rule steps with a group state and keeps sampled statistics per tensor.
+    let groupState: Bool
+    /// Low-rank storage needs rankFactor·rank <= min(rows, cols).
+    var lowRankRankFactor = 1
+    /// Floats the payload holds after the moments (statistics).
+    var extraFloats: (_ rows: Int, _ cols: Int, _ statsStride: Int) -> Int = { _, _, _ in 0 }
+    /// Floats of a low-rank payload's moments when they are not MLorc factors
+    /// (nil on overflow).
+    var lowRankMomentFloats: ((_ rows: Int, _ cols: Int, _ rank: Int) -> Int?)?
+    /// Checks a checksummed low-rank payload that no step can have written.
+    var checkLowRankPayload: (StateFormat.Header, UnsafePointer<Float>) throws(MlorcError) -> Void = { h, p throws(MlorcError) in
+        try StateFormat.checkMomentFactors(h, p)
+    }
+    /// Steps a validated batch (the rule's plan run by the batch driver).
+    let step: (_ optimizer: Optimizer, _ tensors: [Optimizer.Prepared], _ lr: Double,
+               _ group: GroupBinding?) throws(MlorcError) -> Void
+
+    /// Floats of the payload of a rows x cols tensor, or nil if its bytes
+    /// would not fit in memory's address space together with the header.
+    func payloadFloats(storage: StateFormat.Storage, rows: Int, cols: Int, rank: Int, statsStride: Int) -> Int? {
+        let moments: Int?
+        if storage == .lowRank, let special = lowRankMomentFloats {
+            moments = special(rows, cols, rank)
+        } else {
+            let (perMoment, o1) = storage == .dense ? rows.multipliedReportingOverflow(by: cols)
+                                                    : rank.multipliedReportingOverflow(by: rows + cols + 1)
+            let (all, o2) = perMoment.multipliedReportingOverflow(by: momentSlots)
+            moments = o1 || o2 ? nil : all
+        }
+        guard let moments else { return nil }
+        let (floats, o3) = moments.addingReportingOverflow(extraFloats(rows, cols, statsStride))
+        let (bytes, o4) = floats.multipliedReportingOverflow(by: 4)
+        return o3 || o4 || bytes > Int.max - StateFormat.headerBytes ? nil : floats
+    }
+
+    /// The bounds of `key`, or nil when the key does not apply to the rule.
+    func bounds(_ key: ParamKey) -> ClosedRange<Double>? { keys[key] }
+}
+
+/// A D-adaptation rule's group state, as read and validated for one step.
+struct GroupBinding {
+    let state: GroupState
+    let pointer: UnsafeMutableRawPointer
+}

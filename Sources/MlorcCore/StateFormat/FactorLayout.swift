@@ -1,0 +1,9 @@
+/// Where moment k's factors lie in a low-rank payload: U (rows x rank,
+/// row-major), s (rank), Vt (rank x cols), moment after moment. The one
+/// place that knows these offsets.
+extension Factors {
+    init(_ h: StateFormat.Header, payload: UnsafeMutablePointer<Float>, moment k: Int) {
+        let base = payload + k * h.floatsPerMoment
+        self.init(u: base, s: base + h.rows * h.rank, vt: base + h.rows * h.rank + h.rank)
+    }
+}

@@ -1,0 +1,51 @@
+/// Dense storage of a MomentRule: full-size moments in the state, the rule
+/// applied element by element (exactly AdamW, Lion, ...).
+struct DenseStep<Rule: MomentRule> {
+    let rule: Rule
+    let tensor: Optimizer.Prepared
+
+    private var elements: Int { tensor.header.rows * tensor.header.cols }
+
+    /// Pass 1: whether every gradient entry is finite.
+    func gradientIsFinite(_ context: StepContext) -> Bool {
+        gradientIsWithin(.greatestFiniteMagnitude, tensor, context)
+    }
+
+    /// Pass 2: the moments and the weights, in place.
+    func update(_ context: StepContext, cautious: Bool) {
+        let n = elements, p = context.parts(for: n), t = tensor
+        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+        var rule = rule
+        if cautious {
+            // Cautious masking scales by elements / (kept + 1): count first.
+            var kept = [Int](repeating: 0, count: p)
+            let counting = rule
+            kept.withUnsafeMutableBufferPointer { keptp in
+                context.pool.run(parts: p) { part in
+                    keptp[part] = denseCautiousKept(counting, weights: t.weights, grad: t.grad, m: m, v: v,
+                                                    range: partition(n, parts: p, part: part, align: 8))
+                }
+            }
+            rule.modifiers.cautiousScale = Float(Double(n) / Double(kept.reduce(0, +) + 1))
+        }
+        let updating = rule
+        context.pool.run(parts: p) { part in
+            denseUpdate(updating, weights: t.weights, grad: t.grad, m: m, v: v,
+                        range: partition(n, parts: p, part: part, align: 8))
+        }
+    }
+}
+
+/// Whether every gradient entry of `t` has magnitude <= bound (NaN fails),
+/// checked in parallel parts.
+func gradientIsWithin(_ bound: Float, _ t: Optimizer.Prepared, _ context: StepContext) -> Bool {
+    let n = t.header.rows * t.header.cols, p = context.parts(for: n)
+    var ok = [Bool](repeating: true, count: p)
+    ok.withUnsafeMutableBufferPointer { okp in
+        context.pool.run(parts: p) { part in
+            let range = partition(n, parts: p, part: part, align: 8)
+            okp[part] = allWithin(t.grad + range.lowerBound, count: range.count, bound: bound)
+        }
+    }
+    return !ok.contains(false)
+}
