@@ -7,7 +7,8 @@
  * core; any change to a result fails this test. A change that alters
  * numerics on purpose re-records them (`golden_test --record FILE`) and says
  * why in its commit. A case whose set-up or step is refused records the
- * status instead of a hash, so refusals are pinned too.
+ * status instead of a hash, so refusals are pinned too. The keys, bounds and
+ * defaults of every rule are pinned the same way ("bounds/RULE/KEY").
  *
  * Usage: golden_test DIGESTS            compare (exit 1 on any difference)
  *        golden_test --record DIGESTS   write the digests of this library
@@ -208,6 +209,31 @@ static void run_case(const golden_case *c, char *out, size_t out_size) {
     mlorc_free(opt);
 }
 
+/* The registry's keys, bounds and defaults: "bounds/RULE/KEY" -> "min max
+ * default" (%.17g) or the status of a key that does not apply. */
+#define MAX_KEY 27
+static int bounds_cases(golden_case *cases, char (*digests)[96], int n) {
+    for (int rule = 1; rule <= 8; rule++) {
+        mlorc_optimizer *opt = NULL;
+        if (mlorc_create(&opt, rule) != MLORC_OK) continue;
+        for (int key = 1; key <= MAX_KEY + 1; key++) {
+            golden_case *c = &cases[n];
+            memset(c, 0, sizeof *c);
+            snprintf(c->name, sizeof c->name, "bounds/%s/%d", rule_names[rule], key);
+            double lo = 0, hi = 0, value = 0;
+            int st = mlorc_param_bounds(rule, key, &lo, &hi);
+            int st2 = mlorc_get_param(opt, key, &value);
+            if (st != MLORC_OK || st2 != MLORC_OK)
+                snprintf(digests[n], sizeof digests[n], "status %d %d", st, st2);
+            else
+                snprintf(digests[n], sizeof digests[n], "%.17g %.17g %.17g", lo, hi, value);
+            n++;
+        }
+        mlorc_free(opt);
+    }
+    return n;
+}
+
 int main(int argc, char **argv) {
     int record = argc == 3 && strcmp(argv[1], "--record") == 0;
     if (argc != 2 && !record) {
@@ -216,9 +242,10 @@ int main(int argc, char **argv) {
     }
     const char *path = argv[argc - 1];
     static golden_case cases[MAX_CASES];
-    int n = build_cases(cases);
     static char digests[MAX_CASES][96];
+    int n = build_cases(cases);
     for (int i = 0; i < n; i++) run_case(&cases[i], digests[i], sizeof digests[i]);
+    n = bounds_cases(cases, digests, n);
 
     /* The thread count never changes a result. */
     int failures = 0;
@@ -283,9 +310,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "FAIL %s: no golden digest recorded\n", cases[i].name);
             failures++;
         }
-    int refused = 0;
-    for (int i = 0; i < n; i++) refused += strncmp(digests[i], "status", 6) == 0;
-    printf("%d cases (%d stepped, %d refused), %d of %d golden digests match, %d failures\n", n, n - refused,
-           refused, matched, seen, failures);
+    int refused = 0, bounds = 0;
+    for (int i = 0; i < n; i++) {
+        int is_bounds = strncmp(cases[i].name, "bounds/", 7) == 0;
+        bounds += is_bounds;
+        refused += !is_bounds && strncmp(digests[i], "status", 6) == 0;
+    }
+    printf("%d step cases (%d stepped, %d refused) and %d key bounds: %d of %d golden digests match, %d failures\n",
+           n - bounds, n - bounds - refused, refused, bounds, matched, seen, failures);
     return failures ? 1 : 0;
 }
