@@ -4,17 +4,6 @@
 /// accumulator row, so that every reduction has a fixed order (CAMEStep sums
 /// the chunks in order): results do not depend on the thread count.
 
-/// Calls body(j, count) for the row's 8-element chunks: full chunks with a
-/// literal count (so load8/store8 compile to plain vector loads), then the
-/// partial last one.
-@_transparent
-func eachChunk(_ n: Int, _ body: (_ j: Int, _ count: Int) -> Void) {
-    let full = n & ~7
-    var j = 0
-    while j < full { body(j, 8); j &+= 8 }
-    if j < n { body(j, n &- j) }
-}
-
 /// Σ_j g[j]² of the row; adds g[j]² to columns[j].
 func cameSquareSums(_ g: UnsafePointer<Float>, _ n: Int, columns: UnsafeMutablePointer<Float>) -> Double {
     var acc = SIMD8<Float>(repeating: 0)

@@ -63,7 +63,7 @@ struct CAMEStep {
     }
 
     static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
-        min(h.rank + hyper.oversampling, min(h.rows, h.cols))
+        RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.rows, cols: h.cols)
     }
 
     /// Row chunks of a tensor: a function of the shape only (never of the
@@ -99,10 +99,7 @@ struct CAMEStep {
     // Views into the state.
     private var momentFloats: Int { header.floatsPerMoment }
     private var oldStats: UnsafeMutablePointer<Float> { prepared.payload + momentFloats }
-    private var factors: Factors {
-        let base = prepared.payload, r = header.rank
-        return Factors(u: base, s: base + m * r, vt: base + m * r + r)
-    }
+    private var factors: Factors { Factors(header, payload: prepared.payload, moment: 0) }
     private var previous: PreviousMomentRows {
         PreviousMomentRows(dense: lowRank ? nil : prepared.payload, factors: lowRank ? factors : nil,
                            rank: header.rank, cols: n)
@@ -186,8 +183,8 @@ struct CAMEStep {
         if isVector && !lowRank { return true }  // neither instability nor sketch
         let omega = try workspace.floats(.omega, max(l * n, 1))  // Ω as l x n row-major
         if lowRank {
-            SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
-                .fillNormals(omega, count: l * n)
+            RandomizedSVD.drawTestMatrix(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
+                                         count: l * n, into: omega)
         }
         let buffers = try rowBuffers(&workspace), stride = rowStride, previous = previous, y = y, vector = isVector
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
@@ -251,22 +248,24 @@ struct CAMEStep {
 
         if lowRank {
             // Power iterations: Z = MᵀQ (n x l column-major = l x n row-major), Y = M·orth(Z).
-            for _ in 0..<hyper.powerIterations {
-                try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
-                forEachRow(inPlace: false) { i, row, part in
-                    for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
-                }
-                try LinearAlgebra.orthonormalize(reduced, rows: n, cols: l, workspace: &workspace)
-                pool.run(parts: chunks) { k in
-                    let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride
-                    for i in partition(m, parts: chunks, part: k) {
-                        _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
-                                          beta1: beta1, oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
-                        for c in 0..<l { y[i + c * m] = dot(row, reduced + c * n, n) }
+            try RandomizedSVD.powerIterations(
+                [y], rows: m, cols: n, width: l, count: hyper.powerIterations, workspace: &workspace,
+                transposeProducts: { _ throws(MlorcError) in
+                    forEachRow(inPlace: false) { i, row, part in
+                        for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
                     }
-                }
-            }
-            try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
+                    return [reduced]
+                },
+                products: { _, _ throws(MlorcError) in
+                    pool.run(parts: chunks) { k in
+                        let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride
+                        for i in partition(m, parts: chunks, part: k) {
+                            _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
+                                              beta1: beta1, oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
+                            for c in 0..<l { y[i + c * m] = dot(row, reduced + c * n, n) }
+                        }
+                    }
+                })
         }
 
         // The update pass: W, the dense moment, or B = QᵀM for the factors.
@@ -279,8 +278,8 @@ struct CAMEStep {
             for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
         }
         if lowRank {
-            try storeLeadingTriplets(of: reduced, q: y, rows: m, cols: n, sketchWidth: l, rank: header.rank,
-                                     into: factors, workspace: &workspace)
+            try RandomizedSVD.storeLeadingTriplets(transposedB: reduced, q: y, rows: m, cols: n, width: l,
+                                                   rank: header.rank, into: factors, workspace: &workspace)
         }
         oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n))
     }

@@ -124,38 +124,23 @@ struct GaLoreStep<Rule: MomentRule> {
     /// P ← the top-r singular vectors of G on its short side, by the
     /// randomized SVD of A = G (m <= n) or Gᵀ, stored as Pᵀ (r x s).
     private func refreshProjection(workspace: inout Workspace) throws(MlorcError) {
-        let s = short, other = long, l = min(r + hyper.oversampling, s)
-        // A is s x other; apply(A, X other x l) and applyT(A, Y s x l), column-major.
-        let omega = try workspace.floats(.omega, other * l)
-        SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
-            .fillNormals(omega, count: other * l)
-        let y = try workspace.floats(.projectionSketch, s * l)
-        let z = try workspace.floats(.staging, other * l)
-        applyA(omega, into: y, l)
-        for _ in 0..<hyper.powerIterations {
-            try LinearAlgebra.orthonormalize(y, rows: s, cols: l, workspace: &workspace)
-            applyAT(y, into: z, l)
-            try LinearAlgebra.orthonormalize(z, rows: other, cols: l, workspace: &workspace)
-            applyA(z, into: y, l)
-        }
-        try LinearAlgebra.orthonormalize(y, rows: s, cols: l, workspace: &workspace)
-        applyAT(y, into: z, l)  // Bᵀ = AᵀQ, other x l
-        let left = try workspace.floats(.svdLeft, other * l)
-        let right = try workspace.floats(.svdRight, l * l)
-        let values = try workspace.floats(.svdValues, l)
-        try LinearAlgebra.thinSVD(z, rows: other, cols: l, u: left, s: values, vt: right, workspace: &workspace)
-        // B = Ũ Σ Ṽᵀ with Ũ = rightᵀ: P = Q Ũ[:, :r]; Pᵀ[a, x] = Σ_b Q[x, b] Ũ[b, a].
+        let s = short, l = RandomizedSVD.sketchWidth(rank: r, oversampling: hyper.oversampling, rows: m, cols: n)
+        // A is s x long: apply(A, X long x l) and applyT(A, Y s x l), column-major.
+        let svd = try RandomizedSVD.explicit(rows: s, cols: long, width: l, powerIterations: hyper.powerIterations,
+                                             seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
+                                             workspace: &workspace,
+                                             apply: { x, y in applyA(x, into: y, l) },
+                                             applyT: { y, x in applyAT(y, into: x, l) })
+        // P = Q Ũ[:, :r], stored as Pᵀ (r x s).
+        RandomizedSVD.leftVectors(q: svd.q, rows: s, width: l, ut: svd.ut, rank: r, into: projection,
+                                  rowStride: 1, columnStride: s)
         // Each vector's sign is fixed (largest entry positive): the moments
         // outlive a refresh, and an arbitrary sign flip would negate them.
         for a in 0..<r {
+            let vector = projection + a * s
             var largest: Float = 0
-            for x in 0..<s {
-                var sum: Float = 0
-                for b in 0..<l { sum += y[x + b * s] * right[a + b * l] }
-                projection[a * s + x] = sum
-                if abs(sum) > abs(largest) { largest = sum }
-            }
-            if largest < 0 { for x in 0..<s { projection[a * s + x] = -projection[a * s + x] } }
+            for x in 0..<s where abs(vector[x]) > abs(largest) { largest = vector[x] }
+            if largest < 0 { for x in 0..<s { vector[x] = -vector[x] } }
         }
     }
 
@@ -179,28 +164,3 @@ struct GaLoreStep<Rule: MomentRule> {
         }
     }
 }
-
-/// y[range] += a·x[range], 8 lanes at a time.
-@inline(__always)
-func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
-    var j = range.lowerBound
-    while j < range.upperBound {
-        let c = min(8, range.upperBound - j)
-        store8(load8(y + j, c).addingProduct(a, load8(x + j, c)), y + j, c)
-        j += 8
-    }
-}
-
-/// Σ x[j]·y[j] over 0..<count (8 partial sums, then their sum: a fixed order).
-@inline(__always)
-func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> Float {
-    var acc = SIMD8<Float>(repeating: 0)
-    var j = 0
-    while j < count {
-        let c = min(8, count - j)
-        acc = acc.addingProduct(load8(x + j, c), load8(y + j, c))
-        j += 8
-    }
-    return acc.sum()
-}
-

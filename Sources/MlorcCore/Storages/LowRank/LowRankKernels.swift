@@ -1,6 +1,6 @@
 import CVectorMath
 
-/// The two streaming passes of a low-rank (MLorc) step (DESIGN.md §4). Neither
+/// The two streaming passes of a low-rank (MLorc) step (docs/architecture.md, "Low-rank storage"). Neither
 /// materialises a full moment: each rebuilds the previous moments of one 8-wide
 /// row segment from their factors in registers, applies the rule, and folds
 /// the new moments straight into thin products with the sketch.

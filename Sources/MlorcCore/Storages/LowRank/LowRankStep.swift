@@ -1,5 +1,5 @@
 /// One MLorc step of one tensor (paper Alg. 1/2 with the randomized SVD of
-/// Alg. 3), organised as the streaming passes of DESIGN.md §4:
+/// Alg. 3), organised as the streaming passes of docs/architecture.md ("Low-rank storage"):
 ///
 ///   sketch: Ω from (seed, tensor id, step); row pass → Y_k = A_k Ω with the
 ///           second moment's fix deferred (Y_v = XΩ + β2·c·NΩ); finiteness.
@@ -20,7 +20,7 @@ struct LowRankStep<Rule: MomentRule> {
     var l: Int { tensor.sketchWidth }
 
     static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
-        min(h.rank + hyper.oversampling, min(h.rows, h.cols))
+        RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.rows, cols: h.cols)
     }
 
     /// Floats of a tensor's region: its pass-1 results, kept for pass 2.
@@ -35,10 +35,7 @@ struct LowRankStep<Rule: MomentRule> {
         prepared = p
         self.hyper = hyper
         let h = p.header
-        func factors(_ k: Int) -> Factors {
-            let base = p.moment(min(k, Rule.momentCount - 1))
-            return Factors(u: base, s: base + h.rows * h.rank, vt: base + h.rows * h.rank + h.rank)
-        }
+        func factors(_ k: Int) -> Factors { Factors(h, payload: p.payload, moment: min(k, Rule.momentCount - 1)) }
         tensor = LowRankTensor(rows: h.rows, cols: h.cols, rank: h.rank, sketchWidth: Self.sketchWidth(h, hyper),
                                weights: p.weights, grad: p.grad, factors: PerMoment(factors(0), factors(1)))
         self.region = region
@@ -65,8 +62,8 @@ struct LowRankStep<Rule: MomentRule> {
     func sketch(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
         // Ω[b, j] is normal number b·cols + j of this (seed, tensor, step).
         let staging = try workspace.floats(.staging, l * n), omega = try workspace.floats(.omega, l * n)
-        SketchGenerator(seed: hyper.seed, tensorID: prepared.header.tensorID, step: prepared.header.step + 1)
-            .fillNormals(staging, count: l * n)
+        RandomizedSVD.drawTestMatrix(seed: hyper.seed, tensorID: prepared.header.tensorID,
+                                     step: prepared.header.step + 1, count: l * n, into: staging)
         Panel.fromRowMajor(staging, into: omega, rows: l, cols: n)
         let (scratch, stride) = try threadScratch(parts, &workspace)
         let t = tensor, negatives = (yNeg, rowSum, rowCount), rule = rule
@@ -140,30 +137,33 @@ struct LowRankStep<Rule: MomentRule> {
         keptBase.initialize(repeating: 0, count: parts)
         defer { keptBase.deallocate() }
 
-        for _ in 0..<hyper.powerIterations {
-            for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
-            panels.initialize(repeating: 0, count: mc * l * n)
-            pool.run(parts: parts) { part in
-                columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
-                           q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
-                           out: panel, updateWeights: false, scratch: scratch + part * stride, kept: keptBase + part)
-            }
-            // Z_k = A_kᵀQ_k, orthonormalised as a cols x l column-major matrix
-            // (= row-major l x cols), then back in panel layout as the next sketch.
-            let staging = try workspace.floats(.staging, l * n)
-            for k in 0..<mc {
-                Panel.toRowMajor(panel[k], into: staging, rows: l, cols: n)
-                try LinearAlgebra.orthonormalize(staging, rows: n, cols: l, workspace: &workspace)
-                Panel.fromRowMajor(staging, into: panel[k], rows: l, cols: n)
-            }
-            pool.run(parts: parts) { part in
-                rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
-                        sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
+        // Z_k = A_kᵀQ_k is formed in panel layout by a column pass and
+        // orthonormalised as a cols x l column-major matrix (= row-major
+        // l x cols); back in panel layout it is the next row pass's sketch.
+        let zStride = (l * n + 15) / 16 * 16
+        try RandomizedSVD.powerIterations(
+            (0..<mc).map(y), rows: m, cols: n, width: l, count: hyper.powerIterations, workspace: &workspace,
+            transposeProducts: { workspace throws(MlorcError) in
+                panels.initialize(repeating: 0, count: mc * l * n)
+                pool.run(parts: parts) { part in
+                    columnPass(rule, t, cols: partition(t.cols, parts: parts, part: part, align: 8),
+                               q: PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second)), c: c,
+                               out: panel, updateWeights: false, scratch: scratch + part * stride, kept: keptBase + part)
+                }
+                let staging = try workspace.floats(.staging, mc * zStride)
+                return (0..<mc).map { k in
+                    Panel.toRowMajor(panel[k], into: staging + k * zStride, rows: l, cols: n)
+                    return staging + k * zStride
+                }
+            },
+            products: { zs, _ throws(MlorcError) in
+                for k in 0..<mc { Panel.fromRowMajor(zs[k], into: panel[k], rows: l, cols: n) }
+                pool.run(parts: parts) { part in
+                    rowPass(rule, t, rows: partition(t.rows, parts: parts, part: part),
+                            sketch: PerMoment(UnsafePointer(panel.first), UnsafePointer(panel.second)), c: c,
                             y: ys, scratch: scratch + part * stride)
-            }
-        }
-
-        for k in 0..<mc { try LinearAlgebra.orthonormalize(y(k), rows: m, cols: l, workspace: &workspace) }
+                }
+            })
         if hyper.cautious {
             // Cautious masking scales by elements / (kept + 1): count first.
             let counting = rule
@@ -189,31 +189,9 @@ struct LowRankStep<Rule: MomentRule> {
     /// B_k (an l x cols panel; row-major it is B_kᵀ as cols x l column-major)
     /// = Ũ Σ Ṽᵀ: keeps the leading `rank` triplets as the new factors of moment k.
     private func refreshFactors(_ k: Int, b panel: UnsafeMutablePointer<Float>, workspace: inout Workspace) throws(MlorcError) {
-        let r = tensor.rank
         let b = try workspace.floats(.staging, l * n)
         Panel.toRowMajor(panel, into: b, rows: l, cols: n)
-        try storeLeadingTriplets(of: b, q: y(k), rows: m, cols: n, sketchWidth: l, rank: r,
-                                 into: tensor.factors[k], workspace: &workspace)
-    }
-}
-
-/// B (l x n row-major = n x l column-major) = Ũ Σ Ṽᵀ: the leading `rank`
-/// triplets become the new factors U = Q Ũ[:, :r] (Q: rows x l, column-major),
-/// s = Σ[:r], Vt = Ṽᵀ[:r] (Panel layout). Shared by the MLorc rules and CAME.
-func storeLeadingTriplets(of b: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, rows m: Int, cols n: Int,
-                          sketchWidth l: Int, rank r: Int, into f: Factors,
-                          workspace: inout Workspace) throws(MlorcError) {
-    let left = try workspace.floats(.svdLeft, n * l)       // Ṽ, cols x l
-    let right = try workspace.floats(.svdRight, l * l)     // Ũᵀ, l x l
-    let values = try workspace.floats(.svdValues, l)
-    try LinearAlgebra.thinSVD(b, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
-    Panel.fromRowMajor(left, into: f.vt, rows: r, cols: n)  // Ṽᵀ[:r] is row-major r x cols
-    f.s.update(from: values, count: r)
-    for i in 0..<m {
-        for a in 0..<r {
-            var sum: Float = 0
-            for c in 0..<l { sum += q[i + c * m] * right[a + c * l] }
-            f.u[i * r + a] = sum
-        }
+        try RandomizedSVD.storeLeadingTriplets(transposedB: b, q: y(k), rows: m, cols: n, width: l, rank: tensor.rank,
+                                               into: tensor.factors[k], workspace: &workspace)
     }
 }

@@ -119,34 +119,17 @@ struct MoFaSGDStep {
     /// Q = qr(Y), Bᵀ = GᵀQ = L·diag(s)·R, so B = Rᵀ·diag(s)·Lᵀ:
     /// U = Q·Rᵀ[:, :r], σ = s[:r], V = L[:, :r].
     private func initialFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
-        let l = min(r + hyper.oversampling, min(m, n))
-        let omega = try workspace.floats(.omega, n * l)
-        SketchGenerator(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
-            .fillNormals(omega, count: n * l)
-        let y = try workspace.floats(.gradSketch, m * l), z = try workspace.floats(.projectionSketch, n * l)
-        multiplyG(omega, into: y, l, pool: pool, parts: parts)
-        for _ in 0..<hyper.powerIterations {
-            try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
-            multiplyGT(y, into: z, l, pool: pool, parts: parts)
-            try LinearAlgebra.orthonormalize(z, rows: n, cols: l, workspace: &workspace)
-            multiplyG(z, into: y, l, pool: pool, parts: parts)
-        }
-        try LinearAlgebra.orthonormalize(y, rows: m, cols: l, workspace: &workspace)
-        multiplyGT(y, into: z, l, pool: pool, parts: parts)
-        let left = try workspace.floats(.svdLeft, n * l), right = try workspace.floats(.svdRight, l * l)
-        let values = try workspace.floats(.svdValues, l)
-        try LinearAlgebra.thinSVD(z, rows: n, cols: l, u: left, s: values, vt: right, workspace: &workspace)
+        let l = RandomizedSVD.sketchWidth(rank: r, oversampling: hyper.oversampling, rows: m, cols: n)
+        let svd = try RandomizedSVD.explicit(rows: m, cols: n, width: l, powerIterations: hyper.powerIterations,
+                                             seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
+                                             workspace: &workspace,
+                                             apply: { x, y in multiplyG(x, into: y, l, pool: pool, parts: parts) },
+                                             applyT: { y, x in multiplyGT(y, into: x, l, pool: pool, parts: parts) })
         let u = result, s = result + m * r, vt = s + r
-        for i in 0..<m {
-            for a in 0..<r {
-                var sum: Float = 0
-                for x in 0..<l { sum += y[i + x * m] * right[a + x * l] }
-                u[i * r + a] = sum
-            }
-        }
+        RandomizedSVD.leftVectors(q: svd.q, rows: m, width: l, ut: svd.ut, rank: r, into: u, rowStride: r, columnStride: 1)
         for a in 0..<r {
-            s[a] = values[a]
-            for j in 0..<n { vt[a * n + j] = left[j + a * n] }
+            s[a] = svd.sigma[a]
+            for j in 0..<n { vt[a * n + j] = svd.v[j + a * n] }
         }
     }
 
