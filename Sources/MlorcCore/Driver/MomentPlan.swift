@@ -15,7 +15,7 @@ struct MomentPlan<Rule: MomentRule>: BatchPlan {
     var regionSlot: Workspace.Slot { .sketches }
 
     func regionFloats(_ t: Optimizer.Prepared) -> Int {
-        t.header.storage == .lowRank && lowRank == .factors ? LowRankStep<Rule>.regionFloats(t.header, hyper) : 0
+        t.header.storage == .lowRank && lowRank == .factors ? LowRankStep<Rule, F32Tensors>.regionFloats(t.header, hyper) : 0
     }
 
     func makeStep(_ t: Optimizer.Prepared, region: UnsafeMutablePointer<Float>) -> MomentTensorStep<Rule> {
@@ -56,18 +56,21 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
 
     mutating func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
         if hyper.orthograd || hyper.clipNorm > 0 {
-            let sums = Self.gradientTotals(tensor, context)
+            let sums: SIMD3<Double>
+            switch tensor.elements {
+            case .f32: sums = Self.gradientTotals(tensor, F32Tensors.self, context)
+            }
             rule.modifiers.setGradientTransform(gg: sums.x, wg: sums.y, ww: sums.z,
                                                 orthograd: hyper.orthograd, clipNorm: hyper.clipNorm)
             guard sums.x.isFinite && sums.y.isFinite && sums.z.isFinite else { return false }
         }
-        switch storage {
-        case .factors:
-            return try LowRankStep(rule: rule, tensor: tensor, hyper: hyper, region: region)
+        switch (storage, tensor.elements) {
+        case (.factors, .f32):
+            return try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
                 .sketch(workspace: &context.workspace, pool: context.pool, parts: context.parts(for: elements))
-        case .dense:
-            return DenseStep(rule: rule, tensor: tensor).gradientIsFinite(context)
-        case .projection:
+        case (.dense, .f32):
+            return DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).gradientIsFinite(context)
+        case (.projection, _):
             return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).gradientIsWithinBound(context)
         }
     }
@@ -75,25 +78,26 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     mutating func commit(_ context: inout StepContext) throws(MlorcError) {
         writeStatistics?(tensor, rule)
         let parts = context.parts(for: elements)
-        switch storage {
-        case .factors:
-            try LowRankStep(rule: rule, tensor: tensor, hyper: hyper, region: region)
+        switch (storage, tensor.elements) {
+        case (.factors, .f32):
+            try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)
-        case .projection:
+        case (.projection, _):
             try GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)
-        case .dense:
-            DenseStep(rule: rule, tensor: tensor).update(context, cautious: hyper.cautious)
+        case (.dense, .f32):
+            DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).update(context, cautious: hyper.cautious)
         }
     }
 
     /// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count independent).
-    private static func gradientTotals(_ t: Optimizer.Prepared, _ context: StepContext) -> SIMD3<Double> {
+    private static func gradientTotals<E: TensorElements>(_ t: Optimizer.Prepared, _: E.Type,
+                                                          _ context: StepContext) -> SIMD3<Double> {
         let rows = t.header.rows, cols = t.header.cols, p = min(context.parts(for: rows * cols), rows)
         var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
         perRow.withUnsafeMutableBufferPointer { sums in
             context.pool.run(parts: p) { part in
-                gradientSums(weights: t.weights, grad: t.grad, cols: cols,
+                gradientSums(E.self, weights: t.weights(E.self), grad: t.grad(E.self), cols: cols,
                              rows: partition(rows, parts: p, part: part), into: sums.baseAddress!)
             }
         }

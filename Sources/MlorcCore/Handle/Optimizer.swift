@@ -139,10 +139,23 @@ package final class Optimizer {
 
     /// A validated tensor of a step.
     struct Prepared {
-        let weights: UnsafeMutablePointer<Float>
-        let grad: UnsafePointer<Float>
+        let param: UnsafeMutableRawPointer
+        let gradient: UnsafeRawPointer
+        /// The element types of param and gradient.
+        let elements: TensorElementKind
         let state: UnsafeMutableRawPointer
         var header: StateFormat.Header
+
+        func weights<E: TensorElements>(_: E.Type) -> UnsafeMutablePointer<E.Param.Scalar> {
+            param.assumingMemoryBound(to: E.Param.Scalar.self)
+        }
+        func grad<E: TensorElements>(_: E.Type) -> UnsafePointer<E.Grad.Scalar> {
+            gradient.assumingMemoryBound(to: E.Grad.Scalar.self)
+        }
+        /// The fp32 views, for the storages whose kernels read fp32 only (their
+        /// registry entries refuse other element types).
+        var weights: UnsafeMutablePointer<Float> { weights(F32Tensors.self) }
+        var grad: UnsafePointer<Float> { grad(F32Tensors.self) }
 
         var payload: UnsafeMutablePointer<Float> {
             (state + StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
@@ -175,8 +188,10 @@ package final class Optimizer {
         guard header.dtype == UInt32(a.dtype) else {
             throw MlorcError(.stateMismatch, "state dtype \(header.dtype) differs from tensor dtype \(a.dtype)")
         }
-        return Prepared(weights: param.assumingMemoryBound(to: Float.self),
-                        grad: grad.assumingMemoryBound(to: Float.self), state: state, header: header)
+        guard let elements = TensorElementKind(param: a.dtype, grad: a.dtype) else {
+            throw MlorcError(.unsupportedDtype, "dtype \(a.dtype) is not supported")
+        }
+        return Prepared(param: param, gradient: grad, elements: elements, state: state, header: header)
     }
 
     /// Refuses a batch in which a written buffer (param, state, group state)

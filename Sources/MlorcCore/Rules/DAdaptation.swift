@@ -61,10 +61,10 @@ enum DAdaptation {
         func momentum(_ e: Int) -> Float {
             guard header.storage == .lowRank else { return payload[e] }
             let r = header.rank, i = e / header.cols, j = e % header.cols
-            let u = payload + i * r, sv = payload + header.rows * r, vt = sv + r
+            let f = Factors(header, payload: payload, moment: 0)
             var x: Float = 0
             for k in 0..<r {
-                x += u[k] * sv[k] * vt[Panel.offset(row: k, col: j, rows: r, cols: header.cols)]
+                x += f.u[i * r + k] * f.s[k] * f.vt[Panel.offset(row: k, col: j, rows: r, cols: header.cols)]
             }
             return x
         }

@@ -1,3 +1,10 @@
+/// One moment's factors inside a state: M̃ = U · diag(s) · Vt.
+struct Factors {
+    let u: UnsafeMutablePointer<Float>   // rows x rank, row-major
+    let s: UnsafeMutablePointer<Float>   // rank
+    let vt: UnsafeMutablePointer<Float>  // rank x cols: Panel layout (MoFaSGD: row-major)
+}
+
 /// Where moment k's factors lie in a low-rank payload: U (rows x rank,
 /// row-major), s (rank), Vt (rank x cols), moment after moment. The one
 /// place that knows these offsets.

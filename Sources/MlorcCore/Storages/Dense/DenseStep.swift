@@ -1,6 +1,6 @@
 /// Dense storage of a MomentRule: full-size moments in the state, the rule
 /// applied element by element (exactly AdamW, Lion, ...).
-struct DenseStep<Rule: MomentRule> {
+struct DenseStep<Rule: MomentRule, E: TensorElements> {
     let rule: Rule
     let tensor: Optimizer.Prepared
 
@@ -8,7 +8,7 @@ struct DenseStep<Rule: MomentRule> {
 
     /// Pass 1: whether every gradient entry is finite.
     func gradientIsFinite(_ context: StepContext) -> Bool {
-        gradientIsWithin(.greatestFiniteMagnitude, tensor, context)
+        gradientIsWithin(.greatestFiniteMagnitude, tensor, E.self, context)
     }
 
     /// Pass 2: the moments and the weights, in place.
@@ -22,7 +22,7 @@ struct DenseStep<Rule: MomentRule> {
             let counting = rule
             kept.withUnsafeMutableBufferPointer { keptp in
                 context.pool.run(parts: p) { part in
-                    keptp[part] = denseCautiousKept(counting, weights: t.weights, grad: t.grad, m: m, v: v,
+                    keptp[part] = denseCautiousKept(counting, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
                                                     range: partition(n, parts: p, part: part, align: 8))
                 }
             }
@@ -30,7 +30,7 @@ struct DenseStep<Rule: MomentRule> {
         }
         let updating = rule
         context.pool.run(parts: p) { part in
-            denseUpdate(updating, weights: t.weights, grad: t.grad, m: m, v: v,
+            denseUpdate(updating, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
                         range: partition(n, parts: p, part: part, align: 8))
         }
     }
@@ -38,13 +38,14 @@ struct DenseStep<Rule: MomentRule> {
 
 /// Whether every gradient entry of `t` has magnitude <= bound (NaN fails),
 /// checked in parallel parts.
-func gradientIsWithin(_ bound: Float, _ t: Optimizer.Prepared, _ context: StepContext) -> Bool {
+func gradientIsWithin<E: TensorElements>(_ bound: Float, _ t: Optimizer.Prepared, _: E.Type,
+                                         _ context: StepContext) -> Bool {
     let n = t.header.rows * t.header.cols, p = context.parts(for: n)
     var ok = [Bool](repeating: true, count: p)
     ok.withUnsafeMutableBufferPointer { okp in
         context.pool.run(parts: p) { part in
             let range = partition(n, parts: p, part: part, align: 8)
-            okp[part] = allWithin(t.grad + range.lowerBound, count: range.count, bound: bound)
+            okp[part] = allWithin(E.Grad.self, t.grad(E.self) + range.lowerBound, count: range.count, bound: bound)
         }
     }
     return !ok.contains(false)

@@ -7,10 +7,10 @@
 ///           column pass → W updated and B_k = Q_kᵀ A_k; B_k = Ũ Σ Ṽᵀ;
 ///           new factors U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
 /// Only O((rows + cols)·l) scratch; no full-size matrix is ever built.
-struct LowRankStep<Rule: MomentRule> {
+struct LowRankStep<Rule: MomentRule, E: TensorElements> {
     let rule: Rule
     let prepared: Optimizer.Prepared
-    let tensor: LowRankTensor
+    let tensor: LowRankTensor<E>
     let hyper: Hyperparameters
     let region: UnsafeMutablePointer<Float>  // this tensor's region (regionFloats), kept from sketch to update
 
@@ -37,7 +37,7 @@ struct LowRankStep<Rule: MomentRule> {
         let h = p.header
         func factors(_ k: Int) -> Factors { Factors(h, payload: p.payload, moment: min(k, Rule.momentCount - 1)) }
         tensor = LowRankTensor(rows: h.rows, cols: h.cols, rank: h.rank, sketchWidth: Self.sketchWidth(h, hyper),
-                               weights: p.weights, grad: p.grad, factors: PerMoment(factors(0), factors(1)))
+                               weights: p.weights(E.self), grad: p.grad(E.self), factors: PerMoment(factors(0), factors(1)))
         self.region = region
     }
 

@@ -97,7 +97,7 @@ struct MoFaSGDStep {
         guard !ok.contains(false) else { return false }
         // A zero momentum (fresh, or only zero gradients so far) has no tangent
         // space: it restarts as M = SVD_r(G), as at the first step.
-        let sigma = payload + m * r
+        let sigma = Factors(header, payload: payload, moment: 0).s
         if header.step == 0 || (0..<r).allSatisfy({ sigma[$0] == 0 }) {
             try initialFactors(workspace: &workspace, pool: pool, parts: parts)
         } else {
@@ -136,7 +136,7 @@ struct MoFaSGDStep {
     /// The tangent-space update of the paper through the 2r x 2r block matrix.
     private func updatedFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
         let m = m, n = n, r = r, k = 2 * r, g = grad
-        let u = payload, sigma = payload + m * r, vt = sigma + r
+        let f = Factors(header, payload: payload, moment: 0), u = f.u, sigma = f.s, vt = f.vt
         // X_U = [U | GV] (m x 2r) and X_V = [V | GᵀU] (n x 2r), column-major,
         // kept for R = QᵀX; Q_U, Q_V are their orthonormalised copies.
         let xu = try workspace.floats(.panels, k * (m + n)), xv = xu + k * m
