@@ -26,6 +26,14 @@ protocol TensorElements {
 enum TensorElementKind {
     case f32
 
+    /// Bytes of one parameter and one gradient element.
+    var paramBytes: Int {
+        switch self { case .f32: MemoryLayout<F32.Scalar>.size }
+    }
+    var gradBytes: Int {
+        switch self { case .f32: MemoryLayout<F32.Scalar>.size }
+    }
+
     init?(param: Int32, grad: Int32) {
         switch (param, grad) {
         case (F32.dtype, F32.dtype): self = .f32

@@ -1,0 +1,106 @@
+/// Argument validation of the handle's calls: everything is checked before
+/// anything is read or written, and a failure names what was wrong.
+extension Optimizer {
+    static func checkShape(rows: Int64, cols: Int64) throws(MlorcError) {
+        guard (1...StateFormat.maxDimension).contains(rows), (1...StateFormat.maxDimension).contains(cols) else {
+            throw MlorcError(.invalidShape, "shape \(rows)x\(cols) is invalid: rows and cols must be in [1, \(StateFormat.maxDimension)]")
+        }
+        // The tensor's bytes must be addressable: 4·rows·cols (and its state) in an Int.
+        guard rows * cols <= Int64.max / 16 else {
+            throw MlorcError(.invalidShape, "shape \(rows)x\(cols) has more elements than memory can address")
+        }
+    }
+
+    static func checkDtype(_ dtype: Int32) throws(MlorcError) {
+        guard dtype == 0 else {
+            throw MlorcError(.unsupportedDtype, "dtype \(dtype) is not supported (only MLORC_DTYPE_F32 = 0)")
+        }
+    }
+
+    /// A validated tensor of a step.
+    struct Prepared {
+        let param: UnsafeMutableRawPointer
+        let gradient: UnsafeRawPointer
+        /// The element types of param and gradient.
+        let elements: TensorElementKind
+        let state: UnsafeMutableRawPointer
+        var header: StateFormat.Header
+
+        func weights<E: TensorElements>(_: E.Type) -> UnsafeMutablePointer<E.Param.Scalar> {
+            param.assumingMemoryBound(to: E.Param.Scalar.self)
+        }
+        func grad<E: TensorElements>(_: E.Type) -> UnsafePointer<E.Grad.Scalar> {
+            gradient.assumingMemoryBound(to: E.Grad.Scalar.self)
+        }
+        /// The fp32 views, for the storages whose kernels read fp32 only (their
+        /// registry entries refuse other element types).
+        var weights: UnsafeMutablePointer<Float> { weights(F32Tensors.self) }
+        var grad: UnsafePointer<Float> { grad(F32Tensors.self) }
+
+        var payload: UnsafeMutablePointer<Float> {
+            (state + StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
+        }
+        func moment(_ k: Int) -> UnsafeMutablePointer<Float> { payload + k * header.floatsPerMoment }
+    }
+
+    func validate(_ a: TensorArgs) throws(MlorcError) -> Prepared {
+        guard let param = a.param else { throw MlorcError(.nullPointer, "param is NULL") }
+        guard let grad = a.grad else { throw MlorcError(.nullPointer, "grad is NULL") }
+        guard let state = a.state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard a.reserved == 0 else { throw MlorcError(.invalidArgument, "reserved field must be 0") }
+        try Self.checkDtype(a.dtype)
+        try Self.checkShape(rows: a.rows, cols: a.cols)
+        for (name, p) in [("param", UnsafeRawPointer(param)), ("grad", grad), ("state", UnsafeRawPointer(state))]
+        where Int(bitPattern: p) % 4 != 0 {
+            throw MlorcError(.invalidArgument, "\(name) pointer is not 4-byte aligned")
+        }
+        let header = try StateFormat.read(state, bytes: a.stateBytes)
+        // The counter this step would write must still read back as plausible.
+        guard header.step + 1 < StateFormat.stepLimit else {
+            throw MlorcError(.stateCorrupted, "state step counter \(header.step) is at its limit (2^53 - 1)")
+        }
+        guard header.rule == rule else {
+            throw MlorcError(.stateMismatch, "state belongs to rule \(header.rule) but this optimizer is \(rule)")
+        }
+        guard header.rows == Int(a.rows), header.cols == Int(a.cols) else {
+            throw MlorcError(.stateMismatch, "state is for a \(header.rows)x\(header.cols) tensor, not \(a.rows)x\(a.cols)")
+        }
+        guard header.dtype == UInt32(a.dtype) else {
+            throw MlorcError(.stateMismatch, "state dtype \(header.dtype) differs from tensor dtype \(a.dtype)")
+        }
+        guard let elements = TensorElementKind(param: a.dtype, grad: a.dtype) else {
+            throw MlorcError(.unsupportedDtype, "dtype \(a.dtype) is not supported")
+        }
+        return Prepared(param: param, gradient: grad, elements: elements, state: state, header: header)
+    }
+
+    /// Refuses a batch in which a written buffer (param, state, group state)
+    /// overlaps any other buffer of the batch.
+    static func checkNoOverlap(_ tensors: [Prepared], group: UnsafeMutableRawPointer? = nil) throws(MlorcError) {
+        struct Span { let start: UInt, end: UInt, writable: Bool, tensor: Int, name: String }
+        var spans: [Span] = []
+        if let group {
+            let start = UInt(bitPattern: group)
+            spans.append(Span(start: start, end: start + UInt(GroupState.bytes), writable: true, tensor: -1, name: "group state"))
+        }
+        for (i, t) in tensors.enumerated() {
+            let elements = UInt(t.header.rows * t.header.cols)
+            let paramEnd = UInt(bitPattern: t.param) + elements * UInt(t.elements.paramBytes)
+            let gradEnd = UInt(bitPattern: t.gradient) + elements * UInt(t.elements.gradBytes)
+            spans.append(Span(start: UInt(bitPattern: t.param), end: paramEnd, writable: true, tensor: i, name: "param"))
+            spans.append(Span(start: UInt(bitPattern: t.gradient), end: gradEnd, writable: false, tensor: i, name: "grad"))
+            spans.append(Span(start: UInt(bitPattern: t.state), end: UInt(bitPattern: t.state) + UInt(t.header.totalBytes), writable: true, tensor: i, name: "state"))
+        }
+        spans.sort { $0.start < $1.start }
+        var furthestAny: Span?, furthestWritable: Span?
+        for s in spans {
+            if let f = s.writable ? furthestAny : furthestWritable, s.start < f.end {
+                let what = { (s: Span) in s.tensor < 0 ? s.name : "tensor \(s.tensor) \(s.name)" }
+                throw MlorcError(.invalidArgument,
+                                 "\(what(s)) overlaps \(what(f)); buffers that are written must not alias")
+            }
+            if furthestAny == nil || s.end > furthestAny!.end { furthestAny = s }
+            if s.writable, furthestWritable == nil || s.end > furthestWritable!.end { furthestWritable = s }
+        }
+    }
+}
