@@ -1,5 +1,5 @@
-/// The plan of the rules written as a MomentRule (AdamW, Lion, ADOPT,
-/// Prodigy, DAdapt-Lion; GaLore's projected AdamW): per tensor a rule value
+/// The plan of every rule written as a MomentRule (a per-element update of
+/// one or two moments; Rules/): per tensor a rule value
 /// built from the step's scalars, the options around it (StepModifiers), and
 /// the tensor's storage — dense moments, MLorc factors, or a projection.
 struct MomentPlan<Rule: MomentRule>: BatchPlan {

@@ -2,7 +2,7 @@
 struct Factors {
     let u: UnsafeMutablePointer<Float>   // rows x rank, row-major
     let s: UnsafeMutablePointer<Float>   // rank
-    let vt: UnsafeMutablePointer<Float>  // rank x cols: Panel layout (MoFaSGD: row-major)
+    let vt: UnsafeMutablePointer<Float>  // rank x cols: Panel layout, or row-major where a storage says so
 }
 
 /// Where moment k's factors lie in a low-rank payload: U (rows x rank,

@@ -1,11 +1,11 @@
 /// The caller-owned state of a group of tensors stepped together by a
-/// D-adaptation rule (Prodigy, DAdapt-Lion): the step-size estimate d and
+/// rule with a group state (RuleEntry.groupState): the step-size estimate d and
 /// what it is computed from. 128 bytes, native-endian:
 ///
 ///     0  magic u64 "MLORCGS1"   8  layout version u32   12 rule u32
 ///     16 step u64 (group steps taken)                  24 d f64
 ///     32 d0 f64 (the initial estimate)                 40 d_max f64
-///     48 numerator f64 (Prodigy's d_numerator; DAdapt-Lion's numerator_weighted)
+///     48 numerator f64 (the estimate's running numerator, see DAdaptation)
 ///     56..<120 reserved (0)                            120 checksum u64 over 0..<120
 struct GroupState: Equatable {
     static let bytes = 128

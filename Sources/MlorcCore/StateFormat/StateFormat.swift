@@ -11,11 +11,9 @@
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
-/// GaLore's low-rank payload is its own (see GaLoreStep); MoFaSGD's holds
-/// Vt row-major instead of in Panel layout (see MoFaSGDStep); CAME's first
-/// moment is followed by its factored statistics (see CAMEStep); the
-/// D-adaptation rules append their sliced statistics after the moments (see
-/// DAdaptation).
+/// A rule's registry entry (RuleEntry.payloadFloats) gives its layout: a
+/// storage may lay out its low-rank payload its own way and append
+/// statistics after the moments (see the storage's and rule's files).
 /// Dense payloads are not checksummed: hashing 2mn floats would add a full read
 /// of the state to every step.
 enum StateFormat {

@@ -12,12 +12,12 @@ struct Workspace {
         case omega         // the random test matrix (l x cols panel)
         case staging       // row-major copies of panels for the generator and LAPACK
         case gradSketch    // GΩ of the tensor being sketched (rows x l)
-        case projectionSketch // GaLore's sketch of the gradient (short side x l)
+        case projectionSketch // the sketch of an explicit operator (RandomizedSVD.explicit)
         case panels        // per-moment l x cols accumulators (B = QᵀA, or AᵀQ)
         case svdLeft, svdRight, svdValues
         case threadScratch // per-thread accumulators
-        case factorResults // MoFaSGD: every low-rank tensor's new factors, pass 1 to pass 2
-        case columnPartials // CAME: per-chunk column sums (chunks x cols, or chunks x l x cols)
+        case factorResults // factors computed in prepare and written in commit (per-tensor regions)
+        case columnPartials // per-chunk column sums (chunks x cols, or chunks x l x cols)
     }
 
     private var buffers = [UnsafeMutableRawPointer?](repeating: nil, count: Slot.allCases.count)

@@ -1,7 +1,7 @@
 import CVectorMath
 
 /// Dense storage: the rule applied element by element to full-size moments
-/// held in the state (this is exactly AdamW / Lion). Parameters and
+/// held in the state (the rule exactly as its paper states it). Parameters and
 /// gradients go through their element type E; moments are fp32.
 func denseUpdate<Rule: MomentRule, E: TensorElements>(
     _ rule: Rule, _: E.Type, weights: UnsafeMutablePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,

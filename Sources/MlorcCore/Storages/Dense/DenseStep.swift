@@ -1,5 +1,5 @@
 /// Dense storage of a MomentRule: full-size moments in the state, the rule
-/// applied element by element (exactly AdamW, Lion, ...).
+/// applied element by element (the rule exactly, no compression).
 struct DenseStep<Rule: MomentRule, E: TensorElements> {
     let rule: Rule
     let tensor: Optimizer.Prepared

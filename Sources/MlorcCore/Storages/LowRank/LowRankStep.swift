@@ -83,7 +83,7 @@ struct LowRankStep<Rule: MomentRule, E: TensorElements> {
                                    into: y(k), vtOmega: staging)
             }
         } else {
-            // The first moment is not linear in g (ADOPT's reads the fixed second
+            // The first moment is not linear in g (a rule's first moment may read the fixed second
             // moment): c comes first, from the factors alone, then every moment is
             // rebuilt and sketched with it (yNeg stays 0).
             let rowSum = rowSum, rowCount = rowCount
