@@ -22,7 +22,7 @@ let package = Package(
             name: "MlorcCore",
             dependencies: ["CLinearAlgebra", "CVectorMath"],
             // The kernels are written for 256-bit SIMD with FMA (AVX2 + FMA, Haswell and later):
-            // every machine this project targets has it (DESIGN.md §9).
+            // every machine this project targets has it (docs/architecture.md).
             swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]
         ),
         .target(
