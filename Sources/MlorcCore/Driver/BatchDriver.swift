@@ -1,9 +1,9 @@
 /// The one batch driver of every rule and storage:
 ///   validate every argument → prepare every tensor (read-only) → the plan's
-///   reductions → commit every tensor → headers and checksums → the plan's
-///   own writes (group state).
+///   reductions → verify every tensor's outputs (read-only) → commit every
+///   tensor → headers and checksums → the plan's own writes (group state).
 /// A failure before the commits changes nothing; the commits cannot fail
-/// on valid input (their checks happened in prepare).
+/// on valid input (their checks happened in prepare and verify).
 extension Optimizer {
     /// One step of every tensor of `args`. `group` is the group state of the
     /// D-adaptation rules (required by them, refused by the others).
@@ -55,6 +55,13 @@ extension Optimizer {
             guard finite else { throw MlorcError(.nonFinite, "tensor \(i): \(steps[i].refusal)") }
         }
         try plan.reduce(&steps)
+        for i in steps.indices {
+            let problem: String?
+            do { problem = try steps[i].verify(&context) } catch { throw error.inTensor(i) }
+            if let problem {
+                throw MlorcError(.nonFinite, "tensor \(i): \(problem); step refused, nothing was changed")
+            }
+        }
         for i in steps.indices {
             do { try steps[i].commit(&context) } catch { throw error.inTensor(i) }
             var header = tensors[i].header

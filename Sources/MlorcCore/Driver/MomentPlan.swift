@@ -69,9 +69,34 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             return try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
                 .sketch(workspace: &context.workspace, pool: context.pool, parts: context.parts(for: elements))
         case (.dense, .f32):
-            return DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).gradientIsFinite(context)
+            // verify's rehearsal sees a non-finite gradient too; a reduction
+            // over the batch must not see one first.
+            return writeStatistics == nil || DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).gradientIsFinite(context)
         case (.projection, _):
             return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).gradientIsWithinBound(context)
+        }
+    }
+
+    mutating func verify(_ context: inout StepContext) throws(MlorcError) -> String? {
+        guard rule.stepSize.isFinite, rule.decayRate.isFinite else {
+            return "the step size \(rule.stepSize) or decay rate \(rule.decayRate) overflows float (lr too large)"
+        }
+        let notFinite = "the new weights or moments would not be finite (check the state, the gradient's scale and lr)"
+        switch (storage, tensor.elements) {
+        case (.dense, .f32):
+            let dense = DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor)
+            if hyper.cautious { rule.modifiers.cautiousScale = dense.cautiousScale(context) }
+            return DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).verify(context)
+        case (.factors, .f32):
+            let w = OutputBounds.maxMagnitude(F32.self, tensor.weights, count: elements, context: context)
+            let g = OutputBounds.maxMagnitude(F32.self, tensor.grad, count: elements, context: context)
+            guard w.isFinite else { return "the weights contain NaN or infinity" }
+            let finite = try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
+                .outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace, pool: context.pool,
+                                  parts: context.parts(for: elements))
+            return finite ? nil : notFinite
+        case (.projection, _):
+            return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).verify(context)
         }
     }
 
@@ -86,7 +111,7 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             try GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)
         case (.dense, .f32):
-            DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).update(context, cautious: hyper.cautious)
+            DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).update(context)
         }
     }
 

@@ -1,7 +1,8 @@
 /// The seam between the batch driver and the storages. A step of a batch is
-/// all-or-nothing: every tensor's `prepare` (reads only) runs before any
-/// tensor's `commit` (writes), with the plan's reductions over the batch in
-/// between. The driver knows nothing else of the rule or storage it runs.
+/// all-or-nothing: every tensor's `prepare` (reads only), the plan's
+/// reductions over the batch, and every tensor's `verify` (reads only: would
+/// the new weights and state be finite?) run before any tensor's `commit`
+/// (writes). The driver knows nothing else of the rule or storage it runs.
 
 /// One tensor's part of a batched step, as its storage carries it out.
 protocol TensorStep {
@@ -10,6 +11,10 @@ protocol TensorStep {
     mutating func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool
     /// What a refusal by `prepare` says, after "tensor i: ".
     var refusal: String { get }
+    /// After the reductions, with the step's final scalars: nil if every
+    /// weight and state value the commit writes is finite, else why not.
+    /// Reads only.
+    mutating func verify(_ context: inout StepContext) throws(MlorcError) -> String?
     /// The writing pass: the weights and the state's payload (the driver
     /// writes the header and its checksums afterwards).
     mutating func commit(_ context: inout StepContext) throws(MlorcError)

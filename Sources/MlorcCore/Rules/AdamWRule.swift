@@ -39,6 +39,14 @@ struct AdamWRule: MomentRule {
     static func isLinear(_ k: Int) -> Bool { k == 0 }
     func gain(_ k: Int) -> Float { oneMinusBeta1 }
 
+    func outputBounds(grad g: Double, moments p: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)? {
+        let m = Double(beta1) * p[0] + Double(oneMinusBeta1) * g, v = Double(beta2) * p[1] + Double(oneMinusBeta2) * g * g
+        // |m̂ / (√v̂ + ε)| <= |m|·(1/bc1 folded into stepSize) / ε; atan2: <= 2.
+        if atan2 { return (PerMoment(m, v), 2) }
+        guard eps > 0 else { return nil }
+        return (PerMoment(m, v), m / Double(eps))
+    }
+
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         // Written as fused multiply-adds: one rounding each, and it keeps LLVM's

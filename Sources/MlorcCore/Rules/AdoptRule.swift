@@ -36,6 +36,16 @@ struct AdoptRule: MomentRule {
     func decay(_ k: Int) -> Float { k == 0 ? (first ? 1 : beta1) : beta2 }
     func gain(_ k: Int) -> Float { 0 }  // not linear: unused
 
+    func outputBounds(grad g: Double, moments p: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)? {
+        let v = Double(beta2) * p[1] + Double(oneMinusBeta2) * g * g
+        if first { return (PerMoment(p[0], v), p[0]) }
+        // n = g / max(√v, ε) or the bounded atan2 form, clipped.
+        let n: Double
+        if atan2 { n = 2 } else if eps > 0 { n = g / Double(eps) } else if clip.isFinite { n = Double(clip) } else { return nil }
+        let m = Double(beta1) * p[0] + Double(oneMinusBeta1) * min(n, Double(clip))
+        return (PerMoment(m, v), m)
+    }
+
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         if !first {

@@ -30,6 +30,10 @@ struct DAdaptLionRule: MomentRule {
         mlorc_sign8((oneMinusBeta1 * g).addingProduct(beta1, m))
     }
 
+    func outputBounds(grad g: Double, moments p: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)? {
+        (PerMoment(repeating: Double(beta2) * p[0] + Double(gain2) * g), 1)  // a sign
+    }
+
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         let u = direction(m, g)

@@ -20,6 +20,10 @@ struct LionRule: MomentRule {
     static func isLinear(_ k: Int) -> Bool { true }
     func gain(_ k: Int) -> Float { oneMinusBeta2 }
 
+    func outputBounds(grad g: Double, moments p: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)? {
+        (PerMoment(repeating: Double(beta2) * p[0] + Double(oneMinusBeta2) * g), 1)  // a sign
+    }
+
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         let c = (oneMinusBeta1 * g).addingProduct(beta1, m)

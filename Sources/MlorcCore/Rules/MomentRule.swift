@@ -27,6 +27,13 @@ protocol MomentRule {
     /// The options applied around the rule for the tensor being stepped.
     var modifiers: StepModifiers { get set }
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float>
+
+    /// Upper bounds (in fp64) of |new moment k| and of |direction| (before
+    /// the options and the step size) from bounds of |g| and |previous moment
+    /// k|, or nil when the rule has none (e.g. ε = 0): the step's outputs are
+    /// then checked exactly. Used to prove, before anything is written, that
+    /// a step writes only finite values.
+    func outputBounds(grad g: Double, moments: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)?
 }
 
 extension MomentRule {

@@ -35,6 +35,13 @@ struct ProdigyRule: MomentRule {
     func decay(_ k: Int) -> Float { k == 0 ? beta1 : beta2 }
     func gain(_ k: Int) -> Float { gain1 }
 
+    func outputBounds(grad g: Double, moments p: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)? {
+        let m = Double(beta1) * p[0] + Double(gain1) * g, v = Double(beta2) * p[1] + Double(gain2) * g * g
+        if atan2 { return (PerMoment(m, v), 2) }
+        guard eps > 0 else { return nil }
+        return (PerMoment(m, v), m / Double(eps))
+    }
+
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
         m = (gain1 * g).addingProduct(beta1, m)

@@ -20,6 +20,7 @@ struct CAMETensorStep: TensorStep {
     func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
         try step.prepare(workspace: &context.workspace, pool: context.pool)
     }
+    func verify(_ context: inout StepContext) throws(MlorcError) -> String? { step.verify(lr: lr, context: context) }
     func commit(_ context: inout StepContext) throws(MlorcError) {
         try step.commit(lr: lr, workspace: &context.workspace, pool: context.pool)
     }

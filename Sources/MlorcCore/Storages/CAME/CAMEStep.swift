@@ -214,6 +214,32 @@ struct CAMEStep {
         return !lowRank || allWithin(y, count: m * l, bound: 1e24)
     }
 
+    // MARK: verify (reads)
+
+    /// Before the commit: a bound that proves the new moment and weights
+    /// finite. û = g·a_i·b_j·scale, M' = β1·M + (1−β1)·û, and the update is
+    /// lr·M'·A_i·B_j (lr·M' for a vector). An inconclusive bound (values near
+    /// float's limit) refuses.
+    func verify(lr: Double, context: StepContext) -> String? {
+        if let problem = OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) { return problem }
+        let w = OutputBounds.maxMagnitude(F32.self, prepared.weights, count: m * n, context: context)
+        let g = OutputBounds.maxMagnitude(F32.self, prepared.grad, count: m * n, context: context)
+        guard w.isFinite else { return "the weights contain NaN or infinity" }
+        func largest(_ p: UnsafePointer<Float>, _ count: Int) -> Double {
+            var x: Float = 0
+            for e in 0..<count { x = max(x, abs(p[e])) }
+            return Double(x)
+        }
+        let previous = lowRank ? OutputBounds.factorBound(factors, rows: m, cols: n, rank: header.rank)
+                               : OutputBounds.maxMagnitude(F32.self, prepared.payload, count: m * n, context: context)
+        let u = g * largest(rowFactor, m) * largest(colFactor, n) * Double(scalars[0])
+        let moment = hyper.beta1 * previous + (1 - hyper.beta1) * u
+        let confidence = isVector ? 1 : largest(confidenceRow, m) * largest(confidenceCol, n)
+        let weights = w * (1 + lr * hyper.weightDecay) + lr * moment * confidence
+        return max(weights, moment) <= OutputBounds.proven
+            ? nil : "the new weights or moment could exceed float's range (|w| \(w), |g| \(g), lr \(lr))"
+    }
+
     // MARK: commit (writes)
 
     /// Writes the weights, the moment (in place, or new factors) and the statistics.

@@ -34,6 +34,29 @@ func denseUpdate<Rule: MomentRule, E: TensorElements>(
     }
 }
 
+/// A read-only rehearsal of denseUpdate over range: the largest magnitude
+/// bits of the new weights and moments it would write (NaN above +inf), and
+/// of the gradient. The same lane arithmetic, so the verdict is exact.
+func denseOutputBits<Rule: MomentRule, E: TensorElements>(
+    _ rule: Rule, _: E.Type, weights: UnsafePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,
+    m: UnsafePointer<Float>, v: UnsafePointer<Float>?, range: Range<Int>
+) -> (outputs: Int32, grad: Int32) {
+    var outputs = SIMD8<Int32>(repeating: 0), gradient = outputs
+    var e = range.lowerBound
+    while e < range.upperBound {
+        let count = min(8, range.upperBound - e)
+        var mv = F32.load8(m + e, count), vv = v.map { F32.load8($0 + e, count) } ?? .zero
+        let g = E.Grad.load8(grad + e, count)
+        let w = denseLanes(rule, E.Param.load8(weights + e, count), g, &mv, &vv)
+        gradient = maskedMagnitudeBits(gradient, g, count)
+        outputs = maskedMagnitudeBits(outputs, w, count)
+        outputs = maskedMagnitudeBits(outputs, mv, count)
+        if v != nil { outputs = maskedMagnitudeBits(outputs, vv, count) }
+        e += 8
+    }
+    return (outputs.max(), gradient.max())
+}
+
 /// One 8-lane step of the dense update: new moments in place, new weights returned.
 @inline(__always)
 private func denseLanes<Rule: MomentRule>(_ rule: Rule, _ w: SIMD8<Float>, _ g: SIMD8<Float>,

@@ -11,23 +11,46 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         gradientIsWithin(.greatestFiniteMagnitude, tensor, E.self, context)
     }
 
-    /// Pass 2: the moments and the weights, in place.
-    func update(_ context: StepContext, cautious: Bool) {
+    /// Cautious masking's scale, elements / (kept + 1), counted over the tensor.
+    func cautiousScale(_ context: StepContext) -> Float {
+        let n = elements, p = context.parts(for: n), t = tensor, rule = rule
+        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+        var kept = [Int](repeating: 0, count: p)
+        kept.withUnsafeMutableBufferPointer { keptp in
+            context.pool.run(parts: p) { part in
+                keptp[part] = denseCautiousKept(rule, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
+                                                range: partition(n, parts: p, part: part, align: 8))
+            }
+        }
+        return Float(Double(n) / Double(kept.reduce(0, +) + 1))
+    }
+
+    /// The verdict of a read-only rehearsal of `update` (with the final rule,
+    /// cautious scale included): nil, or why the step must be refused.
+    func verify(_ context: StepContext) -> String? {
+        let n = elements, p = context.parts(for: n), t = tensor, rule = rule
+        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+        var bits = [(outputs: Int32, grad: Int32)](repeating: (0, 0), count: p)
+        bits.withUnsafeMutableBufferPointer { out in
+            context.pool.run(parts: p) { part in
+                out[part] = denseOutputBits(rule, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
+                                            range: partition(n, parts: p, part: part, align: 8))
+            }
+        }
+        if OutputBounds.magnitude(ofBits: bits.map(\.grad).max()!).isInfinite {
+            return "gradient contains NaN or infinity"
+        }
+        if OutputBounds.magnitude(ofBits: bits.map(\.outputs).max()!).isInfinite {
+            return "the new weights or moments would not be finite (check the state, the gradient's scale and lr)"
+        }
+        return nil
+    }
+
+    /// Pass 2: the moments and the weights, in place (the rule carries the
+    /// cautious scale, counted in verify).
+    func update(_ context: StepContext) {
         let n = elements, p = context.parts(for: n), t = tensor
         let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
-        var rule = rule
-        if cautious {
-            // Cautious masking scales by elements / (kept + 1): count first.
-            var kept = [Int](repeating: 0, count: p)
-            let counting = rule
-            kept.withUnsafeMutableBufferPointer { keptp in
-                context.pool.run(parts: p) { part in
-                    keptp[part] = denseCautiousKept(counting, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
-                                                    range: partition(n, parts: p, part: part, align: 8))
-                }
-            }
-            rule.modifiers.cautiousScale = Float(Double(n) / Double(kept.reduce(0, +) + 1))
-        }
         let updating = rule
         context.pool.run(parts: p) { part in
             denseUpdate(updating, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,

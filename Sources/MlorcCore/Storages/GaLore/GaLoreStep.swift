@@ -33,6 +33,30 @@ struct GaLoreStep<Rule: MomentRule> {
         gradientIsWithin(1e14, prepared, F32Tensors.self, context)
     }
 
+    /// Before the commit: bounds that prove the new weights and projected
+    /// moments finite. |P| <= 1.001 (validated, or fresh and orthonormal), so
+    /// |R| <= short·1.001·max|g| and |P·D| <= rank·1.001·max|D|. Where the
+    /// bound is inconclusive (ε = 0, values near float's limit) the step is
+    /// refused: GaLore's projection may be refreshed in the commit, so its
+    /// exact outputs are not known before it.
+    func verify(_ context: StepContext) -> String? {
+        let count = m * n
+        let w = OutputBounds.maxMagnitude(F32.self, weights, count: count, context: context)
+        let g = OutputBounds.maxMagnitude(F32.self, grad, count: count, context: context)
+        guard w.isFinite else { return "the weights contain NaN or infinity" }
+        let modifiers = rule.modifiers
+        let gradient = Double(abs(modifiers.gradScale)) * g + Double(abs(modifiers.weightMix)) * w
+        let projected = Double(short) * 1.001 * gradient
+        let previous = PerMoment(OutputBounds.maxMagnitude(F32.self, moment1, count: r * long, context: context),
+                                 OutputBounds.maxMagnitude(F32.self, moment2, count: r * long, context: context))
+        if let b = rule.outputBounds(grad: projected, moments: previous) {
+            let update = Double(r) * 1.001 * hyper.galoreScale * Double(rule.stepSize) * b.direction
+            let weights = w * (1 + Double(rule.decayRate)) + update
+            if max(weights, b.moments[0], b.moments[1]) <= OutputBounds.proven { return nil }
+        }
+        return "the new weights or projected moments could exceed float's range (bounds from |w| \(w), |g| \(g), eps \(hyper.eps) and lr are inconclusive)"
+    }
+
     var m: Int { header.rows }
     var n: Int { header.cols }
     var r: Int { header.rank }

@@ -407,12 +407,17 @@ func finishLinearSketch(_ f: Factors, rows m: Int, cols n: Int, rank r: Int, ske
 }
 
 /// What a column pass does besides reading, as a type (specialised away):
-/// update the weights and accumulate QᵀA, only accumulate, or only count the
-/// elements cautious masking keeps.
-protocol WeightMode { static var updates: Bool { get }; static var counts: Bool { get } }
+/// update the weights and accumulate QᵀA, only accumulate, only count the
+/// elements cautious masking keeps, or only check that the new weights and
+/// moments are finite (the largest magnitude bits go to `kept`).
+protocol WeightMode { static var updates: Bool { get }; static var counts: Bool { get }; static var checks: Bool { get } }
+extension WeightMode { static var checks: Bool { false } }
 enum UpdateWeights: WeightMode { static var updates: Bool { true }; static var counts: Bool { false } }
 enum KeepWeights: WeightMode { static var updates: Bool { false }; static var counts: Bool { false } }
 enum CountKept: WeightMode { static var updates: Bool { false }; static var counts: Bool { true } }
+enum CheckOutputs: WeightMode {
+    static var updates: Bool { false }; static var counts: Bool { false }; static var checks: Bool { true }
+}
 
 /// Column pass over columns `cols` (starting at a multiple of 8):
 /// out_k[b, j] += Σ_i q_k[i, b] · A_k[i, j] for every row i in order, where A_k
@@ -425,8 +430,14 @@ func columnPass<Rule: MomentRule, E: TensorElements>(
     _ rule: Rule, _ t: LowRankTensor<E>, cols: Range<Int>,
     q: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
     out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
-    scratch: UnsafeMutablePointer<Float>, kept: UnsafeMutablePointer<Int>, countKept: Bool = false
+    scratch: UnsafeMutablePointer<Float>, kept: UnsafeMutablePointer<Int>, countKept: Bool = false,
+    checkOutputs: Bool = false
 ) {
+    if checkOutputs {
+        kept.pointee = 0
+        columnPass(rule, t, cols, q, c, out, Width1.self, CheckOutputs.self, scratch, kept)
+        return
+    }
     if countKept {
         kept.pointee = 0
         columnPass(rule, t, cols, q, c, out, Width1.self, CountKept.self, scratch, kept)
@@ -527,6 +538,14 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: T
         r.kept.pointee &+= Int(rule.modifiers.cautiousKept(direction, g).sum())
         return
     }
+    if Mode.checks {
+        let w = rule.updatedWeights(E.Param.load8(r.weightRow + j, full ? 8 : count), direction)
+        var bits = maskedMagnitudeBits(SIMD8(repeating: 0), w, full ? 8 : count)
+        bits = maskedMagnitudeBits(bits, p.first, full ? 8 : count)
+        if Rule.momentCount > 1 { bits = maskedMagnitudeBits(bits, p.second, full ? 8 : count) }
+        r.kept.pointee = max(r.kept.pointee, Int(bits.max()))
+        return
+    }
     if Mode.updates {
         let w = r.weightRow + j
         E.Param.store8(rule.updatedWeights(E.Param.load8(w, full ? 8 : count), direction), w, full ? 8 : count)
@@ -548,6 +567,18 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: 
     let d2 = rule.modifiers.direction(rule.apply(&p2.first, &p2.second, g2), g2)
     if Mode.counts {
         r1.kept.pointee &+= Int((rule.modifiers.cautiousKept(d1, g1) + rule.modifiers.cautiousKept(d2, g2)).sum())
+        return
+    }
+    if Mode.checks {
+        var bits = maskedMagnitudeBits(SIMD8(repeating: 0), rule.updatedWeights(E.Param.load8(r1.weightRow + j, 8), d1), 8)
+        bits = maskedMagnitudeBits(bits, rule.updatedWeights(E.Param.load8(r2.weightRow + j, 8), d2), 8)
+        bits = maskedMagnitudeBits(bits, p1.first, 8)
+        bits = maskedMagnitudeBits(bits, p2.first, 8)
+        if Rule.momentCount > 1 {
+            bits = maskedMagnitudeBits(bits, p1.second, 8)
+            bits = maskedMagnitudeBits(bits, p2.second, 8)
+        }
+        r1.kept.pointee = max(r1.kept.pointee, Int(bits.max()))
         return
     }
     if Mode.updates {

@@ -108,6 +108,51 @@ struct LowRankStep<Rule: MomentRule, E: TensorElements> {
         return true
     }
 
+    /// Whether every weight and moment value this step's update computes is
+    /// finite (after `sketch`, with the step's final rule): proven from bounds
+    /// of the inputs (|w| and |g| from read-only scans, the validated factors)
+    /// where they suffice, else checked exactly by a read-only column pass.
+    func outputsAreFinite(weightBound w: Double, gradBound g: Double, workspace: inout Workspace,
+                          pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
+        let modifiers = rule.modifiers
+        let gradient = Double(abs(modifiers.gradScale)) * g + Double(abs(modifiers.weightMix)) * w
+        var moments = PerMoment<Double>(repeating: 0)
+        for k in 0..<mc {
+            moments[k] = OutputBounds.factorBound(tensor.factors[k], rows: m, cols: n, rank: tensor.rank)
+        }
+        let scale = hyper.cautious ? Double(m * n) : 1  // cautious masking scales by at most N / 1
+        if let b = rule.outputBounds(grad: gradient, moments: moments) {
+            let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
+            if max(weights, b.moments[0], b.moments[1]) <= OutputBounds.proven { return true }
+        }
+        // Inconclusive: rehearse the update's arithmetic without writing.
+        let c = fixConstants()
+        var rule = rule
+        let (scratch, stride) = try threadScratch(parts, &workspace)
+        let t = tensor, ys = ys, q = PerMoment(UnsafePointer(ys.first), UnsafePointer(ys.second))
+        let keptBase = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+        keptBase.initialize(repeating: 0, count: parts)
+        defer { keptBase.deallocate() }
+        if hyper.cautious {
+            let counting = rule
+            pool.run(parts: parts) { part in
+                columnPass(counting, t, cols: partition(t.cols, parts: parts, part: part, align: 8), q: q, c: c,
+                           out: ys, updateWeights: false, scratch: scratch + part * stride,
+                           kept: keptBase + part, countKept: true)
+            }
+            let total = (0..<parts).reduce(0) { $0 + keptBase[$1] }
+            rule.modifiers.cautiousScale = Float(Double(m * n) / Double(total + 1))
+        }
+        let checking = rule
+        pool.run(parts: parts) { part in
+            columnPass(checking, t, cols: partition(t.cols, parts: parts, part: part, align: 8), q: q, c: c,
+                       out: ys, updateWeights: false, scratch: scratch + part * stride,
+                       kept: keptBase + part, checkOutputs: true)
+        }
+        let bits = (0..<parts).map { Int32(truncatingIfNeeded: keptBase[$0]) }.max() ?? 0
+        return OutputBounds.magnitude(ofBits: bits).isFinite
+    }
+
     /// c_k = mean |R_ij| over the negative entries of the previous second
     /// moment (0 if none), from the per-row statistics summed in row order.
     private func fixConstants() -> PerMoment<Float> {

@@ -23,6 +23,7 @@ struct MoFaSGDTensorStep: TensorStep {
     func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
         try step.prepare(workspace: &context.workspace, pool: context.pool, parts: context.parts(for: step.m * step.n))
     }
+    func verify(_ context: inout StepContext) throws(MlorcError) -> String? { step.verify(lr: lr, context: context) }
     func commit(_ context: inout StepContext) throws(MlorcError) {
         step.commit(lr: lr, pool: context.pool, parts: context.parts(for: step.m * step.n))
     }

@@ -254,6 +254,21 @@ struct MoFaSGDStep {
     // MARK: pass 2
 
     /// Writes the weights, W ← W − lr·λ·W − lr·U·diag(f(σ))·Vᵀ, and the state.
+    /// Before the commit: a bound that proves the new weights finite. The
+    /// new factors' entries are within ±2 (checked in prepare), so
+    /// |U·diag(f(σ))·Vᵀ| <= 4·Σ f(σ_a); the momentum was checked in prepare.
+    /// An inconclusive bound (lr or weights near float's limit) refuses.
+    func verify(lr: Double, context: StepContext) -> String? {
+        if let problem = OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) { return problem }
+        let w = OutputBounds.maxMagnitude(F32.self, weights, count: m * n, context: context)
+        guard w.isFinite else { return "the weights contain NaN or infinity" }
+        let k = Self.components(header), s = result + m * k
+        var weightSum = 0.0
+        for a in 0..<k { weightSum += Double(directionWeight(s[a])) }
+        let bound = w * (1 + lr * hyper.weightDecay) + lr * 4 * weightSum
+        return bound <= OutputBounds.proven ? nil : "the new weights could exceed float's range (|w| \(w), lr \(lr))"
+    }
+
     func commit(lr: Double, pool: ThreadPool, parts: Int) {
         let m = m, n = n, k = Self.components(header), w = weights, decayRate = Float(lr * hyper.weightDecay)
         let u = result, s = result + m * k, vt = s + k
