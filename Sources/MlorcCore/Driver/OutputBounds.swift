@@ -18,13 +18,7 @@ enum OutputBounds {
         worst.withUnsafeMutableBufferPointer { out in
             context.pool.run(parts: parts) { part in
                 let range = partition(count, parts: parts, part: part, align: 8)
-                var acc = SIMD8<Int32>(repeating: 0)
-                var e = range.lowerBound
-                while e < range.upperBound {
-                    acc = mlorc_max_magnitude_bits8(acc, E.load8(p + e, min(8, range.upperBound - e)))
-                    e += 8
-                }
-                out[part] = acc.max()
+                out[part] = maxMagnitudeBits(E.self, p, range)
             }
         }
         return magnitude(ofBits: worst.max() ?? 0)
@@ -55,6 +49,23 @@ enum OutputBounds {
         Float(lr).isFinite && Float(lr * weightDecay).isFinite
             ? nil : "lr = \(lr) overflows float (as the step size or the decay rate lr·λ)"
     }
+}
+
+/// The largest magnitude bits of p[range] (full chunks, then the tail).
+@inline(__always)
+func maxMagnitudeBits<E: Element>(_: E.Type, _ p: UnsafePointer<E.Scalar>, _ range: Range<Int>) -> Int32 {
+    var a = SIMD8<Int32>(repeating: 0), b = a
+    var e = range.lowerBound
+    while e + 16 <= range.upperBound {
+        a = mlorc_max_magnitude_bits8(a, E.load8(p + e, 8))
+        b = mlorc_max_magnitude_bits8(b, E.load8(p + e + 8, 8))
+        e += 16
+    }
+    while e < range.upperBound {
+        a = mlorc_max_magnitude_bits8(a, E.load8(p + e, min(8, range.upperBound - e)))
+        e += 8
+    }
+    return max(a.max(), b.max())
 }
 
 /// The lanes of an 8-lane chunk below `count` (the rest, padding, read as 0).

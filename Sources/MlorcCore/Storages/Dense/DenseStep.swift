@@ -25,9 +25,42 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         return Float(Double(n) / Double(kept.reduce(0, +) + 1))
     }
 
-    /// The verdict of a read-only rehearsal of `update` (with the final rule,
-    /// cautious scale included): nil, or why the step must be refused.
+    /// Before the commit, with the final rule (cautious scale included): nil,
+    /// or why the step must be refused. Bounds of |w|, |g|, |m|, |v| from one
+    /// read-only scan prove the outputs finite where they can; otherwise a
+    /// rehearsal of `update` decides exactly.
     func verify(_ context: StepContext) -> String? {
+        let n = elements, p = context.parts(for: n), t = tensor
+        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+        var scans = [SIMD4<Int32>](repeating: .zero, count: p)
+        scans.withUnsafeMutableBufferPointer { out in
+            context.pool.run(parts: p) { part in
+                let range = partition(n, parts: p, part: part, align: 8)
+                out[part] = SIMD4(maxMagnitudeBits(E.Param.self, t.weights(E.self), range),
+                                  maxMagnitudeBits(E.Grad.self, t.grad(E.self), range),
+                                  maxMagnitudeBits(F32.self, m, range),
+                                  v.map { maxMagnitudeBits(F32.self, $0, range) } ?? 0)
+            }
+        }
+        let bits = scans.reduce(SIMD4<Int32>.zero) { SIMD4($0.x > $1.x ? $0.x : $1.x, $0.y > $1.y ? $0.y : $1.y,
+                                                          $0.z > $1.z ? $0.z : $1.z, $0.w > $1.w ? $0.w : $1.w) }
+        let w = OutputBounds.magnitude(ofBits: bits.x), g = OutputBounds.magnitude(ofBits: bits.y)
+        let moments = PerMoment(OutputBounds.magnitude(ofBits: bits.z), OutputBounds.magnitude(ofBits: bits.w))
+        if !g.isFinite { return "gradient contains NaN or infinity" }
+        if !w.isFinite { return "the weights contain NaN or infinity" }
+        if !moments[0].isFinite || !moments[1].isFinite { return "the state's moments contain NaN or infinity" }
+        let modifiers = rule.modifiers
+        let gradient = Double(abs(modifiers.gradScale)) * g + Double(abs(modifiers.weightMix)) * w
+        let scale = modifiers.cautiousScale != 0 ? Double(modifiers.cautiousScale) : 1
+        if let b = rule.outputBounds(grad: gradient, moments: moments) {
+            let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
+            if max(weights, b.moments[0], b.moments[1]) <= OutputBounds.proven { return nil }
+        }
+        return rehearse(context)
+    }
+
+    /// The exact verdict: the update's arithmetic run without writing.
+    private func rehearse(_ context: StepContext) -> String? {
         let n = elements, p = context.parts(for: n), t = tensor, rule = rule
         let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
         var bits = [(outputs: Int32, grad: Int32)](repeating: (0, 0), count: p)
