@@ -14,6 +14,8 @@ from torch.autograd.graph import increment_version
 from .. import _native
 from .._policy import storage_request
 from . import checkpoint
+from .compiling import eager
+from .tensor_ids import tensor_id
 from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
 
 STATE_KEY = checkpoint.STATE_KEY
@@ -37,7 +39,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
         self._compress = compress
         self._handles = []        # group index -> native handle
         self._group_index = {}    # param -> group index
-        self._tensor_ids = {}     # param -> tensor id: its index in the optimizer's param order
+        self._positions = {}      # param -> its index in the optimizer's global parameter order
+        self._tensor_ids = {}     # param -> tensor id, fixed when its group is added (tensor_ids.py)
         self._storage = {}        # param -> requested MLORC_STORAGE_*
         self._names = {}          # param -> name, when named parameters were passed
         super().__init__(params, defaults)
@@ -88,12 +91,12 @@ class MlorcOptimizer(torch.optim.Optimizer):
             self._configure(handle, group)
         except _native.MlorcError as e:
             raise ValueError(f"parameter group {gi}: {e.message}") from e
-        first_id = len(self._tensor_ids)
+        first = len(self._positions)  # position of params[0] in the optimizer's global order
         storage = {}
         for j, p in enumerate(params):
-            label = f"parameter {names[j]!r}" if names else f"parameter {first_id + j}"
+            label = f"parameter {names[j]!r}" if names else f"parameter {first + j}"
             check_param(p, label)
-            request = storage_request(compress, names[j] if names else first_id + j, p, group["rank"])
+            request = storage_request(compress, names[j] if names else first + j, p, group["rank"])
             if p.numel() > 0:
                 try:
                     handle.state_size(*layout_of(p), request)
@@ -108,7 +111,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
         self._handles.append(handle)
         for j, p in enumerate(params):
             self._group_index[p] = gi
-            self._tensor_ids[p] = first_id + j
+            self._positions[p] = first + j
+            self._tensor_ids[p] = tensor_id(first + j, names[j] if names else None)
             self._storage[p] = storage[p]
             if names:
                 self._names[p] = names[j]
@@ -123,7 +127,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
 
     def _label(self, p):
         name = self._names.get(p)
-        return f"parameter {name!r}" if name is not None else f"parameter {self._tensor_ids[p]}"
+        return f"parameter {name!r}" if name is not None else f"parameter {self._positions[p]}"
 
     # --------------------------------------------------------------- state
 
@@ -203,6 +207,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             # an in-place torch op would.
             increment_version(stepped)
 
+    @eager
     @torch.no_grad()
     def step(self, closure=None):
         """One step of every param group (one native call each). Parameters
@@ -217,6 +222,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             self._run(*work)
         return loss
 
+    @eager
     @torch.no_grad()
     def step_param(self, p):
         """Steps one parameter now, e.g. from p.register_post_accumulate_grad_hook,
