@@ -21,6 +21,10 @@ from .tensors import check_param, grad_array, layout_of, param_array, state_tens
 STATE_KEY = checkpoint.STATE_KEY
 GROUP_STATE_KEY = checkpoint.GROUP_STATE_KEY
 _MAX_THREADS = 256
+# What copy.deepcopy / pickle / torch.save carry besides torch's own state
+# (defaults, state, param_groups): everything but the native handles, which
+# hold no state and are re-created from the groups' settings.
+_COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names")
 
 
 class MlorcOptimizer(torch.optim.Optimizer):
@@ -86,11 +90,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         params, names = group["params"], group.get("param_names")
         if len(set(params)) != len(params):
             raise ValueError(f"parameter group {gi} lists a parameter twice (it would be stepped twice)")
-        handle = _native.Handle(_native.rule_code(self._rule))
-        try:
-            self._configure(handle, group)
-        except _native.MlorcError as e:
-            raise ValueError(f"parameter group {gi}: {e.message}") from e
+        handle = self._new_handle(gi, group)
         first = len(self._positions)  # position of params[0] in the optimizer's global order
         storage = {}
         for j, p in enumerate(params):
@@ -128,6 +128,34 @@ class MlorcOptimizer(torch.optim.Optimizer):
     def _label(self, p):
         name = self._names.get(p)
         return f"parameter {name!r}" if name is not None else f"parameter {self._positions[p]}"
+
+    # ----------------------------------------------------- copy and pickle
+
+    def __getstate__(self):
+        """As torch's, plus the bookkeeping above. A callable compress= policy
+        must itself be picklable to pickle the optimizer."""
+        state = super().__getstate__()
+        state["mlorc"] = {key: getattr(self, key) for key in _COPIED}
+        return state
+
+    def __setstate__(self, state):
+        # torch's load_state_dict calls this too, with state and param_groups
+        # only: the handles are kept then.
+        state = dict(state)
+        bookkeeping = state.pop("mlorc", None)
+        super().__setstate__(state)
+        if bookkeeping is not None:
+            self.__dict__.update(bookkeeping)
+            self._handles = [self._new_handle(gi, group) for gi, group in enumerate(self.param_groups)]
+
+    def _new_handle(self, gi, group):
+        """A native handle configured from `group` (ValueError if it cannot be)."""
+        handle = _native.Handle(_native.rule_code(self._rule))
+        try:
+            self._configure(handle, group)
+        except _native.MlorcError as e:
+            raise ValueError(f"parameter group {gi}: {e.message}") from e
+        return handle
 
     # --------------------------------------------------------------- state
 
