@@ -194,8 +194,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         """As torch's, after checking every state against this optimizer
-        (rule, shape, storage, rank, tensor id): on any mismatch a ValueError
-        is raised and nothing changes."""
+        (rule, shape, storage, rank, tensor id, and the parameter names when
+        both sides were built from named parameters): on any mismatch a
+        ValueError is raised and nothing changes."""
         checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
