@@ -13,6 +13,7 @@ import torch
 
 from .. import _native
 from .._policy import resolved_storage
+from .fixed_settings import check_unchanged
 from .tensors import layout_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
@@ -32,6 +33,8 @@ class _Box:
 def validate(opt, state_dict):
     """Raises ValueError unless every state of `state_dict` fits `opt`."""
     groups, saved_groups = opt.param_groups, state_dict["param_groups"]
+    for gi, group in enumerate(groups):  # the states below are compared with these settings
+        check_unchanged(gi, group, opt._fixed[gi])
     if len(groups) != len(saved_groups):
         raise ValueError(f"checkpoint has {len(saved_groups)} parameter groups, this optimizer {len(groups)}")
     for gi, (group, saved) in enumerate(zip(groups, saved_groups)):

@@ -4,7 +4,9 @@ Bookkeeping is torch's (param groups, LR schedulers, hooks, state_dict); the
 step is libmlorc's: one batched native call per param group, parameters and
 state updated in place. Each group has its own native handle, configured
 from the group's values before every call, so changes to a group (betas,
-weight decay...) and LR schedules take effect at the next step.
+weight decay...) and LR schedules take effect at the next step, except the
+settings baked into the states (rank, oversampling, stats_stride, d0): a
+change to those is refused at the next step (fixed_settings.py).
 """
 import math
 
@@ -15,6 +17,7 @@ from .. import _native
 from .._policy import storage_request
 from . import checkpoint
 from .compiling import eager
+from .fixed_settings import check_unchanged, fixed_settings
 from .tensor_ids import tensor_id
 from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
 
@@ -24,7 +27,7 @@ _MAX_THREADS = 256
 # What copy.deepcopy / pickle / torch.save carry besides torch's own state
 # (defaults, state, param_groups): everything but the native handles, which
 # hold no state and are re-created from the groups' settings.
-_COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names")
+_COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names", "_fixed")
 
 
 class MlorcOptimizer(torch.optim.Optimizer):
@@ -42,6 +45,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             raise ValueError(f"Invalid learning rate: {lr}")
         self._compress = compress
         self._handles = []        # group index -> native handle
+        self._fixed = []          # group index -> its fixed settings (fixed_settings.py)
         self._group_index = {}    # param -> group index
         self._positions = {}      # param -> its index in the optimizer's global parameter order
         self._tensor_ids = {}     # param -> tensor id, fixed when its group is added (tensor_ids.py)
@@ -109,6 +113,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             group[GROUP_STATE_KEY] = group_state
             group["d"] = _native.inspect_group_state(group_state)["d"]
         self._handles.append(handle)
+        self._fixed.append(fixed_settings(group))
         for j, p in enumerate(params):
             self._group_index[p] = gi
             self._positions[p] = first + j
@@ -177,6 +182,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """Bytes of optimizer state for all parameters (initialised or not yet)."""
         total = 0
         for gi, group in enumerate(self.param_groups):
+            check_unchanged(gi, group, self._fixed[gi])
             handle = self._handles[gi]
             self._configure(handle, group)
             for p in group["params"]:
@@ -203,6 +209,15 @@ class MlorcOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # private copies here too
             if GROUP_STATE_KEY in group:
                 group[GROUP_STATE_KEY] = group[GROUP_STATE_KEY].clone()
+        self._fixed = [fixed_settings(group) for group in self.param_groups]
+
+    def state_dict(self):
+        """As torch's; refused (ValueError) if a fixed setting was changed
+        since the optimizer was built (the checkpoint would misdescribe the
+        states)."""
+        for gi, group in enumerate(self.param_groups):
+            check_unchanged(gi, group, self._fixed[gi])
+        return super().state_dict()
 
     # ---------------------------------------------------------------- step
 
@@ -210,6 +225,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """Checks `params` of group `gi` (those with a gradient) and builds
         their native batch; raises before anything is stepped."""
         group, handle = self.param_groups[gi], self._handles[gi]
+        check_unchanged(gi, group, self._fixed[gi])
         self._configure(handle, group)
         batch, stepped = [], []
         for p in params:
