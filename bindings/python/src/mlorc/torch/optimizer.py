@@ -19,6 +19,7 @@ from . import checkpoint
 from .compiling import eager
 from .fixed_settings import check_unchanged, fixed_settings
 from .tensor_ids import tensor_id
+from .torch_flags import check_flags
 from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
 
 STATE_KEY = checkpoint.STATE_KEY
@@ -94,6 +95,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         params, names = group["params"], group.get("param_names")
         if len(set(params)) != len(params):
             raise ValueError(f"parameter group {gi} lists a parameter twice (it would be stepped twice)")
+        check_flags(gi, group)
         handle = self._new_handle(gi, group)
         first = len(self._positions)  # position of params[0] in the optimizer's global order
         storage = {}
@@ -226,14 +228,16 @@ class MlorcOptimizer(torch.optim.Optimizer):
         their native batch; raises before anything is stepped."""
         group, handle = self.param_groups[gi], self._handles[gi]
         check_unchanged(gi, group, self._fixed[gi])
+        check_flags(gi, group)
         self._configure(handle, group)
+        maximize = bool(group.get("maximize", False))
         batch, stepped = [], []
         for p in params:
             if p.grad is None or p.numel() == 0:
                 continue
             label = self._label(p)
             check_param(p, label)
-            grad = grad_array(p, label)
+            grad = grad_array(p, label, negate=maximize)
             batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p))
             stepped.append(p)
         return handle, float(group["lr"]), batch, stepped, group

@@ -26,8 +26,9 @@ def check_param(p, label):
                          "(p.data = p.data.contiguous()) before creating the optimizer")
 
 
-def grad_array(p, label):
-    """The gradient as a float32 array. Gradients are only read, so a
+def grad_array(p, label, negate=False):
+    """The gradient (or, with `negate`, its negation in a new buffer: p.grad
+    is left as it is) as a float32 array. Gradients are only read, so a
     non-contiguous one may be copied (the step is not lost)."""
     g = p.grad
     if g.layout != torch.strided:
@@ -36,6 +37,10 @@ def grad_array(p, label):
         raise TypeError(f"{label} has a {g.dtype} gradient on {g.device}; mlorc needs CPU float32 gradients")
     if g.shape != p.shape:
         raise ValueError(f"{label}: gradient shape {tuple(g.shape)} differs from parameter shape {tuple(p.shape)}")
+    if negate:
+        negated = torch.empty(g.shape, dtype=torch.float32)  # contiguous, whatever g's strides
+        torch.neg(g.detach(), out=negated)
+        return negated.numpy()
     return g.detach().contiguous().numpy()
 
 
