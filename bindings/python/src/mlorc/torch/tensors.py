@@ -10,9 +10,29 @@ import torch
 from .._shapes import matrix_shape
 
 
+# Tensor types whose memory is the tensor's values: every subclass (DTensor,
+# FakeTensor, lazy modules' UninitializedParameter, wrapper subclasses) may
+# hold its values elsewhere or not at all.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _check_plain(t, what):
+    if type(t) in _PLAIN:
+        return
+    kind = type(t).__name__
+    if isinstance(t, torch.nn.parameter.UninitializedTensorMixin):
+        raise TypeError(f"{what} is an {kind} of a lazy module; run one forward pass to materialise it "
+                        "before creating the optimizer")
+    advice = (" (sharded parameters, e.g. FSDP2's, are not supported yet)"
+              if kind == "DTensor" else "")
+    raise TypeError(f"{what} is a {kind}, a tensor subclass; mlorc updates plain torch tensors (or "
+                    f"nn.Parameters) in place through their memory{advice}")
+
+
 def check_param(p, label):
     """Raises TypeError / ValueError, saying what to do, unless `p` can be
     updated in place."""
+    _check_plain(p, label)
     if p.layout != torch.strided:
         raise TypeError(f"{label} has layout {p.layout}; mlorc updates dense (strided) tensors only")
     if p.device.type != "cpu":
@@ -31,6 +51,7 @@ def grad_array(p, label, negate=False):
     is left as it is) as a float32 array. Gradients are only read, so a
     non-contiguous one may be copied (the step is not lost)."""
     g = p.grad
+    _check_plain(g, f"the gradient of {label}")
     if g.layout != torch.strided:
         raise TypeError(f"{label} has a {g.layout} gradient; mlorc needs dense gradients")
     if g.device.type != "cpu" or g.dtype != torch.float32:
