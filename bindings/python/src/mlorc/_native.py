@@ -56,7 +56,7 @@ INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction",
 
 
 def rule_code(rule):
-    """Accepts 'adamw' / 'lion' / 'adopt' (any case) or an MLORC_RULE_* value."""
+    """Accepts a rule name of RULES ('adamw', 'lion', ..., any case) or an MLORC_RULE_* value."""
     if isinstance(rule, str):
         try:
             return RULES[rule.lower()]
@@ -85,7 +85,22 @@ def set_hyper(handle, name, value):
         key = PARAMS[name]
     except KeyError:
         raise TypeError(f"unknown hyperparameter {name!r}; expected one of {sorted(PARAMS)}") from None
-    handle.set_param(key, float(value))
+    try:
+        handle.set_param(key, float(value))
+    except MlorcError as e:
+        if name in INTEGER_PARAMS and e.status == _mlorc.ERROR_PARAM_OUT_OF_RANGE and float(value).is_integer():
+            # The library prints every value as a double ("rank = 0.0"): say it in integers.
+            low, high = _mlorc.param_bounds(handle.rule, key)
+            raise error(e.status, "mlorc_set_param",
+                        f"{name} = {int(value)} is outside [{int(low)}, {int(high)}]") from None
+        raise
+
+
+def error(status, call, message):
+    """An MlorcError as the extension raises them (.status, .message)."""
+    e = MlorcError(f"{call}: {_mlorc.status_string(status)} (status {status}): {message}")
+    e.status, e.message = status, message
+    return e
 
 
 def get_hyper(handle, name):

@@ -1,4 +1,4 @@
-"""The torch.optim.Optimizer behind mlorc.torch.AdamW and mlorc.torch.Lion.
+"""The torch.optim.Optimizer behind every mlorc.torch optimizer.
 
 Bookkeeping is torch's (param groups, LR schedulers, hooks, state_dict); the
 step is libmlorc's: one batched native call per param group, parameters and

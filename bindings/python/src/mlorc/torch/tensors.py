@@ -38,12 +38,32 @@ def check_param(p, label):
     if p.device.type != "cpu":
         raise TypeError(f"{label} is on {p.device}; mlorc updates CPU parameters in place: "
                         "keep the model (or a float32 master copy of its weights) on the CPU")
+    if p.is_complex():
+        # model.float() would keep only the real part.
+        raise TypeError(f"{label} has dtype {p.dtype}; mlorc steps real float32 tensors: keep the real "
+                        "and imaginary parts as one real parameter, nn.Parameter(torch.view_as_real("
+                        "z.to(torch.complex64))) of shape (..., 2), and use torch.view_as_complex(p) "
+                        "in the forward pass")
     if p.dtype != torch.float32:
         raise TypeError(f"{label} has dtype {p.dtype}; mlorc needs float32 parameters: convert the "
                         "model once with model.float() before creating the optimizer")
     if not p.is_contiguous():
-        raise ValueError(f"{label} is not contiguous; make the parameter itself contiguous once "
-                         "(p.data = p.data.contiguous()) before creating the optimizer")
+        raise ValueError(_not_contiguous(p, label))
+
+
+def _not_contiguous(p, label):
+    """Why a non-contiguous parameter is refused, and what to do that keeps
+    what the user asked for."""
+    for dims, memory_format in ((4, torch.channels_last), (5, torch.channels_last_3d)):
+        if p.dim() == dims and p.is_contiguous(memory_format=memory_format):
+            # Converting the weights back would silently undo the user's choice;
+            # convolutions keep channels_last when only their input has it.
+            return (f"{label} is in {memory_format} memory format, which mlorc cannot step in place (its "
+                    "state follows the row-major layout). Keep the weights contiguous and convert the "
+                    f"inputs instead (x.to(memory_format={memory_format})): a convolution with contiguous "
+                    "weights and channels_last input computes and returns channels_last")
+    return (f"{label} is not contiguous (strides {p.stride()} for shape {tuple(p.shape)}); make the "
+            "parameter itself contiguous once (p.data = p.data.contiguous()) before creating the optimizer")
 
 
 def grad_array(p, label, negate=False):
