@@ -20,6 +20,26 @@ STORAGES = {
 }
 STORAGE_NAMES = {code: name for name, code in STORAGES.items()}
 
+# mlorc_status codes by name, for code that branches on MlorcError.status.
+STATUSES = {
+    "ok": _mlorc.OK,
+    "null_pointer": _mlorc.ERROR_NULL_POINTER,
+    "invalid_argument": _mlorc.ERROR_INVALID_ARGUMENT,
+    "invalid_shape": _mlorc.ERROR_INVALID_SHAPE,
+    "invalid_rank": _mlorc.ERROR_INVALID_RANK,
+    "param_out_of_range": _mlorc.ERROR_PARAM_OUT_OF_RANGE,
+    "unknown_param": _mlorc.ERROR_UNKNOWN_PARAM,
+    "state_too_small": _mlorc.ERROR_STATE_TOO_SMALL,
+    "state_corrupted": _mlorc.ERROR_STATE_CORRUPTED,
+    "state_version": _mlorc.ERROR_STATE_VERSION,
+    "state_mismatch": _mlorc.ERROR_STATE_MISMATCH,
+    "non_finite": _mlorc.ERROR_NON_FINITE,
+    "out_of_memory": _mlorc.ERROR_OUT_OF_MEMORY,
+    "linalg": _mlorc.ERROR_LINALG,
+    "unsupported_dtype": _mlorc.ERROR_UNSUPPORTED_DTYPE,
+}
+STATUS_NAMES = {code: name for name, code in STATUSES.items()}
+
 # Hyperparameter names as the Python fronts spell them.
 PARAMS = {
     "beta1": _mlorc.PARAM_BETA1,
