@@ -12,8 +12,9 @@ import torch
 
 def eager(method):
     """`method`, never traced by torch.compile. torch.compiler.disable is
-    resolved at the first call: importing torch._dynamo costs seconds, which
-    programs that never compile should not pay at `import mlorc.torch`."""
+    resolved at the first call, so that `import mlorc.torch` does not import
+    torch._dynamo (seconds); torch.optim.Optimizer's constructor imports it
+    anyway (its add_param_group is itself excluded from tracing)."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
