@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 passed=0
 failed=0
-for suite in "Tests/fuzz/run.sh --seconds ${FUZZ_SECONDS:-60}" Tests/sanitizers/run.sh Tests/failure/run.sh; do
+for suite in "Tests/fuzz/run.sh --seconds ${FUZZ_SECONDS:-60}" Tests/sanitizers/run.sh Tests/failure/run.sh "bindings/python/tests/robustness/run.sh --seconds ${PYFUZZ_SECONDS:-45}"; do
     echo "==== $suite"
     suite_start=$SECONDS
     # shellcheck disable=SC2086 # the suite's arguments are meant to split

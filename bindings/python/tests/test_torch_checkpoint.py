@@ -130,3 +130,27 @@ def test_load_into_fresh_optimizer_then_step():
     fresh.load_state_dict(save_and_load(opt.state_dict()))
     train(fresh_model, fresh, x, y, 1)
     assert mlorc.inspect_state(states(fresh, fresh_model)[0].numpy())["step"] == 3
+
+
+def _same_shape_pair(seed=0):
+    """Two 16x16 layers: their states fit each other's parameters by shape."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16))
+
+
+def test_load_refuses_named_parameters_in_another_order():
+    x, y = regression_data(8, 16, 16)
+    model = _same_shape_pair()
+    source = mlorc.torch.AdamW(model.named_parameters(), lr=1e-2, rank=2, compress=True)
+    train(model, source, x, y, 2)
+    saved = save_and_load(source.state_dict())
+    swapped = _same_shape_pair()
+    named = list(swapped.named_parameters())
+    opt = mlorc.torch.AdamW(named[2:] + named[:2], lr=1e-2, rank=2, compress=True)  # layer 2 first
+    train(swapped, opt, x, y, 1)
+    _expect_refused(opt, saved, "position 0 holds '0.weight' in the checkpoint but '2.weight'")
+    # The same names in the same order load.
+    same = mlorc.torch.AdamW(_same_shape_pair().named_parameters(), lr=1e-2, rank=2, compress=True)
+    same.load_state_dict(saved)
+    assert [mlorc.inspect_state(same.state[p]["mlorc_state"])["step"] for p in same.param_groups[0]["params"]] \
+        == [2, 2, 2, 2]

@@ -88,3 +88,47 @@ def test_error_names_the_parameter():
     model[2].weight.data = model[2].weight.data.t().contiguous().t()
     with pytest.raises(ValueError, match="'2.weight' is not contiguous"):
         opt.step()
+
+
+class _Tagged(torch.Tensor):
+    """A tensor subclass (as libraries define them)."""
+
+
+def test_tensor_subclass_parameters_are_refused_at_construction():
+    tagged = torch.nn.Parameter(torch.randn(4, 4).as_subclass(_Tagged))
+    assert type(tagged) is _Tagged
+    with pytest.raises(TypeError, match="parameter 'w' is a _Tagged, a tensor subclass"):
+        mlorc.torch.AdamW([("w", tagged), ("b", torch.nn.Parameter(torch.zeros(4)))])
+    with pytest.raises(TypeError, match="parameter 1 is a _Tagged"):
+        mlorc.torch.Lion([torch.nn.Parameter(torch.zeros(4)), tagged])
+    lazy = torch.nn.LazyLinear(3)
+    with pytest.raises(TypeError, match="lazy module; run one forward pass"):
+        mlorc.torch.AdamW(lazy.named_parameters())
+
+
+def test_dtensor_parameters_are_refused_at_construction(tmp_path):
+    """A DTensor on a one-process gloo group (file store: no network)."""
+    import datetime
+
+    import torch.distributed as dist
+    from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=30))
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        sharded = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)]))
+        assert sharded.is_contiguous() and sharded.dtype == torch.float32  # passes every other check
+        with pytest.raises(TypeError, match="parameter 'layer.weight' is a DTensor.*FSDP2"):
+            mlorc.torch.AdamW([("layer.weight", sharded)])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tensor_subclass_gradient_is_refused_and_changes_nothing():
+    model, opt = trained()
+    params, saved = snapshot(model, opt)
+    model[2].weight.grad = model[2].weight.grad.as_subclass(_Tagged)
+    with pytest.raises(TypeError, match="the gradient of parameter 2 is a _Tagged"):
+        opt.step()
+    assert_unchanged(model, opt, params, saved)

@@ -1,10 +1,12 @@
-"""mlorc: Python front of libmlorc, memory-efficient AdamW and Lion whose
+"""mlorc: Python front of libmlorc, memory-efficient optimizers whose
 momenta are kept as low-rank factors (MLorc, arXiv 2506.01897).
 
-- mlorc.Optimizer: NumPy arrays updated in place (mlorc.numpy).
-- mlorc.torch.AdamW / Lion / Adopt / Prodigy / DAdaptLion / GaLoreAdamW:
-  torch.optim.Optimizer subclasses (imported on first use, so NumPy users
-  need no torch).
+- mlorc.Optimizer: NumPy arrays updated in place (mlorc.numpy), for the rules
+  'adamw', 'lion', 'adopt', 'galore_adamw', 'came', 'prodigy', 'dadapt_lion'
+  and 'mofasgd'.
+- mlorc.torch.AdamW / Lion / Adopt / GaLoreAdamW / CAME / Prodigy / DAdaptLion
+  / MoFaSGD: torch.optim.Optimizer subclasses (imported on first use, so
+  NumPy users need no torch).
 - mlorc.memory_report(model): optimizer memory of a model, MLorc vs dense AdamW.
 """
 import importlib

@@ -20,6 +20,26 @@ STORAGES = {
 }
 STORAGE_NAMES = {code: name for name, code in STORAGES.items()}
 
+# mlorc_status codes by name, for code that branches on MlorcError.status.
+STATUSES = {
+    "ok": _mlorc.OK,
+    "null_pointer": _mlorc.ERROR_NULL_POINTER,
+    "invalid_argument": _mlorc.ERROR_INVALID_ARGUMENT,
+    "invalid_shape": _mlorc.ERROR_INVALID_SHAPE,
+    "invalid_rank": _mlorc.ERROR_INVALID_RANK,
+    "param_out_of_range": _mlorc.ERROR_PARAM_OUT_OF_RANGE,
+    "unknown_param": _mlorc.ERROR_UNKNOWN_PARAM,
+    "state_too_small": _mlorc.ERROR_STATE_TOO_SMALL,
+    "state_corrupted": _mlorc.ERROR_STATE_CORRUPTED,
+    "state_version": _mlorc.ERROR_STATE_VERSION,
+    "state_mismatch": _mlorc.ERROR_STATE_MISMATCH,
+    "non_finite": _mlorc.ERROR_NON_FINITE,
+    "out_of_memory": _mlorc.ERROR_OUT_OF_MEMORY,
+    "linalg": _mlorc.ERROR_LINALG,
+    "unsupported_dtype": _mlorc.ERROR_UNSUPPORTED_DTYPE,
+}
+STATUS_NAMES = {code: name for name, code in STATUSES.items()}
+
 # Hyperparameter names as the Python fronts spell them.
 PARAMS = {
     "beta1": _mlorc.PARAM_BETA1,
@@ -56,7 +76,7 @@ INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction",
 
 
 def rule_code(rule):
-    """Accepts 'adamw' / 'lion' / 'adopt' (any case) or an MLORC_RULE_* value."""
+    """Accepts a rule name of RULES ('adamw', 'lion', ..., any case) or an MLORC_RULE_* value."""
     if isinstance(rule, str):
         try:
             return RULES[rule.lower()]
@@ -85,7 +105,22 @@ def set_hyper(handle, name, value):
         key = PARAMS[name]
     except KeyError:
         raise TypeError(f"unknown hyperparameter {name!r}; expected one of {sorted(PARAMS)}") from None
-    handle.set_param(key, float(value))
+    try:
+        handle.set_param(key, float(value))
+    except MlorcError as e:
+        if name in INTEGER_PARAMS and e.status == _mlorc.ERROR_PARAM_OUT_OF_RANGE and float(value).is_integer():
+            # The library prints every value as a double ("rank = 0.0"): say it in integers.
+            low, high = _mlorc.param_bounds(handle.rule, key)
+            raise error(e.status, "mlorc_set_param",
+                        f"{name} = {int(value)} is outside [{int(low)}, {int(high)}]") from None
+        raise
+
+
+def error(status, call, message):
+    """An MlorcError as the extension raises them (.status, .message)."""
+    e = MlorcError(f"{call}: {_mlorc.status_string(status)} (status {status}): {message}")
+    e.status, e.message = status, message
+    return e
 
 
 def get_hyper(handle, name):

@@ -28,9 +28,10 @@ def _check_array(array, role, dtype, writable):
 
 class Optimizer:
     """One libmlorc optimizer handle: a rule ('adamw', 'lion', 'adopt',
-    'galore_adamw', 'prodigy', 'dadapt_lion') and its
-    hyperparameters (beta1, beta2 or betas, eps, weight_decay, rank,
-    oversampling, power_iterations, bias_correction, seed, threads).
+    'galore_adamw', 'came', 'prodigy', 'dadapt_lion', 'mofasgd') and its
+    hyperparameters, by the names of mlorc._native.PARAMS (beta1, beta2 or
+    betas, eps, weight_decay, rank, oversampling, power_iterations,
+    bias_correction, seed, threads, and each rule's own, as mlorc.h lists).
 
     Rank and oversampling apply to states initialised after they are set; the
     others are read at every step.

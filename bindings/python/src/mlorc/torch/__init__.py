@@ -1,8 +1,9 @@
-"""PyTorch optimizers backed by libmlorc:
+"""PyTorch optimizers backed by libmlorc: AdamW, Lion, Adopt, GaLoreAdamW,
+CAME, Prodigy, DAdaptLion and MoFaSGD.
 
     opt = mlorc.torch.AdamW(model.parameters(), lr=1e-4, rank=4)
 
-Parameters must be CPU float32 contiguous tensors; they are updated in place.
+Parameters must be plain CPU float32 contiguous tensors; they are updated in place.
 """
 from .adamw import AdamW
 from .adopt import Adopt

@@ -14,6 +14,13 @@ class AdamW(MlorcOptimizer):
         params: parameters, named_parameters() or param-group dicts. A group may
             set any argument below, including ``compress``.
         lr, betas, eps, weight_decay: as torch.optim.AdamW.
+        maximize: maximize the objective (the step uses -grad), as
+            torch.optim.AdamW; p.grad is not modified (a negated copy of each
+            gradient is made for the step).
+        amsgrad, foreach, fused, capturable, differentiable: accepted at
+            torch's defaults (False; None or False for foreach and fused) so
+            that code passing them works; other values raise ValueError
+            (see mlorc.torch.torch_flags).
         rank: rank of the momentum factors (fixed when a state is created).
         oversampling: extra sketch columns of the randomized SVD.
         power_iterations: randomized-SVD power iterations.
@@ -30,14 +37,17 @@ class AdamW(MlorcOptimizer):
 
     _rule = "adamw"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, *,
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
                  rank=4, oversampling=0, power_iterations=0, bias_correction=True, seed=0,
                  threads=None, compress=None, atan2=False, grams=False, cautious=False,
                  orthograd=False, clip_norm=0.0):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
                         oversampling=oversampling, power_iterations=power_iterations,
                         bias_correction=bias_correction, seed=seed, threads=threads, atan2=atan2,
-                        grams=grams, cautious=cautious, orthograd=orthograd, clip_norm=clip_norm)
+                        grams=grams, cautious=cautious, orthograd=orthograd, clip_norm=clip_norm,
+                        amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, compress=compress)
 
     def _settings(self, group):

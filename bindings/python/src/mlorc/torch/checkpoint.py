@@ -13,6 +13,7 @@ import torch
 
 from .. import _native
 from .._policy import resolved_storage
+from .fixed_settings import check_unchanged
 from .tensors import layout_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
@@ -32,12 +33,15 @@ class _Box:
 def validate(opt, state_dict):
     """Raises ValueError unless every state of `state_dict` fits `opt`."""
     groups, saved_groups = opt.param_groups, state_dict["param_groups"]
+    for gi, group in enumerate(groups):  # the states below are compared with these settings
+        check_unchanged(gi, group, opt._fixed[gi])
     if len(groups) != len(saved_groups):
         raise ValueError(f"checkpoint has {len(saved_groups)} parameter groups, this optimizer {len(groups)}")
     for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
         if len(group["params"]) != len(saved["params"]):
             raise ValueError(f"parameter group {gi}: checkpoint has {len(saved['params'])} parameters, "
                              f"this optimizer {len(group['params'])}")
+        _validate_names(gi, group.get("param_names"), saved.get("param_names"))
         for key in STRUCTURAL:
             if key in saved and saved[key] != group[key]:
                 raise ValueError(f"parameter group {gi}: checkpoint was made with {key}={saved[key]}, this "
@@ -50,6 +54,19 @@ def validate(opt, state_dict):
         p = id_map.get(saved_id)
         if p is not None:
             _validate_entry(opt, p, entry)
+
+
+def _validate_names(gi, names, saved_names):
+    """When both sides were built from named parameters, the states must go
+    to the parameters of the same names: same-shape parameters in another
+    order would otherwise swap states silently."""
+    if names is None or saved_names is None or list(names) == list(saved_names):
+        return
+    for j, (name, saved_name) in enumerate(zip(names, saved_names)):
+        if name != saved_name:
+            raise ValueError(f"parameter group {gi}: position {j} holds {saved_name!r} in the checkpoint but "
+                             f"{name!r} in this optimizer: the parameters come in another order (or from "
+                             "another model); build the optimizer from the parameters in the checkpoint's order")
 
 
 def _validate_group_state(opt, gi, tensor):

@@ -1,10 +1,12 @@
-"""The torch.optim.Optimizer behind mlorc.torch.AdamW and mlorc.torch.Lion.
+"""The torch.optim.Optimizer behind every mlorc.torch optimizer.
 
 Bookkeeping is torch's (param groups, LR schedulers, hooks, state_dict); the
 step is libmlorc's: one batched native call per param group, parameters and
 state updated in place. Each group has its own native handle, configured
 from the group's values before every call, so changes to a group (betas,
-weight decay...) and LR schedules take effect at the next step.
+weight decay...) and LR schedules take effect at the next step, except the
+settings baked into the states (rank, oversampling, stats_stride, d0): a
+change to those is refused at the next step (fixed_settings.py).
 """
 import math
 
@@ -14,11 +16,19 @@ from torch.autograd.graph import increment_version
 from .. import _native
 from .._policy import storage_request
 from . import checkpoint
+from .compiling import eager
+from .fixed_settings import check_unchanged, fixed_settings
+from .tensor_ids import tensor_id
+from .torch_flags import check_flags
 from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
 
 STATE_KEY = checkpoint.STATE_KEY
 GROUP_STATE_KEY = checkpoint.GROUP_STATE_KEY
 _MAX_THREADS = 256
+# What copy.deepcopy / pickle / torch.save carry besides torch's own state
+# (defaults, state, param_groups): everything but the native handles, which
+# hold no state and are re-created from the groups' settings.
+_COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names", "_fixed")
 
 
 class MlorcOptimizer(torch.optim.Optimizer):
@@ -36,8 +46,10 @@ class MlorcOptimizer(torch.optim.Optimizer):
             raise ValueError(f"Invalid learning rate: {lr}")
         self._compress = compress
         self._handles = []        # group index -> native handle
+        self._fixed = []          # group index -> its fixed settings (fixed_settings.py)
         self._group_index = {}    # param -> group index
-        self._tensor_ids = {}     # param -> tensor id: its index in the optimizer's param order
+        self._positions = {}      # param -> its index in the optimizer's global parameter order
+        self._tensor_ids = {}     # param -> tensor id, fixed when its group is added (tensor_ids.py)
         self._storage = {}        # param -> requested MLORC_STORAGE_*
         self._names = {}          # param -> name, when named parameters were passed
         super().__init__(params, defaults)
@@ -83,17 +95,14 @@ class MlorcOptimizer(torch.optim.Optimizer):
         params, names = group["params"], group.get("param_names")
         if len(set(params)) != len(params):
             raise ValueError(f"parameter group {gi} lists a parameter twice (it would be stepped twice)")
-        handle = _native.Handle(_native.rule_code(self._rule))
-        try:
-            self._configure(handle, group)
-        except _native.MlorcError as e:
-            raise ValueError(f"parameter group {gi}: {e.message}") from e
-        first_id = len(self._tensor_ids)
+        check_flags(gi, group)
+        handle = self._new_handle(gi, group)
+        first = len(self._positions)  # position of params[0] in the optimizer's global order
         storage = {}
         for j, p in enumerate(params):
-            label = f"parameter {names[j]!r}" if names else f"parameter {first_id + j}"
+            label = f"parameter {names[j]!r}" if names else f"parameter {first + j}"
             check_param(p, label)
-            request = storage_request(compress, names[j] if names else first_id + j, p, group["rank"])
+            request = storage_request(compress, names[j] if names else first + j, p, group["rank"])
             if p.numel() > 0:
                 try:
                     handle.state_size(*layout_of(p), request)
@@ -106,9 +115,11 @@ class MlorcOptimizer(torch.optim.Optimizer):
             group[GROUP_STATE_KEY] = group_state
             group["d"] = _native.inspect_group_state(group_state)["d"]
         self._handles.append(handle)
+        self._fixed.append(fixed_settings(group))
         for j, p in enumerate(params):
             self._group_index[p] = gi
-            self._tensor_ids[p] = first_id + j
+            self._positions[p] = first + j
+            self._tensor_ids[p] = tensor_id(first + j, names[j] if names else None)
             self._storage[p] = storage[p]
             if names:
                 self._names[p] = names[j]
@@ -123,7 +134,35 @@ class MlorcOptimizer(torch.optim.Optimizer):
 
     def _label(self, p):
         name = self._names.get(p)
-        return f"parameter {name!r}" if name is not None else f"parameter {self._tensor_ids[p]}"
+        return f"parameter {name!r}" if name is not None else f"parameter {self._positions[p]}"
+
+    # ----------------------------------------------------- copy and pickle
+
+    def __getstate__(self):
+        """As torch's, plus the bookkeeping above. A callable compress= policy
+        must itself be picklable to pickle the optimizer."""
+        state = super().__getstate__()
+        state["mlorc"] = {key: getattr(self, key) for key in _COPIED}
+        return state
+
+    def __setstate__(self, state):
+        # torch's load_state_dict calls this too, with state and param_groups
+        # only: the handles are kept then.
+        state = dict(state)
+        bookkeeping = state.pop("mlorc", None)
+        super().__setstate__(state)
+        if bookkeeping is not None:
+            self.__dict__.update(bookkeeping)
+            self._handles = [self._new_handle(gi, group) for gi, group in enumerate(self.param_groups)]
+
+    def _new_handle(self, gi, group):
+        """A native handle configured from `group` (ValueError if it cannot be)."""
+        handle = _native.Handle(_native.rule_code(self._rule))
+        try:
+            self._configure(handle, group)
+        except _native.MlorcError as e:
+            raise ValueError(f"parameter group {gi}: {e.message}") from e
+        return handle
 
     # --------------------------------------------------------------- state
 
@@ -145,6 +184,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """Bytes of optimizer state for all parameters (initialised or not yet)."""
         total = 0
         for gi, group in enumerate(self.param_groups):
+            check_unchanged(gi, group, self._fixed[gi])
             handle = self._handles[gi]
             self._configure(handle, group)
             for p in group["params"]:
@@ -162,14 +202,24 @@ class MlorcOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         """As torch's, after checking every state against this optimizer
-        (rule, shape, storage, rank, tensor id): on any mismatch a ValueError
-        is raised and nothing changes."""
+        (rule, shape, storage, rank, tensor id, and the parameter names when
+        both sides were built from named parameters): on any mismatch a
+        ValueError is raised and nothing changes."""
         checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
         for group in self.param_groups:  # private copies here too
             if GROUP_STATE_KEY in group:
                 group[GROUP_STATE_KEY] = group[GROUP_STATE_KEY].clone()
+        self._fixed = [fixed_settings(group) for group in self.param_groups]
+
+    def state_dict(self):
+        """As torch's; refused (ValueError) if a fixed setting was changed
+        since the optimizer was built (the checkpoint would misdescribe the
+        states)."""
+        for gi, group in enumerate(self.param_groups):
+            check_unchanged(gi, group, self._fixed[gi])
+        return super().state_dict()
 
     # ---------------------------------------------------------------- step
 
@@ -177,14 +227,17 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """Checks `params` of group `gi` (those with a gradient) and builds
         their native batch; raises before anything is stepped."""
         group, handle = self.param_groups[gi], self._handles[gi]
+        check_unchanged(gi, group, self._fixed[gi])
+        check_flags(gi, group)
         self._configure(handle, group)
+        maximize = bool(group.get("maximize", False))
         batch, stepped = [], []
         for p in params:
             if p.grad is None or p.numel() == 0:
                 continue
             label = self._label(p)
             check_param(p, label)
-            grad = grad_array(p, label)
+            grad = grad_array(p, label, negate=maximize)
             batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p))
             stepped.append(p)
         return handle, float(group["lr"]), batch, stepped, group
@@ -203,6 +256,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             # an in-place torch op would.
             increment_version(stepped)
 
+    @eager
     @torch.no_grad()
     def step(self, closure=None):
         """One step of every param group (one native call each). Parameters
@@ -217,6 +271,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             self._run(*work)
         return loss
 
+    @eager
     @torch.no_grad()
     def step_param(self, p):
         """Steps one parameter now, e.g. from p.register_post_accumulate_grad_hook,

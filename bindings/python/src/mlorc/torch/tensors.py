@@ -10,32 +10,78 @@ import torch
 from .._shapes import matrix_shape
 
 
+# Tensor types whose memory is the tensor's values: every subclass (DTensor,
+# FakeTensor, lazy modules' UninitializedParameter, wrapper subclasses) may
+# hold its values elsewhere or not at all.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _check_plain(t, what):
+    if type(t) in _PLAIN:
+        return
+    kind = type(t).__name__
+    if isinstance(t, torch.nn.parameter.UninitializedTensorMixin):
+        raise TypeError(f"{what} is an {kind} of a lazy module; run one forward pass to materialise it "
+                        "before creating the optimizer")
+    advice = (" (sharded parameters, e.g. FSDP2's, are not supported yet)"
+              if kind == "DTensor" else "")
+    raise TypeError(f"{what} is a {kind}, a tensor subclass; mlorc updates plain torch tensors (or "
+                    f"nn.Parameters) in place through their memory{advice}")
+
+
 def check_param(p, label):
     """Raises TypeError / ValueError, saying what to do, unless `p` can be
     updated in place."""
+    _check_plain(p, label)
     if p.layout != torch.strided:
         raise TypeError(f"{label} has layout {p.layout}; mlorc updates dense (strided) tensors only")
     if p.device.type != "cpu":
         raise TypeError(f"{label} is on {p.device}; mlorc updates CPU parameters in place: "
                         "keep the model (or a float32 master copy of its weights) on the CPU")
+    if p.is_complex():
+        # model.float() would keep only the real part.
+        raise TypeError(f"{label} has dtype {p.dtype}; mlorc steps real float32 tensors: keep the real "
+                        "and imaginary parts as one real parameter, nn.Parameter(torch.view_as_real("
+                        "z.to(torch.complex64))) of shape (..., 2), and use torch.view_as_complex(p) "
+                        "in the forward pass")
     if p.dtype != torch.float32:
         raise TypeError(f"{label} has dtype {p.dtype}; mlorc needs float32 parameters: convert the "
                         "model once with model.float() before creating the optimizer")
     if not p.is_contiguous():
-        raise ValueError(f"{label} is not contiguous; make the parameter itself contiguous once "
-                         "(p.data = p.data.contiguous()) before creating the optimizer")
+        raise ValueError(_not_contiguous(p, label))
 
 
-def grad_array(p, label):
-    """The gradient as a float32 array. Gradients are only read, so a
+def _not_contiguous(p, label):
+    """Why a non-contiguous parameter is refused, and what to do that keeps
+    what the user asked for."""
+    for dims, memory_format in ((4, torch.channels_last), (5, torch.channels_last_3d)):
+        if p.dim() == dims and p.is_contiguous(memory_format=memory_format):
+            # Converting the weights back would silently undo the user's choice;
+            # convolutions keep channels_last when only their input has it.
+            return (f"{label} is in {memory_format} memory format, which mlorc cannot step in place (its "
+                    "state follows the row-major layout). Keep the weights contiguous and convert the "
+                    f"inputs instead (x.to(memory_format={memory_format})): a convolution with contiguous "
+                    "weights and channels_last input computes and returns channels_last")
+    return (f"{label} is not contiguous (strides {p.stride()} for shape {tuple(p.shape)}); make the "
+            "parameter itself contiguous once (p.data = p.data.contiguous()) before creating the optimizer")
+
+
+def grad_array(p, label, negate=False):
+    """The gradient (or, with `negate`, its negation in a new buffer: p.grad
+    is left as it is) as a float32 array. Gradients are only read, so a
     non-contiguous one may be copied (the step is not lost)."""
     g = p.grad
+    _check_plain(g, f"the gradient of {label}")
     if g.layout != torch.strided:
         raise TypeError(f"{label} has a {g.layout} gradient; mlorc needs dense gradients")
     if g.device.type != "cpu" or g.dtype != torch.float32:
         raise TypeError(f"{label} has a {g.dtype} gradient on {g.device}; mlorc needs CPU float32 gradients")
     if g.shape != p.shape:
         raise ValueError(f"{label}: gradient shape {tuple(g.shape)} differs from parameter shape {tuple(p.shape)}")
+    if negate:
+        negated = torch.empty(g.shape, dtype=torch.float32)  # contiguous, whatever g's strides
+        torch.neg(g.detach(), out=negated)
+        return negated.numpy()
     return g.detach().contiguous().numpy()
 
 
