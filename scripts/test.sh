@@ -17,7 +17,7 @@ echo "== C API tests"
 bash Tests/c/run.sh
 
 echo "== Python binding tests"
-PYTHON=.venv/bin/python bindings/python/install.sh -q
+.venv/bin/python -m pip install -q --no-build-isolation ./bindings/python
 .venv/bin/python -m pytest -q bindings/python/tests
 
 echo "== Fine-tuning demo test (reduced size)"
