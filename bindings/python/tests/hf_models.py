@@ -43,11 +43,11 @@ LABELS = [1, 0, 1, 0, 1, 0, 1, 0]
 def tiny_causal_lm(model_type, seed=0):
     """A 2-layer causal LM of the family, hidden size 32, random weights."""
     torch.manual_seed(seed)
-    common = dict(vocab_size=64, num_hidden_layers=2, num_attention_heads=2, tie_word_embeddings=False)
     if model_type == "gpt2":
         config = transformers.GPT2Config(vocab_size=64, n_layer=2, n_head=2, n_embd=32, n_positions=16,
                                          tie_word_embeddings=False)
     else:
-        config = transformers.AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64,
-                                                   num_key_value_heads=1, max_position_embeddings=16, **common)
+        config = transformers.AutoConfig.for_model(model_type, vocab_size=64, hidden_size=32, intermediate_size=64,
+                                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                                   max_position_embeddings=16, tie_word_embeddings=False)
     return transformers.AutoModelForCausalLM.from_config(config).float()

@@ -119,3 +119,12 @@ def test_unknown_model_type_and_preset_are_refused(encoder):
 def test_custom_patterns(encoder):
     names = mlorc.presets.compressed_names(encoder, patterns=["attention.self.query"])
     assert names == [f"encoder.layer.{i}.attention.self.query.weight" for i in range(MINILM_LAYERS)]
+
+
+def test_frozen_parameters_are_left_out():
+    model = tiny_causal_lm("llama")
+    model.model.layers[0].self_attn.q_proj.weight.requires_grad_(False)
+    model.model.embed_tokens.weight.requires_grad_(False)
+    assert mlorc.presets.compressed_names(model) == EXPECTED["llama"][1:]
+    grouped = [n for g in mlorc.presets.param_groups(model) for n, _ in g["params"]]
+    assert sorted(grouped) == sorted(n for n, p in model.named_parameters() if p.requires_grad)

@@ -72,7 +72,9 @@ def compressed_names(model, preset=None, patterns=None):
     patterns = _patterns(model, preset, patterns)
     names = []
     for module_name, module in model.named_modules():
-        weight = module._parameters.get("weight") if _matches(module_name, patterns) else None
+        if not _matches(module_name, patterns):
+            continue
+        weight = dict(module.named_parameters(recurse=False)).get("weight")
         if weight is not None and weight.requires_grad and weight.dim() == 2:
             names.append(f"{module_name}.weight")
     order = {name: i for i, (name, _) in enumerate(model.named_parameters())}
