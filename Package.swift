@@ -1,5 +1,13 @@
 // swift-tools-version: 6.2
+import Foundation
 import PackageDescription
+
+// The SONAME carries the major version of include/mlorc.h, the one place the
+// version is written: libmlorc.so.MAJOR (scripts/install.sh installs it so).
+let headerText = try! String(contentsOfFile: Context.packageDirectory + "/include/mlorc.h", encoding: .utf8)
+guard let majorLine = headerText.split(separator: "\n").first(where: { $0.hasPrefix("#define MLORC_VERSION_MAJOR ") }),
+      let major = Int(majorLine.split(separator: " ").last ?? "")
+else { fatalError("include/mlorc.h has no '#define MLORC_VERSION_MAJOR N' line") }
 
 // libmlorc: Swift core behind a hand-written C header (include/mlorc.h).
 // - CMlorcHeader exposes that header to Swift so `@c @implementation` checks
@@ -36,7 +44,7 @@ let package = Package(
                     // gold keeps local copies of Swift metadata in .dynsym; lld does not.
                     "-use-ld=lld",
                     "-Xlinker", "--version-script=Sources/Mlorc/exports.map",
-                    "-Xlinker", "-soname=libmlorc.so",
+                    "-Xlinker", "-soname=libmlorc.so.\(major)",
                 ]),
             ]
         ),

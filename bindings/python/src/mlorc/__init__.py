@@ -8,6 +8,9 @@ momenta are kept as low-rank factors (MLorc, arXiv 2506.01897).
   / MoFaSGD: torch.optim.Optimizer subclasses (imported on first use, so
   NumPy users need no torch).
 - mlorc.memory_report(model): optimizer memory of a model, MLorc vs dense AdamW.
+- mlorc.presets: which matrices of a BERT / GPT-2 / LLaMA model to compress
+  (the paper's practice), as param groups or a compress= policy.
+- python -m mlorc: versions, library, kernels, BLAS, threads (mlorc.diagnostics).
 """
 import importlib
 
@@ -23,6 +26,6 @@ __all__ = ["MlorcError", "Optimizer", "inspect_group_state", "inspect_state", "m
 
 
 def __getattr__(name):
-    if name in ("torch", "numpy"):
+    if name in ("torch", "numpy", "presets"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mlorc' has no attribute {name!r}")

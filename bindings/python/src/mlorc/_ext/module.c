@@ -137,7 +137,7 @@ PyMODINIT_FUNC PyInit__mlorc(void) {
                      "mlorc: this binding was compiled against mlorc.h %d.%d.%d but the "
                      "loaded libmlorc.so is %s (version number %u). Rebuild the library "
                      "(swift build -c release) and reinstall the binding "
-                     "(bindings/python/install.sh) so that both match.",
+                     "(pip install ./bindings/python) so that both match.",
                      MLORC_VERSION_MAJOR, MLORC_VERSION_MINOR, MLORC_VERSION_PATCH,
                      mlorc_version_string(), loaded);
         return NULL;
