@@ -76,3 +76,9 @@ func maskedMagnitudeBits(_ acc: SIMD8<Int32>, _ x: SIMD8<Float>, _ count: Int) -
     for lane in 0..<count { y[lane] = x[lane] }
     return mlorc_max_magnitude_bits8(acc, y)
 }
+
+/// |x| lane by lane (the sign bit cleared; NaN stays NaN).
+@_transparent
+func magnitude8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & SIMD8(repeating: 0x7fff_ffff), to: SIMD8<Float>.self)
+}

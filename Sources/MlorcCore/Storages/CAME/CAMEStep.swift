@@ -216,28 +216,52 @@ struct CAMEStep {
 
     // MARK: verify (reads)
 
-    /// Before the commit: a bound that proves the new moment and weights
-    /// finite. û = g·a_i·b_j·scale, M' = β1·M + (1−β1)·û, and the update is
-    /// lr·M'·A_i·B_j (lr·M' for a vector). An inconclusive bound (values near
+    /// Before the commit: a bound, row by row, that proves the new moment
+    /// and weights finite. With û = g·a_i·b_j·scale, M' = β1·M + (1−β1)·û and
+    /// the update lr·M'·A_i·B_j (lr·M' for a vector), row i's bound takes
+    /// max_j |g_ij|·b_j (small even where b_j is huge: b_j is large only
+    /// where column j's gradients are tiny), max_j |M_ij| and max_j |w_ij|
+    /// from one read-only scan of the row. An inconclusive bound (values near
     /// float's limit) refuses.
     func verify(lr: Double, context: StepContext) -> String? {
         if let problem = OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) { return problem }
-        let w = OutputBounds.maxMagnitude(F32.self, prepared.weights, count: m * n, context: context)
-        let g = OutputBounds.maxMagnitude(F32.self, prepared.grad, count: m * n, context: context)
-        guard w.isFinite else { return "the weights contain NaN or infinity" }
-        func largest(_ p: UnsafePointer<Float>, _ count: Int) -> Double {
-            var x: Float = 0
-            for e in 0..<count { x = max(x, abs(p[e])) }
-            return Double(x)
+        let m = m, n = n, g = prepared.grad, w = prepared.weights, b = colFactor, a = rowFactor
+        let scale = Double(scalars[0]), vector = isVector, lowRank = lowRank, f = lowRank ? factors : nil
+        let r = header.rank, dense = prepared.payload
+        var maxB: Float = 0
+        if !vector { for j in 0..<n { maxB = max(maxB, confidenceCol[j]) } }
+        let confidenceRow = confidenceRow, beta1 = hyper.beta1, decay = lr * hyper.weightDecay
+        let parts = min(context.parts(for: m * n), m)
+        var worst = [Double](repeating: 0, count: parts)
+        worst.withUnsafeMutableBufferPointer { out in
+            context.pool.run(parts: parts) { part in
+                var bound = 0.0
+                for i in partition(m, parts: parts, part: part) {
+                    var gb = SIMD8<Float>(repeating: 0), wmax = gb, mmax = gb
+                    eachChunk(n) { j, c in
+                        gb = pointwiseMax(gb, magnitude8(load8(g + i * n + j, c)) * load8(b + j, c))
+                        wmax = pointwiseMax(wmax, magnitude8(load8(w + i * n + j, c)))
+                        if !lowRank { mmax = pointwiseMax(mmax, magnitude8(load8(dense + i * n + j, c))) }
+                    }
+                    var previous = Double(mmax.max())
+                    if let f {
+                        var sum = 0.0
+                        for k in 0..<r { sum += abs(Double(f.u[i * r + k])) * Double(f.s[k]) }
+                        previous = sum * 1.001  // |Vt| <= 1.001 (validated)
+                    }
+                    let u = Double(gb.max()) * Double(a[i]) * scale
+                    let moment = beta1 * previous + (1 - beta1) * u
+                    let confidence = vector ? 1 : Double(confidenceRow[i]) * Double(maxB)
+                    let weights = Double(wmax.max()) * (1 + decay) + lr * moment * confidence
+                    // NaN compares false: a non-finite input leaves the bound infinite.
+                    bound = max(weights, moment) <= .greatestFiniteMagnitude ? max(bound, weights, moment) : .infinity
+                }
+                out[part] = bound
+            }
         }
-        let previous = lowRank ? OutputBounds.factorBound(factors, rows: m, cols: n, rank: header.rank)
-                               : OutputBounds.maxMagnitude(F32.self, prepared.payload, count: m * n, context: context)
-        let u = g * largest(rowFactor, m) * largest(colFactor, n) * Double(scalars[0])
-        let moment = hyper.beta1 * previous + (1 - hyper.beta1) * u
-        let confidence = isVector ? 1 : largest(confidenceRow, m) * largest(confidenceCol, n)
-        let weights = w * (1 + lr * hyper.weightDecay) + lr * moment * confidence
-        return max(weights, moment) <= OutputBounds.proven
-            ? nil : "the new weights or moment could exceed float's range (|w| \(w), |g| \(g), lr \(lr))"
+        let bound = worst.max() ?? 0
+        return bound <= OutputBounds.proven
+            ? nil : "the new weights or moment could exceed float's range (row bound \(bound), lr \(lr))"
     }
 
     // MARK: commit (writes)
