@@ -161,10 +161,26 @@ typedef enum mlorc_storage {
                                  (MoFaSGD: needs 2r <= min(rows, cols)) */
 } mlorc_storage;
 
-/* Element type of parameters and gradients. */
+/* Element type of parameters and gradients. Arithmetic is fp32 whatever the
+ * element type: half-precision values are widened when loaded, and new
+ * weights are rounded when stored (MLORC_PARAM_STOCHASTIC_ROUNDING). Moments
+ * and factors are stored fp32. Half precision is supported by AdamW, Lion and
+ * ADOPT (dense and low-rank storage); the other rules give
+ * MLORC_ERROR_UNSUPPORTED_DTYPE. */
 typedef enum mlorc_dtype {
-    MLORC_DTYPE_F32 = 0 /* IEEE-754 binary32 (the only value in this version) */
+    MLORC_DTYPE_F32 = 0,  /* IEEE-754 binary32 */
+    MLORC_DTYPE_BF16 = 1, /* bfloat16: the top 16 bits of a binary32 */
+    MLORC_DTYPE_F16 = 2   /* IEEE-754 binary16 (max 65504) */
 } mlorc_dtype;
+
+/* In mlorc_tensor.dtype only: OR'ed into a half-precision dtype, says that
+ * the gradient is fp32 (e.g. MLORC_DTYPE_BF16 | MLORC_DTYPE_GRAD_F32).
+ * Without it the gradient has the parameter's dtype. */
+#define MLORC_DTYPE_GRAD_F32 0x100
+
+/* In mlorc_state_info.dtype only: the state keeps fp32 master weights
+ * (MLORC_PARAM_MASTER_WEIGHTS); dtype & 0xff is the parameter's dtype. */
+#define MLORC_STATE_MASTER_WEIGHTS 0x100
 
 /* Hyperparameters and settings, set per handle with mlorc_set_param().
  * Values are doubles; integer-valued keys take integral doubles. Defaults
@@ -227,8 +243,22 @@ typedef enum mlorc_param {
     MLORC_PARAM_MOFASGD_RECIPROCAL = 26, /* MoFaSGD only: 0 (default) updates along
                                          U V^T; 1 along U diag(min(1/s, MAX_VALUE)) V^T
                                          (use_ones_for_nonzero_s = False); integer [0, 1] */
-    MLORC_PARAM_MOFASGD_MAX_VALUE = 27   /* MoFaSGD only: clamp of 1/s in the reciprocal
+    MLORC_PARAM_MOFASGD_MAX_VALUE = 27,  /* MoFaSGD only: clamp of 1/s in the reciprocal
                                          form, 1e4 (the authors' default); [1e-30, 1e30] */
+    /* Half-precision parameters (AdamW, Lion, ADOPT): */
+    MLORC_PARAM_MASTER_WEIGHTS = 28,     /* 1: states initialised from now on keep an fp32
+                                         copy of a bf16/f16 parameter (4 bytes per element
+                                         more; mlorc_state_init_with_param); the step updates
+                                         it and writes its rounding to the parameter. 0
+                                         (default): the step rounds the updated parameter
+                                         itself. Integer [0, 1] */
+    MLORC_PARAM_STOCHASTIC_ROUNDING = 29 /* how new bf16 weights (or a master's value) are
+                                         rounded: 1 (default) stochastically, with bits from
+                                         the counter-based generator keyed by (seed, tensor
+                                         id, step, element), so rounding is the same for any
+                                         thread count, on resume and on every data-parallel
+                                         rank; 0 to nearest even. f16 always rounds to
+                                         nearest even. Integer [0, 1] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */
@@ -284,7 +314,8 @@ typedef struct mlorc_tensor_layout {
  * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn.
  * CAME: header + 4 * (r(m+n+1) low-rank or mn dense, + 2(m+n); + (m+n) for
  * a vector, rows or cols == 1). MoFaSGD: header + 4 * r(m+n+1) low-rank,
- * header + 4 * mn dense. */
+ * header + 4 * mn dense. Master weights (MLORC_PARAM_MASTER_WEIGHTS) add
+ * 4 * mn. */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 
@@ -297,6 +328,15 @@ int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layo
  * copied, saved and reloaded byte for byte. */
 int mlorc_state_init(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      uint64_t tensor_id, void *state, size_t state_bytes);
+
+/* mlorc_state_init for a handle with MLORC_PARAM_MASTER_WEIGHTS = 1 and a
+ * bf16/f16 `layout`: also copies the parameter's values (rows * cols
+ * elements of layout->dtype at `param`, widened exactly) into the state's
+ * fp32 master weights. Without master weights `param` is not read (it may
+ * be NULL) and this is mlorc_state_init, which refuses a state with master
+ * weights (it cannot fill them). */
+int mlorc_state_init_with_param(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
+                                uint64_t tensor_id, const void *param, void *state, size_t state_bytes);
 
 /* What a state header says, as checked by mlorc_state_inspect(). */
 typedef struct mlorc_state_info {

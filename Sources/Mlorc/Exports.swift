@@ -114,6 +114,17 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
     }
 }
 
+@c @implementation public func mlorc_state_init_with_param(
+    _ opt: OpaquePointer!, _ layout: UnsafePointer<mlorc_tensor_layout>!, _ tensorID: UInt64,
+    _ param: UnsafeRawPointer!, _ state: UnsafeMutableRawPointer!, _ stateBytes: Int
+) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        try handle.optimizer.initState(try coreLayout(layout), tensorID: tensorID, state: state, bytes: stateBytes,
+                                       param: param)
+    }
+}
+
 @c @implementation public func mlorc_state_inspect(_ state: UnsafeRawPointer!, _ stateBytes: Int,
                                                    _ outInfo: UnsafeMutablePointer<mlorc_state_info>!) -> Int32 {
     status(nil) { () throws(MlorcError) in

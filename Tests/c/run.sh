@@ -124,6 +124,7 @@ soname_is_versioned() {
 check api_test build_and_run_c api_test "${LINK_MLORC[@]}" -lm
 check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
 check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
+check half_test build_and_run_c half_test "${LINK_MLORC[@]}" -lm
 check outputs_test build_and_run_c outputs_test "${LINK_MLORC[@]}" -lm
 check golden_test build_and_run_c golden_test "${LINK_MLORC[@]}" -lm -- Tests/golden/digests.txt
 check dlopen_test dlopen_test

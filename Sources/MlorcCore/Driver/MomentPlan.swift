@@ -15,7 +15,7 @@ struct MomentPlan<Rule: MomentRule>: BatchPlan {
     var regionSlot: Workspace.Slot { .sketches }
 
     func regionFloats(_ t: Optimizer.Prepared) -> Int {
-        t.header.storage == .lowRank && lowRank == .factors ? LowRankStep<Rule, F32Tensors>.regionFloats(t.header, hyper) : 0
+        t.header.storage == .lowRank && lowRank == .factors ? LowRankStep<Rule>.regionFloats(t.header, hyper) : 0
     }
 
     func makeStep(_ t: Optimizer.Prepared, region: UnsafeMutablePointer<Float>) -> MomentTensorStep<Rule> {
@@ -36,7 +36,8 @@ struct MomentPlan<Rule: MomentRule>: BatchPlan {
     func finish() { adaptation?.finish() }
 }
 
-/// One tensor of a MomentPlan.
+/// One tensor of a MomentPlan. Each phase dispatches once on the tensor's
+/// element types to code generic over them (TensorElements).
 struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     enum Storage { case dense, factors, projection }
 
@@ -55,63 +56,132 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     private var elements: Int { tensor.header.rows * tensor.header.cols }
 
     mutating func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
-        if hyper.orthograd || hyper.clipNorm > 0 {
-            let sums: SIMD3<Double>
-            switch tensor.elements {
-            case .f32: sums = Self.gradientTotals(tensor, F32Tensors.self, context)
-            }
-            rule.modifiers.setGradientTransform(gg: sums.x, wg: sums.y, ww: sums.z,
-                                                orthograd: hyper.orthograd, clipNorm: hyper.clipNorm)
-            guard sums.x.isFinite && sums.y.isFinite && sums.z.isFinite else { return false }
-        }
-        switch (storage, tensor.elements) {
-        case (.factors, .f32):
-            return try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
-                .sketch(workspace: &context.workspace, pool: context.pool, parts: context.parts(for: elements))
-        case (.dense, .f32):
-            // verify's rehearsal sees a non-finite gradient too; a reduction
-            // over the batch must not see one first.
-            return writeStatistics == nil || DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).gradientIsFinite(context)
-        case (.projection, _):
-            return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).gradientIsWithinBound(context)
+        switch tensor.elements {
+        case .f32: try prepare(F32Tensors.self, &context)
+        case .bf16: try prepare(BF16Tensors.self, &context)
+        case .bf16WithF32Grad: try prepare(BF16WithF32Grad.self, &context)
+        case .f16: try prepare(F16Tensors.self, &context)
+        case .f16WithF32Grad: try prepare(F16WithF32Grad.self, &context)
+        case .masterBF16: try prepare(MasterBF16.self, &context)
+        case .masterBF16WithF32Grad: try prepare(MasterBF16WithF32Grad.self, &context)
+        case .masterF16: try prepare(MasterF16.self, &context)
+        case .masterF16WithF32Grad: try prepare(MasterF16WithF32Grad.self, &context)
         }
     }
 
     mutating func verify(_ context: inout StepContext) throws(MlorcError) -> String? {
-        guard rule.stepSize.isFinite, rule.decayRate.isFinite else {
-            return "the step size \(rule.stepSize) or decay rate \(rule.decayRate) overflows float (lr too large)"
-        }
-        let notFinite = "the new weights or moments would not be finite (check the state, the gradient's scale and lr)"
-        switch (storage, tensor.elements) {
-        case (.dense, .f32):
-            let dense = DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor)
-            if hyper.cautious { rule.modifiers.cautiousScale = dense.cautiousScale(context) }
-            return DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).verify(context)
-        case (.factors, .f32):
-            let w = OutputBounds.maxMagnitude(F32.self, tensor.weights, count: elements, context: context)
-            let g = OutputBounds.maxMagnitude(F32.self, tensor.grad, count: elements, context: context)
-            guard w.isFinite else { return "the weights contain NaN or infinity" }
-            let finite = try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
-                .outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace, pool: context.pool,
-                                  parts: context.parts(for: elements))
-            return finite ? nil : notFinite
-        case (.projection, _):
-            return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).verify(context)
+        switch tensor.elements {
+        case .f32: try verify(F32Tensors.self, &context)
+        case .bf16: try verify(BF16Tensors.self, &context)
+        case .bf16WithF32Grad: try verify(BF16WithF32Grad.self, &context)
+        case .f16: try verify(F16Tensors.self, &context)
+        case .f16WithF32Grad: try verify(F16WithF32Grad.self, &context)
+        case .masterBF16: try verify(MasterBF16.self, &context)
+        case .masterBF16WithF32Grad: try verify(MasterBF16WithF32Grad.self, &context)
+        case .masterF16: try verify(MasterF16.self, &context)
+        case .masterF16WithF32Grad: try verify(MasterF16WithF32Grad.self, &context)
         }
     }
 
     mutating func commit(_ context: inout StepContext) throws(MlorcError) {
+        switch tensor.elements {
+        case .f32: try commit(F32Tensors.self, &context)
+        case .bf16: try commit(BF16Tensors.self, &context)
+        case .bf16WithF32Grad: try commit(BF16WithF32Grad.self, &context)
+        case .f16: try commit(F16Tensors.self, &context)
+        case .f16WithF32Grad: try commit(F16WithF32Grad.self, &context)
+        case .masterBF16: try commit(MasterBF16.self, &context)
+        case .masterBF16WithF32Grad: try commit(MasterBF16WithF32Grad.self, &context)
+        case .masterF16: try commit(MasterF16.self, &context)
+        case .masterF16WithF32Grad: try commit(MasterF16WithF32Grad.self, &context)
+        }
+    }
+
+    /// How the caller's parameter is rounded: stochastically for bf16 with
+    /// MLORC_PARAM_STOCHASTIC_ROUNDING, else to nearest even.
+    private func rounding<E: TensorElements>(_: E.Type) -> WeightRounding {
+        guard E.Stored.usesRandomBits, hyper.stochasticRounding else { return .nearest }
+        return WeightRounding(stochastic: true, seed: hyper.seed, tensorID: tensor.header.tensorID,
+                              step: tensor.header.step + 1)
+    }
+
+    private func lowRank<E: TensorElements>(_: E.Type) -> LowRankStep<Rule> {
+        LowRankStep<Rule>(rule: rule, tensor: tensor, hyper: hyper, region: region, rounding: rounding(E.self))
+    }
+
+    private func dense<E: TensorElements>(_: E.Type) -> DenseStep<Rule, E> {
+        DenseStep<Rule, E>(rule: rule, tensor: tensor, rounding: rounding(E.self))
+    }
+
+    private mutating func prepare<E: TensorElements>(_: E.Type, _ context: inout StepContext) throws(MlorcError) -> Bool {
+        if hyper.orthograd || hyper.clipNorm > 0 {
+            let sums = Self.gradientTotals(tensor, E.self, context)
+            rule.modifiers.setGradientTransform(gg: sums.x, wg: sums.y, ww: sums.z,
+                                                orthograd: hyper.orthograd, clipNorm: hyper.clipNorm)
+            guard sums.x.isFinite && sums.y.isFinite && sums.z.isFinite else { return false }
+        }
+        switch storage {
+        case .factors:
+            return try lowRank(E.self).sketch(workspace: &context.workspace, pool: context.pool,
+                                              parts: context.parts(for: elements))
+        case .dense:
+            // verify's scan sees a non-finite gradient too; a reduction over
+            // the batch must not see one first.
+            return writeStatistics == nil || dense(E.self).gradientIsFinite(context)
+        case .projection:
+            return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).gradientIsWithinBound(context)
+        }
+    }
+
+    private mutating func verify<E: TensorElements>(_: E.Type, _ context: inout StepContext) throws(MlorcError) -> String? {
+        guard rule.stepSize.isFinite, rule.decayRate.isFinite else {
+            return "the step size \(rule.stepSize) or decay rate \(rule.decayRate) overflows float (lr too large)"
+        }
+        let notFinite = "the new weights or moments would not be finite in \(dtypeName(E.Stored.dtype)) (check the state, the gradient's scale and lr)"
+        switch storage {
+        case .dense:
+            if hyper.cautious { rule.modifiers.cautiousScale = dense(E.self).cautiousScale(context) }
+            return dense(E.self).verify(context)
+        case .factors:
+            let w = OutputBounds.maxMagnitude(E.Param.self, tensor.weights(E.self), count: elements, context: context)
+            let g = OutputBounds.maxMagnitude(E.Grad.self, tensor.grad(E.self), count: elements, context: context)
+            guard w.isFinite else { return "the weights contain NaN or infinity" }
+            let finite = try lowRank(E.self).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
+                                                              pool: context.pool, parts: context.parts(for: elements))
+            return finite ? nil : notFinite
+        case .projection:
+            return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).verify(context)
+        }
+    }
+
+    private mutating func commit<E: TensorElements>(_: E.Type, _ context: inout StepContext) throws(MlorcError) {
         writeStatistics?(tensor, rule)
         let parts = context.parts(for: elements)
-        switch (storage, tensor.elements) {
-        case (.factors, .f32):
-            try LowRankStep<Rule, F32Tensors>(rule: rule, tensor: tensor, hyper: hyper, region: region)
-                .update(workspace: &context.workspace, pool: context.pool, parts: parts)
-        case (.projection, _):
+        switch storage {
+        case .factors:
+            try lowRank(E.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+        case .projection:
             try GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)
-        case (.dense, .f32):
-            DenseStep<Rule, F32Tensors>(rule: rule, tensor: tensor).update(context)
+        case .dense:
+            dense(E.self).update(context)
+        }
+        if E.hasMaster { writeBackMaster(E.self, context) }
+    }
+
+    /// The parameter ← the rounding of the updated master weights.
+    private func writeBackMaster<E: TensorElements>(_: E.Type, _ context: StepContext) {
+        let n = elements, p = context.parts(for: n), rounding = rounding(E.self)
+        let master = UnsafePointer(tensor.weights(E.self)), param = tensor.stored(E.self)
+        context.pool.run(parts: p) { part in
+            let range = partition(n, parts: p, part: part, align: 8)
+            var e = range.lowerBound
+            while e < range.upperBound {
+                let count = min(8, range.upperBound - e)
+                E.Stored.store8(E.Param.load8(master + e, count), param + e, count,
+                                random: E.Stored.usesRandomBits ? rounding.random(at: e) : nil)
+                e += 8
+            }
         }
     }
 

@@ -30,7 +30,9 @@ package final class Optimizer {
     /// The header a fresh state for `layout` gets, after the storage policy.
     func freshHeader(_ layout: TensorLayout, tensorID: UInt64) throws(MlorcError) -> StateFormat.Header {
         try Self.checkShape(rows: layout.rows, cols: layout.cols)
-        try Self.checkDtype(layout.dtype)
+        // The layout's dtype is the parameter's (a GRAD_F32 flag is ignored here).
+        let paramDtype = layout.dtype & ~0x100
+        try checkDtype(paramDtype)
         guard let request = StorageRequest(rawValue: layout.storage) else {
             throw MlorcError(.invalidArgument, "storage \(layout.storage) is not an mlorc_storage value")
         }
@@ -52,11 +54,14 @@ package final class Optimizer {
             storage = lowRank ? .lowRank : .dense
         }
         let stride = rule.adaptsStepSize ? hyper.statsStride : 0
-        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r,
+        // fp32 master weights for a half-precision parameter (an fp32 one needs none).
+        let master = hyper.masterWeights && paramDtype != F32.dtype
+        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r, master: master,
                                        statsStride: stride) != nil else {
             throw MlorcError(.invalidShape, "state of a \(rows)x\(cols) tensor would overflow the address space")
         }
-        return StateFormat.Header(rule: rule, storage: storage, dtype: UInt32(layout.dtype), rows: rows, cols: cols,
+        let dtype = UInt32(paramDtype) | (master ? StateFormat.Header.masterFlag : 0)
+        return StateFormat.Header(rule: rule, storage: storage, dtype: dtype, rows: rows, cols: cols,
                                   rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID, statsStride: stride)
     }
 
@@ -64,15 +69,35 @@ package final class Optimizer {
         try freshHeader(layout, tensorID: 0).totalBytes
     }
 
+    /// A fresh state: zero moments, step 0; with master weights, `param`'s
+    /// values widened into them (required then, not read otherwise).
     package func initState(_ layout: TensorLayout, tensorID: UInt64, state: UnsafeMutableRawPointer?,
-                           bytes: Int) throws(MlorcError) {
+                           bytes: Int, param: UnsafeRawPointer? = nil) throws(MlorcError) {
         var header = try freshHeader(layout, tensorID: tensorID)
         guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
         guard bytes >= header.totalBytes else {
             throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; a \(header.rows)x\(header.cols) tensor needs \(header.totalBytes)")
         }
+        if header.masterWeights {
+            guard let param else {
+                throw MlorcError(.nullPointer, "the state keeps fp32 master weights (MLORC_PARAM_MASTER_WEIGHTS): initialise it with the parameter's values (mlorc_state_init_with_param)")
+            }
+            guard Int(bitPattern: param) % 2 == 0 else {
+                throw MlorcError(.invalidArgument, "param pointer is not 2-byte aligned")
+            }
+        }
         let payload = state + StateFormat.headerBytes
         payload.initializeMemory(as: UInt8.self, repeating: 0, count: header.payloadBytes)
+        if header.masterWeights, let param {
+            let master = payload.assumingMemoryBound(to: Float.self) + header.masterOffset, n = header.rows * header.cols
+            if header.paramDtype == BF16.dtype {
+                let p = param.assumingMemoryBound(to: UInt16.self)
+                for e in 0..<n { master[e] = Float(bitPattern: UInt32(p[e]) << 16) }
+            } else {
+                let p = param.assumingMemoryBound(to: Float16.self)
+                for e in 0..<n { master[e] = Float(p[e]) }
+            }
+        }
         if header.storage == .lowRank {
             header.payloadChecksum = Checksum.of(UnsafeRawPointer(payload), count: header.payloadBytes)
         }

@@ -11,9 +11,13 @@ extension Optimizer {
         }
     }
 
-    static func checkDtype(_ dtype: Int32) throws(MlorcError) {
-        guard dtype == 0 else {
-            throw MlorcError(.unsupportedDtype, "dtype \(dtype) is not supported (only MLORC_DTYPE_F32 = 0)")
+    /// A parameter dtype this handle's rule can step.
+    func checkDtype(_ dtype: Int32) throws(MlorcError) {
+        guard [F32.dtype, BF16.dtype, F16.dtype].contains(dtype) else {
+            throw MlorcError(.unsupportedDtype, "dtype \(dtype) is not an mlorc_dtype (f32 = 0, bf16 = 1, f16 = 2)")
+        }
+        guard dtype == F32.dtype || rule.entry.halfPrecision else {
+            throw MlorcError(.unsupportedDtype, "rule \(rule.entry.name) steps f32 parameters only, not \(dtypeName(dtype)) (half precision: AdamW, Lion, ADOPT)")
         }
     }
 
@@ -26,8 +30,19 @@ extension Optimizer {
         let state: UnsafeMutableRawPointer
         var header: StateFormat.Header
 
+        /// The weights the kernels step: the fp32 master copy when the state
+        /// keeps one, else the parameter.
         func weights<E: TensorElements>(_: E.Type) -> UnsafeMutablePointer<E.Param.Scalar> {
-            param.assumingMemoryBound(to: E.Param.Scalar.self)
+            (E.hasMaster ? UnsafeMutableRawPointer(payload + header.masterOffset) : param)
+                .assumingMemoryBound(to: E.Param.Scalar.self)
+        }
+        /// The weights the kernels step, untyped (see weights(_:)).
+        var kernelWeights: UnsafeMutableRawPointer {
+            elements.hasMaster ? UnsafeMutableRawPointer(payload + header.masterOffset) : param
+        }
+        /// The caller's parameter.
+        func stored<E: TensorElements>(_: E.Type) -> UnsafeMutablePointer<E.Stored.Scalar> {
+            param.assumingMemoryBound(to: E.Stored.Scalar.self)
         }
         func grad<E: TensorElements>(_: E.Type) -> UnsafePointer<E.Grad.Scalar> {
             gradient.assumingMemoryBound(to: E.Grad.Scalar.self)
@@ -48,11 +63,16 @@ extension Optimizer {
         guard let grad = a.grad else { throw MlorcError(.nullPointer, "grad is NULL") }
         guard let state = a.state else { throw MlorcError(.nullPointer, "state is NULL") }
         guard a.reserved == 0 else { throw MlorcError(.invalidArgument, "reserved field must be 0") }
-        try Self.checkDtype(a.dtype)
+        guard a.dtype & ~0x1FF == 0, a.dtype & 0x100 == 0 || a.dtype & 0xFF != F32.dtype else {
+            throw MlorcError(.unsupportedDtype, "dtype \(a.dtype) is not an mlorc_dtype, optionally | MLORC_DTYPE_GRAD_F32 for a half-precision parameter")
+        }
+        try checkDtype(a.dtype & 0xFF)
         try Self.checkShape(rows: a.rows, cols: a.cols)
-        for (name, p) in [("param", UnsafeRawPointer(param)), ("grad", grad), ("state", UnsafeRawPointer(state))]
-        where Int(bitPattern: p) % 4 != 0 {
-            throw MlorcError(.invalidArgument, "\(name) pointer is not 4-byte aligned")
+        let paramBytes = a.dtype & 0xFF == F32.dtype ? 4 : 2, gradBytes = a.dtype & 0x100 != 0 ? 4 : paramBytes
+        for (name, p, bytes) in [("param", UnsafeRawPointer(param), paramBytes), ("grad", grad, gradBytes),
+                                 ("state", UnsafeRawPointer(state), 4)]
+        where Int(bitPattern: p) % bytes != 0 {
+            throw MlorcError(.invalidArgument, "\(name) pointer is not \(bytes)-byte aligned")
         }
         let header = try StateFormat.read(state, bytes: a.stateBytes)
         // The counter this step would write must still read back as plausible.
@@ -65,10 +85,10 @@ extension Optimizer {
         guard header.rows == Int(a.rows), header.cols == Int(a.cols) else {
             throw MlorcError(.stateMismatch, "state is for a \(header.rows)x\(header.cols) tensor, not \(a.rows)x\(a.cols)")
         }
-        guard header.dtype == UInt32(a.dtype) else {
-            throw MlorcError(.stateMismatch, "state dtype \(header.dtype) differs from tensor dtype \(a.dtype)")
+        guard header.paramDtype == a.dtype & 0xFF else {
+            throw MlorcError(.stateMismatch, "state is for \(dtypeName(header.paramDtype)) parameters, not \(dtypeName(a.dtype & 0xFF))")
         }
-        guard let elements = TensorElementKind(param: a.dtype, grad: a.dtype) else {
+        guard let elements = TensorElementKind(dtype: a.dtype, master: header.masterWeights) else {
             throw MlorcError(.unsupportedDtype, "dtype \(a.dtype) is not supported")
         }
         return Prepared(param: param, gradient: grad, elements: elements, state: state, header: header)

@@ -17,6 +17,9 @@ package struct Hyperparameters {
     package var galoreScale = 0.25, galoreInterval = 200
     /// MoFaSGD: U·diag(1/σ)·Vᵀ (true) instead of U·Vᵀ, 1/σ clamped to mofasgdMaxValue.
     package var mofasgdReciprocal = false, mofasgdMaxValue = 1e4
+    /// Half-precision parameters: fp32 master weights in new states; how new
+    /// bf16 weights are rounded (stochastically, or to nearest even).
+    package var masterWeights = false, stochasticRounding = true
     /// β3: CAME's EMA of the instability; Prodigy's EMA of its statistics
     /// (defaults set per rule below).
     package var beta3 = 0.0
@@ -61,6 +64,8 @@ package struct Hyperparameters {
         case .galoreInterval: Double(galoreInterval)
         case .mofasgdReciprocal: mofasgdReciprocal ? 1 : 0
         case .mofasgdMaxValue: mofasgdMaxValue
+        case .masterWeights: masterWeights ? 1 : 0
+        case .stochasticRounding: stochasticRounding ? 1 : 0
         case .beta3: beta3
         case .eps2: eps2
         case .cameClip: cameClip
@@ -111,6 +116,8 @@ package struct Hyperparameters {
         case .galoreInterval: galoreInterval = Int(value)
         case .mofasgdReciprocal: mofasgdReciprocal = value != 0
         case .mofasgdMaxValue: mofasgdMaxValue = value
+        case .masterWeights: masterWeights = value != 0
+        case .stochasticRounding: stochasticRounding = value != 0
         case .beta3: beta3 = value
         case .eps2: eps2 = value
         case .cameClip: cameClip = value

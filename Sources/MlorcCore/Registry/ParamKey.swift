@@ -27,6 +27,8 @@ package enum ParamKey: Int32, CaseIterable {
     case cameClip = 25
     case mofasgdReciprocal = 26
     case mofasgdMaxValue = 27
+    case masterWeights = 28
+    case stochasticRounding = 29
 
     var name: String {
         switch self {
@@ -57,13 +59,16 @@ package enum ParamKey: Int32, CaseIterable {
         case .cameClip: "came_clip"
         case .mofasgdReciprocal: "mofasgd_reciprocal"
         case .mofasgdMaxValue: "mofasgd_max_value"
+        case .masterWeights: "master_weights"
+        case .stochasticRounding: "stochastic_rounding"
         }
     }
 
     var isInteger: Bool {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
-             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride, .mofasgdReciprocal: true
+             .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride, .mofasgdReciprocal,
+             .masterWeights, .stochasticRounding: true
         default: false
         }
     }

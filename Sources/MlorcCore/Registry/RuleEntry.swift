@@ -17,6 +17,9 @@ struct RuleEntry {
     /// Whether the step size is estimated over the batch (D-adaptation): the
     /// rule steps with a group state and keeps sampled statistics per tensor.
     let groupState: Bool
+    /// Whether bf16/f16 parameters are stepped (MLORC_PARAM_MASTER_WEIGHTS and
+    /// MLORC_PARAM_STOCHASTIC_ROUNDING then apply).
+    var halfPrecision = false
     /// Low-rank storage needs rankFactor·rank <= min(rows, cols).
     var lowRankRankFactor = 1
     /// Floats the payload holds after the moments (statistics).

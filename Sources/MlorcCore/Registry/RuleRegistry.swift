@@ -23,6 +23,7 @@ enum RuleRegistry {
     static let gradientOptions: [ParamKey: ClosedRange<Double>] = [.orthograd: flag, .clipNorm: 0...1e30]
     static let directionOptions: [ParamKey: ClosedRange<Double>] = [.grams: flag, .cautious: flag]
     static let adaptation: [ParamKey: ClosedRange<Double>] = [.d0: 1e-12...1e6, .statsStride: 1...1_048_576]
+    static let halfPrecision: [ParamKey: ClosedRange<Double>] = [.masterWeights: flag, .stochasticRounding: flag]
 
     static func keys(_ groups: [ParamKey: ClosedRange<Double>]...) -> [ParamKey: ClosedRange<Double>] {
         groups.reduce(into: [:]) { all, group in all.merge(group) { _, new in new } }

@@ -49,8 +49,16 @@ enum StateFormat {
         var floatsPerMoment: Int {
             storage == .dense ? rows * cols : rank * (rows + cols + 1)
         }
+        /// The parameter's mlorc_dtype (the low byte of the dtype field).
+        var paramDtype: Int32 { Int32(dtype & 0xFF) }
+        /// Whether the payload ends with fp32 master weights (dtype bit 8).
+        var masterWeights: Bool { dtype & Self.masterFlag != 0 }
+        static let masterFlag: UInt32 = 0x100
+        /// Where the master weights start in the payload, in floats.
+        var masterOffset: Int { (payloadBytes - 4 * rows * cols) / 4 }
+
         var payloadBytes: Int {
-            StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank,
+            StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank, master: masterWeights,
                                      statsStride: statsStride)!
         }
         /// Floats of all moments, where the statistics of D-adaptation start.
@@ -60,10 +68,13 @@ enum StateFormat {
 
     /// Payload size in bytes, or nil on overflow (the rule's registry entry
     /// gives its layout).
-    static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int,
+    static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int, master: Bool = false,
                              statsStride: Int = 0) -> Int? {
-        rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank, statsStride: statsStride)
-            .map { 4 * $0 }
+        guard let floats = rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank,
+                                                    statsStride: statsStride) else { return nil }
+        // Master weights: rows·cols floats more (rows·cols <= Int64.max / 16: no overflow).
+        let (bytes, o) = (4 * (floats + (master ? rows * cols : 0))).addingReportingOverflow(headerBytes)
+        return o ? nil : bytes - headerBytes
     }
 
     static func write(_ h: Header, to state: UnsafeMutableRawPointer) {
@@ -114,8 +125,12 @@ enum StateFormat {
               rule.entry.groupState ? (1...UInt64(DAdaptation.maxStride)).contains(u64(80)) : u64(80) == 0 else {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
         }
-        guard u32(20) == 0 else {
-            throw MlorcError(.stateCorrupted, "state header names an unknown dtype \(u32(20))")
+        // The parameter's dtype, with the master flag only for a half-precision
+        // parameter of a rule that takes one.
+        let dtype = u32(20), param = Int32(dtype & 0xFF), master = dtype & Header.masterFlag != 0
+        guard dtype & ~(0xFF | Header.masterFlag) == 0, [F32.dtype, BF16.dtype, F16.dtype].contains(param),
+              param == F32.dtype || rule.entry.halfPrecision, !master || param != F32.dtype else {
+            throw MlorcError(.stateCorrupted, "state header names an unknown dtype \(dtype)")
         }
         // 2^53 steps cannot be reached: a larger counter was not written by a step.
         guard u64(48) < stepLimit else {
@@ -125,6 +140,7 @@ enum StateFormat {
                             rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72),
                             statsStride: Int(u64(80)))
         guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank),
+                                         master: header.masterWeights,
                                          statsStride: header.statsStride),
               UInt64(payload) == u64(64) else {
             throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")

@@ -5,7 +5,7 @@ import CVectorMath
 /// gradients go through their element type E; moments are fp32.
 func denseUpdate<Rule: MomentRule, E: TensorElements>(
     _ rule: Rule, _: E.Type, weights: UnsafeMutablePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,
-    m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>?, range: Range<Int>
+    m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>?, range: Range<Int>, rounding: WeightRounding
 ) {
     let full = range.lowerBound + (range.count / 8) * 8
     var e = range.lowerBound
@@ -13,14 +13,14 @@ func denseUpdate<Rule: MomentRule, E: TensorElements>(
         while e < full {
             var mv = F32.load8(m + e, 8), vv = F32.load8(v + e, 8)
             let w = denseLanes(rule, E.Param.load8(weights + e, 8), E.Grad.load8(grad + e, 8), &mv, &vv)
-            F32.store8(mv, m + e, 8); F32.store8(vv, v + e, 8); E.Param.store8(w, weights + e, 8)
+            F32.store8(mv, m + e, 8); F32.store8(vv, v + e, 8); E.Param.store8(w, weights + e, 8, random: E.Param.usesRandomBits ? rounding.random(at: e) : nil)
             e += 8
         }
     } else {
         while e < full {
             var mv = F32.load8(m + e, 8), unused = SIMD8<Float>(repeating: 0)
             let w = denseLanes(rule, E.Param.load8(weights + e, 8), E.Grad.load8(grad + e, 8), &mv, &unused)
-            F32.store8(mv, m + e, 8); E.Param.store8(w, weights + e, 8)
+            F32.store8(mv, m + e, 8); E.Param.store8(w, weights + e, 8, random: E.Param.usesRandomBits ? rounding.random(at: e) : nil)
             e += 8
         }
     }
@@ -30,7 +30,7 @@ func denseUpdate<Rule: MomentRule, E: TensorElements>(
         var mv = F32.load8(m + full, tail), vv = v.map { F32.load8($0 + full, tail) } ?? .zero
         let w = denseLanes(rule, E.Param.load8(weights + full, tail), E.Grad.load8(grad + full, tail), &mv, &vv)
         F32.store8(mv, m + full, tail); if let v { F32.store8(vv, v + full, tail) }
-        E.Param.store8(w, weights + full, tail)
+        E.Param.store8(w, weights + full, tail, random: E.Param.usesRandomBits ? rounding.random(at: full) : nil)
     }
 }
 
@@ -39,7 +39,7 @@ func denseUpdate<Rule: MomentRule, E: TensorElements>(
 /// of the gradient. The same lane arithmetic, so the verdict is exact.
 func denseOutputBits<Rule: MomentRule, E: TensorElements>(
     _ rule: Rule, _: E.Type, weights: UnsafePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,
-    m: UnsafePointer<Float>, v: UnsafePointer<Float>?, range: Range<Int>
+    m: UnsafePointer<Float>, v: UnsafePointer<Float>?, range: Range<Int>, rounding: WeightRounding
 ) -> (outputs: Int32, grad: Int32) {
     var outputs = SIMD8<Int32>(repeating: 0), gradient = outputs
     var e = range.lowerBound
@@ -49,7 +49,8 @@ func denseOutputBits<Rule: MomentRule, E: TensorElements>(
         let g = E.Grad.load8(grad + e, count)
         let w = denseLanes(rule, E.Param.load8(weights + e, count), g, &mv, &vv)
         gradient = maskedMagnitudeBits(gradient, g, count)
-        outputs = maskedMagnitudeBits(outputs, w, count)
+        let stored = E.Stored.roundTrip(w, random: E.Stored.usesRandomBits ? rounding.random(at: e) : nil)
+        outputs = maskedMagnitudeBits(outputs, stored, count)
         outputs = maskedMagnitudeBits(outputs, mv, count)
         if v != nil { outputs = maskedMagnitudeBits(outputs, vv, count) }
         e += 8

@@ -3,6 +3,7 @@
 struct DenseStep<Rule: MomentRule, E: TensorElements> {
     let rule: Rule
     let tensor: Optimizer.Prepared
+    var rounding = WeightRounding.nearest
 
     private var elements: Int { tensor.header.rows * tensor.header.cols }
 
@@ -54,7 +55,7 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         let scale = modifiers.cautiousScale != 0 ? Double(modifiers.cautiousScale) : 1
         if let b = rule.outputBounds(grad: gradient, moments: moments) {
             let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
-            if max(weights, b.moments[0], b.moments[1]) <= OutputBounds.proven { return nil }
+            if weights <= E.Stored.provenBound, max(b.moments[0], b.moments[1]) <= OutputBounds.proven { return nil }
         }
         return rehearse(context)
     }
@@ -67,7 +68,7 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         bits.withUnsafeMutableBufferPointer { out in
             context.pool.run(parts: p) { part in
                 out[part] = denseOutputBits(rule, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
-                                            range: partition(n, parts: p, part: part, align: 8))
+                                            range: partition(n, parts: p, part: part, align: 8), rounding: rounding)
             }
         }
         if OutputBounds.magnitude(ofBits: bits.map(\.grad).max()!).isInfinite {
@@ -87,7 +88,7 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         let updating = rule
         context.pool.run(parts: p) { part in
             denseUpdate(updating, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
-                        range: partition(n, parts: p, part: part, align: 8))
+                        range: partition(n, parts: p, part: part, align: 8), rounding: rounding)
         }
     }
 }

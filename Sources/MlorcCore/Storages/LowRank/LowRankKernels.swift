@@ -26,11 +26,18 @@ struct PerMoment<T> {
 }
 
 /// One low-rank tensor of a step.
-struct LowRankTensor<E: TensorElements> {
+struct LowRankTensor {
     let rows: Int, cols: Int, rank: Int, sketchWidth: Int
-    let weights: UnsafeMutablePointer<E.Param.Scalar>
-    let grad: UnsafePointer<E.Grad.Scalar>
+    /// The weights the passes step (the parameter, or its fp32 master) and
+    /// the gradient, with their element types: one compiled copy of the
+    /// passes serves every type (a predictable branch per 8-lane load).
+    let weights: UnsafeMutableRawPointer, weightKind: ElementKind
+    let grad: UnsafeRawPointer, gradKind: ElementKind
+    /// The caller's parameter type (checks of what a store would write).
+    let storedKind: ElementKind
     let factors: PerMoment<Factors>
+    /// How new weights (or, with a master, the parameter) are rounded.
+    let rounding: WeightRounding
 }
 
 /// Per-thread scratch of the passes, in floats (a multiple of 16, so that
@@ -84,11 +91,11 @@ private func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ full: 
 /// The gradient at row offset `e` (row·cols + j), after the tensor's gradient
 /// transform (OrthoGrad / clipping) when one is set.
 @_transparent
-private func gradient<Rule: MomentRule, E: TensorElements>(_ rule: Rule, _ t: LowRankTensor<E>, _ e: Int, _ full: Bool,
+private func gradient<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor, _ e: Int, _ full: Bool,
                                         _ count: Int) -> SIMD8<Float> {
-    let g = E.Grad.load8(t.grad + e, full ? 8 : count)
+    let g = t.gradKind.load8(t.grad, e, full ? 8 : count)
     guard rule.modifiers.transformsGradient else { return g }
-    return rule.modifiers.gradient(g, weights: E.Param.load8(t.weights + e, full ? 8 : count))
+    return rule.modifiers.gradient(g, weights: t.weightKind.load8(UnsafeRawPointer(t.weights), e, full ? 8 : count))
 }
 
 /// Σ_a coef[a] · Vt[a, j..j+7] for a panel block (rows `stride` apart),
@@ -131,7 +138,7 @@ private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>
 /// fixed: its entries below zero become c. Also returns that moment's raw
 /// values (zero for rules without one).
 @_transparent
-private func previousMoments<Rule: MomentRule, E: TensorElements>(_: Rule.Type, _ t: LowRankTensor<E>, _ coef: UnsafePointer<Float>,
+private func previousMoments<Rule: MomentRule>(_: Rule.Type, _ t: LowRankTensor, _ coef: UnsafePointer<Float>,
                                                _ c: PerMoment<Float>, _ j: Int, _ full: Bool, _ count: Int)
     -> (fixed: PerMoment<SIMD8<Float>>, raw: SIMD8<Float>) {
     // Moments written out one by one (not a loop) so each specialisation is straight-line code.
@@ -154,7 +161,7 @@ private func previousMoments<Rule: MomentRule, E: TensorElements>(_: Rule.Type, 
 
 /// coef[k·rank + a] = U_k[row, a] · s_k[a].
 @_transparent
-private func loadCoefficients<E: TensorElements>(_ t: LowRankTensor<E>, momentCount: Int, row: Int, into coef: UnsafeMutablePointer<Float>) {
+private func loadCoefficients(_ t: LowRankTensor, momentCount: Int, row: Int, into coef: UnsafeMutablePointer<Float>) {
     for k in 0..<momentCount {
         let f = t.factors[k]
         for a in 0..<t.rank { coef[k &* t.rank &+ a] = f.u[row &* t.rank &+ a] * f.s[a] }
@@ -167,8 +174,8 @@ private func loadCoefficients<E: TensorElements>(_ t: LowRankTensor<E>, momentCo
 /// moment reads the second). y is rows x l column-major; sketches are l x cols
 /// panels. A non-finite gradient makes the affected y non-finite (every moment
 /// takes (1 − β)·g or (1 − β)·g² with β < 1), which is how callers detect it.
-func rowPass<Rule: MomentRule, E: TensorElements>(
-    _ rule: Rule, _ t: LowRankTensor<E>, rows: Range<Int>,
+func rowPass<Rule: MomentRule>(
+    _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>,
     sketch: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
     y: PerMoment<UnsafeMutablePointer<Float>>, scratch: UnsafeMutablePointer<Float>
 ) {
@@ -192,7 +199,7 @@ func rowPass<Rule: MomentRule, E: TensorElements>(
 
 /// Dispatches a row sweep to the kernel specialised for its block width.
 @_transparent
-private func rowSweep<Rule: MomentRule, K: MomentSlot, E: TensorElements>(_ rule: Rule, _ a: RowSweep<E>, _ width: Int, _: K.Type) {
+private func rowSweep<Rule: MomentRule, K: MomentSlot>(_ rule: Rule, _ a: RowSweep, _ width: Int, _: K.Type) {
     switch width {
     case 1: rowSweep(rule, a, Width1.self, K.self)
     case 2: rowSweep(rule, a, Width2.self, K.self)
@@ -207,8 +214,8 @@ enum Slot0: MomentSlot { static var index: Int { 0 } }
 enum Slot1: MomentSlot { static var index: Int { 1 } }
 
 /// Arguments of one row sweep for one moment and sketch columns b0 ..< b0 + W.
-private struct RowSweep<E: TensorElements> {
-    let t: LowRankTensor<E>, row: Int, b0: Int
+private struct RowSweep {
+    let t: LowRankTensor, row: Int, b0: Int
     let coef: UnsafePointer<Float>
     let sketch: UnsafePointer<Float>, c: PerMoment<Float>
     let y: UnsafeMutablePointer<Float>
@@ -217,8 +224,8 @@ private struct RowSweep<E: TensorElements> {
 /// One 8-column chunk of a row sweep. A separate function taking the sums
 /// inout (not a closure capturing them) keeps them in registers.
 @_transparent
-private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, E: TensorElements>(
-    _ rule: Rule, _ a: RowSweep<E>, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int,
+private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int,
     _ sums: inout Accumulators4
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
@@ -235,14 +242,14 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, E: TensorE
 /// The last, partial chunk of a row, out of line so that the main loop is
 /// compiled for full chunks only.
 @inline(never)
-private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot, E: TensorElements>(
-    _ rule: Rule, _ a: RowSweep<E>, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout Accumulators4
+private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout Accumulators4
 ) {
     rowChunk(rule, a, W.self, K.self, j, false, count, &sums)
 }
 
-private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, E: TensorElements>(
-    _ rule: Rule, _ a: RowSweep<E>, _: W.Type, _: K.Type
+private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
+    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type
 ) {
     let n = a.t.cols
     var sums = Accumulators4()
@@ -259,8 +266,8 @@ private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, E: TensorE
 /// non-linear non-negative moment, XΩ with X the new moment built from the
 /// previous one clipped at 0, NΩ with N = [R < 0], and the row's sum of |R|
 /// and count over R < 0. gradSketch, y and yNeg are rows x l column-major.
-func sketchPass<Rule: MomentRule, E: TensorElements>(
-    _ rule: Rule, _ t: LowRankTensor<E>, rows: Range<Int>, omega: UnsafePointer<Float>,
+func sketchPass<Rule: MomentRule>(
+    _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>, omega: UnsafePointer<Float>,
     gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
     negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                 rowCount: UnsafeMutablePointer<Double>),
@@ -284,8 +291,8 @@ func sketchPass<Rule: MomentRule, E: TensorElements>(
     }
 }
 
-private struct SketchSweep<E: TensorElements> {
-    let t: LowRankTensor<E>, row: Int, b0: Int
+private struct SketchSweep {
+    let t: LowRankTensor, row: Int, b0: Int
     let coef: UnsafePointer<Float>
     let omega: UnsafePointer<Float>
     let gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>
@@ -299,8 +306,8 @@ private struct SketchSums {
 }
 
 @_transparent
-private func sketchChunk<Rule: MomentRule, W: BlockWidth, E: TensorElements>(
-    _ rule: Rule, _ a: SketchSweep<E>, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums
+private func sketchChunk<Rule: MomentRule, W: BlockWidth>(
+    _ rule: Rule, _ a: SketchSweep, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
@@ -331,13 +338,13 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth, E: TensorElements>(
 }
 
 @inline(never)
-private func sketchTail<Rule: MomentRule, W: BlockWidth, E: TensorElements>(
-    _ rule: Rule, _ a: SketchSweep<E>, _: W.Type, _ j: Int, _ count: Int, _ sums: inout SketchSums
+private func sketchTail<Rule: MomentRule, W: BlockWidth>(
+    _ rule: Rule, _ a: SketchSweep, _: W.Type, _ j: Int, _ count: Int, _ sums: inout SketchSums
 ) {
     sketchChunk(rule, a, W.self, j, false, count, &sums)
 }
 
-private func sketchSweep<Rule: MomentRule, W: BlockWidth, E: TensorElements>(_ rule: Rule, _ a: SketchSweep<E>, _: W.Type) {
+private func sketchSweep<Rule: MomentRule, W: BlockWidth>(_ rule: Rule, _ a: SketchSweep, _: W.Type) {
     let n = a.t.cols, m = a.t.rows, i = a.row
     var sums = SketchSums()
     let fullEnd = n & ~7
@@ -360,7 +367,7 @@ private func sketchSweep<Rule: MomentRule, W: BlockWidth, E: TensorElements>(_ r
 /// Per-row sum of |R| and count over the negative entries of the previous
 /// moment 1, R = U diag(s) Vt, from the factors alone (no gradient): the fix's
 /// constant c for rules that must know it before sketching.
-func negativeStatistics<E: TensorElements>(_ t: LowRankTensor<E>, rows: Range<Int>, rowSum: UnsafeMutablePointer<Double>,
+func negativeStatistics(_ t: LowRankTensor, rows: Range<Int>, rowSum: UnsafeMutablePointer<Double>,
                         rowCount: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<Float>) {
     let coef = PassScratch(scratch, rank: t.rank).coef, n = t.cols
     for i in rows {
@@ -426,8 +433,8 @@ enum CheckOutputs: WeightMode {
 /// With `countKept` it only stores in `kept` how many elements of its
 /// columns cautious masking keeps. q is rows x l column-major; out is an
 /// l x cols panel.
-func columnPass<Rule: MomentRule, E: TensorElements>(
-    _ rule: Rule, _ t: LowRankTensor<E>, cols: Range<Int>,
+func columnPass<Rule: MomentRule>(
+    _ rule: Rule, _ t: LowRankTensor, cols: Range<Int>,
     q: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
     out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
     scratch: UnsafeMutablePointer<Float>, kept: UnsafeMutablePointer<Int>, countKept: Bool = false,
@@ -459,8 +466,8 @@ func columnPass<Rule: MomentRule, E: TensorElements>(
 
 /// The column pass with the first W sketch columns unrolled (W = l when
 /// l <= 4); wider sketches handle the remaining columns in a loop.
-private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: TensorElements>(
-    _ rule: Rule, _ t: LowRankTensor<E>, _ cols: Range<Int>,
+private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ t: LowRankTensor, _ cols: Range<Int>,
     _ q: PerMoment<UnsafePointer<Float>>, _ c: PerMoment<Float>,
     _ out: PerMoment<UnsafeMutablePointer<Float>>, _: W.Type, _: Mode.Type,
     _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
@@ -476,11 +483,11 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: Te
     while blockStart < cols.upperBound {
         let blockEnd = min(blockStart + blockWidth, cols.upperBound)
         @_transparent func rowView(_ i: Int, _ coef: UnsafeMutablePointer<Float>,
-                                   _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow<E> {
+                                   _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow {
             loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
             for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
             return ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out, rowOffset: i &* n,
-                             weightRow: t.weights + i &* n, kept: kept)
+                             kept: kept)
         }
         let fullEnd = blockStart + (blockEnd - blockStart) & ~7
         // Two rows per sweep share the factor loads and the output panel's
@@ -507,28 +514,27 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: Te
 }
 
 /// What one row of a column sweep needs.
-private struct ColumnRow<E: TensorElements> {
-    let t: LowRankTensor<E>
+private struct ColumnRow {
+    let t: LowRankTensor
     let coef: UnsafePointer<Float>, qRow: UnsafePointer<Float>
     let c: PerMoment<Float>
     let out: PerMoment<UnsafeMutablePointer<Float>>
     let rowOffset: Int  // row · cols
-    let weightRow: UnsafeMutablePointer<E.Param.Scalar>
     let kept: UnsafeMutablePointer<Int>  // cautious counting only
 }
 
 /// The last, partial chunk of a row segment, out of line (see rowTail).
 @inline(never)
-private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: TensorElements>(
-    _ rule: Rule, _ r: ColumnRow<E>, _: W.Type, _: Mode.Type, _ j: Int, _ count: Int
+private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ count: Int
 ) {
     columnChunk(rule, r, W.self, Mode.self, j, false, count)
 }
 
 /// One 8-column chunk of one row in a column sweep.
 @_transparent
-private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: TensorElements>(
-    _ rule: Rule, _ r: ColumnRow<E>, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
+private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
 ) {
     let t = r.t
     let g = gradient(rule, t, r.rowOffset &+ j, full, count)
@@ -539,7 +545,9 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: T
         return
     }
     if Mode.checks {
-        let w = rule.updatedWeights(E.Param.load8(r.weightRow + j, full ? 8 : count), direction)
+        let e = r.rowOffset &+ j
+        let w = t.storedKind.roundTrip(rule.updatedWeights(t.weightKind.load8(UnsafeRawPointer(t.weights), e, full ? 8 : count),
+                                                           direction), at: e, rounding: t.rounding)
         var bits = maskedMagnitudeBits(SIMD8(repeating: 0), w, full ? 8 : count)
         bits = maskedMagnitudeBits(bits, p.first, full ? 8 : count)
         if Rule.momentCount > 1 { bits = maskedMagnitudeBits(bits, p.second, full ? 8 : count) }
@@ -547,8 +555,9 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: T
         return
     }
     if Mode.updates {
-        let w = r.weightRow + j
-        E.Param.store8(rule.updatedWeights(E.Param.load8(w, full ? 8 : count), direction), w, full ? 8 : count)
+        let e = r.rowOffset &+ j, c = full ? 8 : count
+        t.weightKind.store8(rule.updatedWeights(t.weightKind.load8(UnsafeRawPointer(t.weights), e, c), direction),
+                            t.weights, e, c, rounding: t.rounding)
     }
     accumulate(r, W.self, 0, p.first, j, full, count)
     if Rule.momentCount > 1 { accumulate(r, W.self, 1, p.second, j, full, count) }
@@ -556,8 +565,8 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: T
 
 /// One full 8-column chunk of two consecutive rows in a column sweep.
 @_transparent
-private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: TensorElements>(
-    _ rule: Rule, _ r1: ColumnRow<E>, _ r2: ColumnRow<E>, _: W.Type, _: Mode.Type, _ j: Int
+private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
+    _ rule: Rule, _ r1: ColumnRow, _ r2: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int
 ) {
     let t = r1.t, l = t.sketchWidth, n = t.cols
     let g1 = gradient(rule, t, r1.rowOffset &+ j, true, 8), g2 = gradient(rule, t, r2.rowOffset &+ j, true, 8)
@@ -570,8 +579,11 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: 
         return
     }
     if Mode.checks {
-        var bits = maskedMagnitudeBits(SIMD8(repeating: 0), rule.updatedWeights(E.Param.load8(r1.weightRow + j, 8), d1), 8)
-        bits = maskedMagnitudeBits(bits, rule.updatedWeights(E.Param.load8(r2.weightRow + j, 8), d2), 8)
+        let e1 = r1.rowOffset &+ j, e2 = r2.rowOffset &+ j, weights = UnsafeRawPointer(t.weights)
+        let w1 = t.storedKind.roundTrip(rule.updatedWeights(t.weightKind.load8(weights, e1, 8), d1), at: e1, rounding: t.rounding)
+        let w2 = t.storedKind.roundTrip(rule.updatedWeights(t.weightKind.load8(weights, e2, 8), d2), at: e2, rounding: t.rounding)
+        var bits = maskedMagnitudeBits(SIMD8(repeating: 0), w1, 8)
+        bits = maskedMagnitudeBits(bits, w2, 8)
         bits = maskedMagnitudeBits(bits, p1.first, 8)
         bits = maskedMagnitudeBits(bits, p2.first, 8)
         if Rule.momentCount > 1 {
@@ -582,9 +594,9 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: 
         return
     }
     if Mode.updates {
-        let w1 = r1.weightRow + j, w2 = r2.weightRow + j
-        E.Param.store8(rule.updatedWeights(E.Param.load8(w1, 8), d1), w1, 8)
-        E.Param.store8(rule.updatedWeights(E.Param.load8(w2, 8), d2), w2, 8)
+        let e1 = r1.rowOffset &+ j, e2 = r2.rowOffset &+ j, weights = UnsafeRawPointer(t.weights)
+        t.weightKind.store8(rule.updatedWeights(t.weightKind.load8(weights, e1, 8), d1), t.weights, e1, 8, rounding: t.rounding)
+        t.weightKind.store8(rule.updatedWeights(t.weightKind.load8(weights, e2, 8), d2), t.weights, e2, 8, rounding: t.rounding)
     }
     for k in 0..<Rule.momentCount {
         let (o, stride) = Panel.block(r1.out[k], col: j, rows: l, cols: n, full: true)
@@ -605,7 +617,7 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, E: 
 
 /// out_k[b, j..j+7] += q_k[i, b] · A_k[i, j..j+7] for every sketch column b.
 @_transparent
-private func accumulate<W: BlockWidth, E: TensorElements>(_ r: ColumnRow<E>, _: W.Type, _ k: Int, _ value: SIMD8<Float>,
+private func accumulate<W: BlockWidth>(_ r: ColumnRow, _: W.Type, _ k: Int, _ value: SIMD8<Float>,
                                        _ j: Int, _ full: Bool, _ count: Int) {
     let l = r.t.sketchWidth
     let (o, stride) = Panel.block(r.out[k], col: j, rows: l, cols: r.t.cols, full: full)

@@ -7,10 +7,10 @@
 ///           column pass → W updated and B_k = Q_kᵀ A_k; B_k = Ũ Σ Ṽᵀ;
 ///           new factors U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
 /// Only O((rows + cols)·l) scratch; no full-size matrix is ever built.
-struct LowRankStep<Rule: MomentRule, E: TensorElements> {
+struct LowRankStep<Rule: MomentRule> {
     let rule: Rule
     let prepared: Optimizer.Prepared
-    let tensor: LowRankTensor<E>
+    let tensor: LowRankTensor
     let hyper: Hyperparameters
     let region: UnsafeMutablePointer<Float>  // this tensor's region (regionFloats), kept from sketch to update
 
@@ -30,14 +30,18 @@ struct LowRankStep<Rule: MomentRule, E: TensorElements> {
         return Rule.momentCount * round(ml) + round(ml) + 2 * round(2 * h.rows)
     }
 
-    init(rule: Rule, tensor p: Optimizer.Prepared, hyper: Hyperparameters, region: UnsafeMutablePointer<Float>) {
+    init(rule: Rule, tensor p: Optimizer.Prepared, hyper: Hyperparameters, region: UnsafeMutablePointer<Float>,
+         rounding: WeightRounding = .nearest) {
         self.rule = rule
         prepared = p
         self.hyper = hyper
         let h = p.header
         func factors(_ k: Int) -> Factors { Factors(h, payload: p.payload, moment: min(k, Rule.momentCount - 1)) }
         tensor = LowRankTensor(rows: h.rows, cols: h.cols, rank: h.rank, sketchWidth: Self.sketchWidth(h, hyper),
-                               weights: p.weights(E.self), grad: p.grad(E.self), factors: PerMoment(factors(0), factors(1)))
+                               weights: p.kernelWeights, weightKind: p.elements.kernelParam,
+                               grad: p.gradient, gradKind: p.elements.grad, storedKind: p.elements.stored,
+                               factors: PerMoment(factors(0), factors(1)),
+                               rounding: rounding)
         self.region = region
     }
 
@@ -123,7 +127,7 @@ struct LowRankStep<Rule: MomentRule, E: TensorElements> {
         let scale = hyper.cautious ? Double(m * n) : 1  // cautious masking scales by at most N / 1
         if let b = rule.outputBounds(grad: gradient, moments: moments) {
             let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
-            if max(weights, b.moments[0], b.moments[1]) <= OutputBounds.proven { return true }
+            if weights <= tensor.storedKind.provenBound, max(b.moments[0], b.moments[1]) <= OutputBounds.proven { return true }
         }
         // Inconclusive: rehearse the update's arithmetic without writing.
         let c = fixConstants()
