@@ -586,7 +586,7 @@ static void test_state_size_and_policy(int rule) {
     l = layout_of(12, 12, -1);
     CHECK_RC(mlorc_state_size(opt, &l, &bytes), MLORC_ERROR_INVALID_ARGUMENT);
     l = layout_of(12, 12, MLORC_STORAGE_AUTO);
-    l.dtype = 1; /* no such dtype in this version */
+    l.dtype = 3; /* not an mlorc_dtype (f32 0, bf16 1, f16 2) */
     CHECK_RC(mlorc_state_size(opt, &l, &bytes), MLORC_ERROR_UNSUPPORTED_DTYPE);
     CHECK(bytes == before);
     l = layout_of(12, 12, MLORC_STORAGE_AUTO);
@@ -670,7 +670,7 @@ static void test_state_init_inspect(int rule) {
         bad = layout_of(64, 44, 7);
         CHECK_RC(mlorc_state_init(opt, &bad, id, state, bytes), MLORC_ERROR_INVALID_ARGUMENT);
         bad = layout_of(64, 44, MLORC_STORAGE_AUTO);
-        bad.dtype = 2;
+        bad.dtype = 3; /* not an mlorc_dtype */
         CHECK_RC(mlorc_state_init(opt, &bad, id, state, bytes), MLORC_ERROR_UNSUPPORTED_DTYPE);
     }
     CHECK_RC(mlorc_state_init(opt, &l, id, state, bytes - 1), MLORC_ERROR_STATE_TOO_SMALL);
@@ -879,7 +879,7 @@ static void test_step(int rule) {
         if (t[k].rows != b.rows[k]) REFUSE(opt, &b, t, NT, lr, MLORC_ERROR_STATE_MISMATCH, k);
 
         memcpy(t, b.t, sizeof t);
-        t[k].dtype = 1;
+        t[k].dtype = 3; /* not an mlorc_dtype */
         REFUSE(opt, &b, t, NT, lr, MLORC_ERROR_UNSUPPORTED_DTYPE, k);
         memcpy(t, b.t, sizeof t);
         t[k].dtype = -1;
