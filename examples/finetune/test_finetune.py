@@ -214,3 +214,38 @@ def test_learning_rate_option():
             finetune.parse_args(["--lr", bad])
     with pytest.raises(SystemExit):
         finetune.parse_args(["--methods", "adamw,adamw"])
+
+
+def fake_summary(seeds, methods=("adamw", "lora-r4"), steps=3):
+    results = {m: {"method": m, "label": m, "lr": 1e-3,
+                   "runs": [fake_run(seed, 0.9 + 0.01 * seed, [0.7, 0.5, 0.3]) for seed in seeds[m]]}
+               for m in methods}
+    return {"date": "d", "machine": "m", "config": {"steps": steps, "seed": min(min(s) for s in seeds.values()),
+                                                      "seeds": 1, "out": "o", "threads": 1, "batch_size": 8},
+            "data": {"eval_set": "held-out"}, "initial": {str(s): {} for s in seeds[methods[0]]},
+            "load_average": {}, "results": results}
+
+
+def test_combine_keeps_the_seeds_every_method_finished():
+    import combine
+
+    a = fake_summary({"adamw": [0], "lora-r4": [0]})
+    b = fake_summary({"adamw": [1, 2], "lora-r4": [1]})  # cut short in seed 2
+    merged = combine.combine([a, b])
+    assert merged["seeds"] == [0, 1] and merged["dropped_seeds"] == [2]
+    for m in ("adamw", "lora-r4"):
+        assert [r["seed"] for r in merged["results"][m]["runs"]] == [0, 1]
+        acc = merged["results"][m]["summary"]["eval_accuracy"]
+        assert acc["n"] == 2 and abs(acc["mean"] - 0.905) < 1e-12
+    # Methods run in separate processes combine too; a method at two rates does not.
+    c = fake_summary({"adamw": [0, 1]}, methods=("adamw",))
+    d = fake_summary({"lora-r4": [0, 1]}, methods=("lora-r4",))
+    assert combine.combine([d, c])["seeds"] == [0, 1]
+    assert list(combine.combine([d, c])["results"]) == ["adamw", "lora-r4"]
+    d["results"]["lora-r4"]["lr"] = 2e-3
+    with pytest.raises(SystemExit):
+        combine.combine([a, d])
+    with pytest.raises(SystemExit):
+        combine.combine([a, a])  # the same seed twice
+    with pytest.raises(SystemExit):
+        combine.combine([a, fake_summary({"adamw": [1], "lora-r4": [1]}, steps=4)])  # not the same runs
