@@ -13,16 +13,17 @@ import torch
 
 from params import param_groups
 
-# The learning rates the sweep chose (examples/finetune/sweep.py, seed 0, on a
-# validation split carved from the training set; its figures are in
-# examples/finetune/README.md). The default run uses them as they are.
+# The learning rates the sweep chose (sweep.py: 60 steps of 32, seed 0,
+# trained on the training set less a 20% validation split and judged on that
+# split; the held-out set unused). The figures are in
+# examples/finetune/README.md; the default run uses these rates as they are.
 CHOSEN_LR = {
-    "adamw": 1e-4,
-    "mlorc-adamw": 1e-4,
-    "mlorc-lion": 3e-5,
-    "galore-adamw": 3e-4,
-    "lora-r4": 1e-3,
-    "lora-r8": 1e-3,
+    "adamw": 1e-4,         # validation 93.2% (3e-5: 89.7, 3e-4: 92.9)
+    "mlorc-adamw": 3e-4,   # 92.8% (3e-5: 85.9, 1e-4: 92.7, 1e-3: 92.4)
+    "mlorc-lion": 1e-4,    # 92.4% (1e-5: 82.2, 3e-5: 92.1, 3e-4: 92.0)
+    "galore-adamw": 1e-3,  # 94.3% (1e-4: 65.1, 3e-4: 82.5, 3e-3: 92.8)
+    "lora-r4": 1e-3,       # 92.7% (3e-4: 79.9, 3e-3: 92.3)
+    "lora-r8": 1e-3,       # 92.7% (3e-4: 88.0, 3e-3: 92.0)
 }
 
 # The modules of a BERT-family encoder layer LoRA adapts: query, key, value

@@ -32,7 +32,8 @@ def moving_average(values, window):
     return np.concatenate([head, out])
 
 
-def _pm(s, scale=1.0, digits=1):
+def pm(s, scale=1.0, digits=1):
+    """"mean ± std" of a mean_std (just the mean for one value)."""
     text = f"{scale * s['mean']:.{digits}f}"
     return text if s["std"] is None else f"{text} ± {scale * s['std']:.{digits}f}"
 
@@ -45,13 +46,29 @@ def table(results, eval_name="held-out"):
     for r in results.values():
         s = r["summary"]
         ratio = f"{s['state_bytes']['mean'] / base['summary']['state_bytes']['mean']:.3f}" if base else "-"
-        rows.append((r["label"], f"{r['lr']:.0e}", _pm(s["eval_accuracy"], 100), _pm(s["final_train_loss"], 1, 4),
+        rows.append((r["label"], f"{r['lr']:.0e}", pm(s["eval_accuracy"], 100), pm(s["final_train_loss"], 1, 4),
                      f"{s['state_bytes']['mean']:,.0f}", ratio, f"{s['trainable_parameters']['mean']:,.0f}",
-                     _pm(s["median_step_ms"]), _pm(s["median_train_step_ms"])))
+                     pm(s["median_step_ms"]), pm(s["median_train_step_ms"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(results, eval_name="held-out"):
+    """The table of `table`, in Markdown (for the README)."""
+    base = results["adamw"]["summary"]["state_bytes"]["mean"] if "adamw" in results else None
+    lines = [f"| method | lr | {eval_name} acc % | final train loss | state bytes | vs AdamW | "
+             "trainable params | `opt.step()` ms | train step ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results.values():
+        s = r["summary"]
+        ratio = f"{s['state_bytes']['mean'] / base:.3f}" if base else "-"
+        lines.append(f"| {r['label']} | {r['lr']:g} | {pm(s['eval_accuracy'], 100)} | "
+                     f"{pm(s['final_train_loss'], 1, 4)} | {s['state_bytes']['mean']:,.0f} | {ratio} | "
+                     f"{s['trainable_parameters']['mean']:,.0f} | {pm(s['median_step_ms'])} | "
+                     f"{pm(s['median_train_step_ms'])} |")
     return "\n".join(lines)
 
 

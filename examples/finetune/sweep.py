@@ -23,6 +23,8 @@ from methods import NAMES, methods
 # Around the rates the demo had used (1e-4 for AdamW, 3e-5 for Lion), a
 # half-decade either side; GaLore's scale 0.25 and LoRA's few adapted
 # weights want larger rates (their authors' fine-tuning rates are higher).
+# Where the best rate fell on the grid's edge, one more half-decade was run
+# (--grid): MLorc-AdamW 1e-3, MLorc-Lion 3e-4, GaLore-AdamW 3e-3.
 GRID = {
     "adamw": (3e-5, 1e-4, 3e-4),
     "mlorc-adamw": (3e-5, 1e-4, 3e-4),
