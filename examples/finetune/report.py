@@ -65,7 +65,8 @@ def markdown_table(results, eval_name="held-out"):
     for r in results.values():
         s = r["summary"]
         ratio = f"{s['state_bytes']['mean'] / base:.3f}" if base else "-"
-        lines.append(f"| {r['label']} | {r['lr']:g} | {pm(s['eval_accuracy'], 100)} | "
+        lr = f"{r['lr']:.0e}".replace("e-0", "e-")
+        lines.append(f"| {r['label']} | {lr} | {pm(s['eval_accuracy'], 100)} | "
                      f"{pm(s['final_train_loss'], 1, 4)} | {s['state_bytes']['mean']:,.0f} | {ratio} | "
                      f"{s['trainable_parameters']['mean']:,.0f} | {pm(s['median_step_ms'])} | "
                      f"{pm(s['median_train_step_ms'])} |")
