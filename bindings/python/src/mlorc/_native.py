@@ -69,6 +69,8 @@ PARAMS = {
     "stats_stride": _mlorc.PARAM_STATS_STRIDE,
     "mofasgd_reciprocal": _mlorc.PARAM_MOFASGD_RECIPROCAL,
     "mofasgd_max_value": _mlorc.PARAM_MOFASGD_MAX_VALUE,
+    "master_weights": _mlorc.PARAM_MASTER_WEIGHTS,
+    "stochastic_rounding": _mlorc.PARAM_STOCHASTIC_ROUNDING,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
                   "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval", "stats_stride",
