@@ -14,6 +14,7 @@ import torch
 from .. import _native
 from .._policy import resolved_storage
 from .fixed_settings import check_unchanged
+from .tensor_ids import is_name_id, name_id
 from .tensors import layout_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
@@ -109,9 +110,31 @@ def _validate_entry(opt, p, entry):
     if expected == "lowrank" and info["rank"] != group["rank"]:
         raise ValueError(f"checkpoint state of {label} has rank {info['rank']}, "
                          f"but its parameter group has rank {group['rank']}")
-    if info["tensor_id"] != opt._tensor_ids[p]:
-        raise ValueError(f"checkpoint state of {label} has tensor id {info['tensor_id']}, expected "
-                         f"{opt._tensor_ids[p]}: the parameters were passed in another order")
+    _validate_tensor_id(opt, p, info["tensor_id"], f"checkpoint state of {label}")
+
+
+def _validate_tensor_id(opt, p, saved, what):
+    """A state keeps the id it was created with (its sketches continue from
+    it), which must be p's: the id of p's name, or, for a state written with
+    position ids (by an optimizer without names), p's position."""
+    position, name = opt._positions[p], opt._names.get(p)
+    if saved == opt._tensor_ids[p] or saved == position:
+        return
+    if not is_name_id(saved):
+        raise ValueError(f"{what} has tensor id {saved}, the id of position {saved} in an optimizer built "
+                         f"without names, but the parameter is at position {position} here: the parameters "
+                         "were passed in another order, or the state was saved by a rank of "
+                         "ZeroRedundancyOptimizer built without names (whose positions are those of its "
+                         "partition; name the parameters with mlorc.torch.named(model))")
+    if name is None:
+        raise ValueError(f"{what} has tensor id {saved}, the id of a named parameter, but this optimizer does "
+                         "not know the parameters' names: build it from model.named_parameters() or "
+                         "mlorc.torch.named(model), as the optimizer that saved it was")
+    owner = next((other for other, other_name in opt._names.items() if name_id(other_name) == saved), None)
+    where = (f"it is the state of {opt._label(owner)}: the parameters were passed in another order"
+             if owner is not None else "it belongs to none of this optimizer's parameters (a parameter saved "
+                                       "under another name, or from another model)")
+    raise ValueError(f"{what} has tensor id {saved}, but {name!r} has id {opt._tensor_ids[p]}: {where}")
 
 
 def boxed(state_dict):

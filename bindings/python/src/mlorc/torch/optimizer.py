@@ -18,6 +18,7 @@ from .._policy import storage_request
 from . import checkpoint
 from .compiling import eager
 from .fixed_settings import check_unchanged, fixed_settings
+from .names import group_names
 from .tensor_ids import tensor_id
 from .torch_flags import check_flags
 from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
@@ -51,7 +52,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         self._positions = {}      # param -> its index in the optimizer's global parameter order
         self._tensor_ids = {}     # param -> tensor id, fixed when its group is added (tensor_ids.py)
         self._storage = {}        # param -> requested MLORC_STORAGE_*
-        self._names = {}          # param -> name, when named parameters were passed
+        self._names = {}          # param -> name, when known (names.py)
         super().__init__(params, defaults)
         self._check_compress_names()
 
@@ -92,17 +93,19 @@ class MlorcOptimizer(torch.optim.Optimizer):
             raise
 
     def _add_group(self, gi, group, compress):
-        params, names = group["params"], group.get("param_names")
+        params = group["params"]
         if len(set(params)) != len(params):
             raise ValueError(f"parameter group {gi} lists a parameter twice (it would be stepped twice)")
         check_flags(gi, group)
         handle = self._new_handle(gi, group)
         first = len(self._positions)  # position of params[0] in the optimizer's global order
+        names = group_names(gi, group, first)
+        ids = self._new_tensor_ids(names, first)
         storage = {}
         for j, p in enumerate(params):
-            label = f"parameter {names[j]!r}" if names else f"parameter {first + j}"
+            label = f"parameter {names[j]!r}" if names[j] is not None else f"parameter {first + j}"
             check_param(p, label)
-            request = storage_request(compress, names[j] if names else first + j, p, group["rank"])
+            request = storage_request(compress, names[j] if names[j] is not None else first + j, p, group["rank"])
             if p.numel() > 0:
                 try:
                     handle.state_size(*layout_of(p), request)
@@ -119,10 +122,30 @@ class MlorcOptimizer(torch.optim.Optimizer):
         for j, p in enumerate(params):
             self._group_index[p] = gi
             self._positions[p] = first + j
-            self._tensor_ids[p] = tensor_id(first + j, names[j] if names else None)
+            self._tensor_ids[p] = ids[j]
             self._storage[p] = storage[p]
-            if names:
+            if names[j] is not None:
                 self._names[p] = names[j]
+
+    def _new_tensor_ids(self, names, first):
+        """The tensor ids of a new group's parameters; ValueError if one is
+        already taken (two tensors with one id would draw the same sketches).
+        Name ids and position ids never meet (tensor_ids.py)."""
+        taken = {tid: self._names.get(p) for p, tid in self._tensor_ids.items()}
+        ids = []
+        for j, name in enumerate(names):
+            tid = tensor_id(first + j, name)
+            if tid in taken:
+                other = taken[tid]
+                if other == name:
+                    raise ValueError(f"two parameters are named {name!r}: names identify parameters (their "
+                                     "tensor ids and checkpoints); use the fully qualified names of one "
+                                     "model (model.named_parameters() or mlorc.torch.named(model))")
+                raise ValueError(f"parameters {other!r} and {name!r} have the same tensor id {tid} (a "
+                                 "collision of their names' hashes): rename one of them")
+            taken[tid] = name
+            ids.append(tid)
+        return ids
 
     def _check_compress_names(self):
         """A constructor-level set of names must name real parameters (a typo
@@ -204,7 +227,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """As torch's, after checking every state against this optimizer
         (rule, shape, storage, rank, tensor id, and the parameter names when
         both sides were built from named parameters): on any mismatch a
-        ValueError is raised and nothing changes."""
+        ValueError is raised and nothing changes. A state keeps the tensor id
+        it was created with (checkpoint._validate_tensor_id)."""
         checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
