@@ -193,3 +193,46 @@ def test_load_refuses_states_of_other_parameters():
     _expect_refused(_pair_opt(params[2:] + params[:2], tagged), tagged, without_names,
                     "checkpoint state of parameter '2.weight' has tensor id .* but '2.weight' has id .*: "
                     "it is the state of parameter '0.weight'")
+
+
+def test_state_put_in_place_directly_is_checked_and_copied():
+    """As ZeroRedundancyOptimizer.load_state_dict does: states written into
+    opt.state; the next step checks them like load_state_dict (before
+    anything changes), copies them, and resumes bit-exactly."""
+    x, y = regression_data(16, SIZES[0], SIZES[-1])
+    model = mlp(SIZES)
+    opt = _trained(model, model.named_parameters())
+    saved = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
+
+    def put_in_place(names):
+        resumed = mlp(SIZES, seed=5)
+        resumed.load_state_dict(saved["model"])
+        params = list(resumed.parameters())
+        resumed_opt = mlorc.torch.AdamW(list(zip(names, params)), lr=1e-2, rank=4)
+        for index, entry in saved["opt"]["state"].items():
+            resumed_opt.state[params[index]] = dict(entry)
+        resumed.zero_grad()
+        torch.nn.functional.mse_loss(resumed(x), y).backward()
+        return resumed, resumed_opt, params
+
+    names = [name for name, _ in model.named_parameters()]
+    resumed, resumed_opt, params = put_in_place(names)
+    resumed_opt.state[params[0]], resumed_opt.state[params[2]] = resumed_opt.state[params[2]], resumed_opt.state[params[0]]
+    with pytest.raises(ValueError, match="the state of parameter '0.weight' .* is for a 48x64 tensor"):
+        resumed_opt.step()
+    assert_bitwise_equal(resumed.parameters(), model.parameters())
+    # The same shape, another name: only the tensor id tells.
+    renamed, renamed_opt, _ = put_in_place(["first.weight"] + names[1:])
+    with pytest.raises(ValueError, match="the state of parameter 'first.weight' .* has tensor id .* it belongs to "
+                                         "none of this optimizer's parameters"):
+        renamed_opt.step()
+    assert_bitwise_equal(renamed.parameters(), model.parameters())
+
+    resumed, resumed_opt, params = put_in_place(names)
+    resumed_opt.step()  # step 4, from put_in_place's gradients
+    train(model, opt, x, y, 1)
+    train(resumed, resumed_opt, x, y, 2)
+    train(model, opt, x, y, 2)
+    assert_bitwise_equal(resumed.parameters(), model.parameters())
+    for p, index in zip(params, range(6)):
+        assert resumed_opt.state[p]["mlorc_state"].data_ptr() != saved["opt"]["state"][index]["mlorc_state"].data_ptr()

@@ -9,6 +9,7 @@ settings baked into the states (rank, oversampling, stats_stride, d0): a
 change to those is refused at the next step (fixed_settings.py).
 """
 import math
+import weakref
 
 import torch
 from torch.autograd.graph import increment_version
@@ -21,7 +22,7 @@ from .fixed_settings import check_unchanged, fixed_settings
 from .names import group_names
 from .tensor_ids import tensor_id
 from .torch_flags import check_flags
-from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
+from .tensors import check_param, grad_array, layout_of, param_array
 
 STATE_KEY = checkpoint.STATE_KEY
 GROUP_STATE_KEY = checkpoint.GROUP_STATE_KEY
@@ -53,6 +54,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         self._tensor_ids = {}     # param -> tensor id, fixed when its group is added (tensor_ids.py)
         self._storage = {}        # param -> requested MLORC_STORAGE_*
         self._names = {}          # param -> name, when known (names.py)
+        self._checked = {}        # param -> weakref to the state tensor last created or checked here
         super().__init__(params, defaults)
         self._check_compress_names()
 
@@ -177,6 +179,14 @@ class MlorcOptimizer(torch.optim.Optimizer):
         if bookkeeping is not None:
             self.__dict__.update(bookkeeping)
             self._handles = [self._new_handle(gi, group) for gi, group in enumerate(self.param_groups)]
+            self._checked = {}
+            self._mark_all_checked()  # this optimizer's own states, copied
+
+    def _mark_all_checked(self):
+        for p, entry in self.state.items():
+            tensor = entry.get(STATE_KEY) if isinstance(entry, dict) else None
+            if isinstance(tensor, torch.Tensor):
+                self._mark_checked(p, tensor)
 
     def _new_handle(self, gi, group):
         """A native handle configured from `group` (ValueError if it cannot be)."""
@@ -199,9 +209,21 @@ class MlorcOptimizer(torch.optim.Optimizer):
             tensor = torch.empty(handle.state_size(rows, cols, request), dtype=torch.uint8)
             handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request)
             state[STATE_KEY] = tensor
-        elif not state_tensor_ok(tensor):
-            raise TypeError(f"state of {self._label(p)} is not a 1-D contiguous CPU uint8 tensor")
+            self._mark_checked(p, tensor)
+        elif not self._was_checked(p, tensor):
+            # Put in place behind load_state_dict's back: ZeroRedundancyOptimizer.load_state_dict
+            # writes each rank's states straight into its local optimizer.
+            tensor = checkpoint.adopted_state(self, p, tensor)
+            state[STATE_KEY] = tensor
+            self._mark_checked(p, tensor)
         return tensor.numpy()
+
+    def _mark_checked(self, p, tensor):
+        self._checked[p] = weakref.ref(tensor)
+
+    def _was_checked(self, p, tensor):
+        ref = self._checked.get(p)
+        return ref is not None and ref() is tensor
 
     def state_bytes(self):
         """Bytes of optimizer state for all parameters (initialised or not yet)."""
@@ -228,10 +250,13 @@ class MlorcOptimizer(torch.optim.Optimizer):
         (rule, shape, storage, rank, tensor id, and the parameter names when
         both sides were built from named parameters): on any mismatch a
         ValueError is raised and nothing changes. A state keeps the tensor id
-        it was created with (checkpoint._validate_tensor_id)."""
+        it was created with (checkpoint._validate_tensor_id). States put into
+        `state` by other means get the same checks, and are copied, at the
+        next step."""
         checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
+        self._mark_all_checked()
         for group in self.param_groups:  # private copies here too
             if GROUP_STATE_KEY in group:
                 group[GROUP_STATE_KEY] = group[GROUP_STATE_KEY].clone()
