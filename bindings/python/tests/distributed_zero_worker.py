@@ -8,8 +8,10 @@ distributed_launch.py). Every rank checks its own results and fails loudly.
                   ZeRO, both equal to the plain checkpoint resumed in a plain
                   optimizer. Writes OUT/zero.pt (rank 0).
     resume CKPT   a ZeRO checkpoint written at another world size resumes in ZeRO at
-                  this one, equal to a plain optimizer resuming from it; a corrupted
-                  one is refused at ZeRO's first step on every rank.
+                  this one (its own float copy of the states cleared), equal to a plain
+                  optimizer resuming from it, and its checkpoint again equals the
+                  plain states; a corrupted one is refused at ZeRO's first step on
+                  every rank.
 """
 import datetime
 import json
@@ -181,9 +183,22 @@ def phase_resume(rank, world, ckpt):
     z = ddp(saved["model"])
     z_opt = zero(z)
     z_opt.load_state_dict(saved["opt"])
+    # ZeRO's own (unused) state holds torch's float cast of this rank's states,
+    # which the README says may be cleared.
+    cast = [entry["mlorc_state"].dtype for entry in z_opt.state.values() if entry is not None]
+    if not cast or set(cast) != {torch.float32}:
+        raise AssertionError(f"ZeRO's own state after loading: {cast}")
+    z_opt.state.clear()
     train([(p, p_opt), (z, z_opt)], x, y, MORE_STEPS)
     check_equal("ZeRO resumed at another world size vs plain", z, p)
     owned = check_states_match("ZeRO resumed at another world size", z_opt, z, p_opt, p)
+    z_opt.consolidate_state_dict(to=0)
+    if rank == 0:
+        again = mlorc.torch.AdamW(p.module.named_parameters(), **HYPER)
+        again.load_state_dict(z_opt.state_dict())
+        for q in p.module.parameters():
+            if not torch.equal(again.state[q]["mlorc_state"], p_opt.state[q]["mlorc_state"]):
+                raise AssertionError("ZeRO's checkpoint after resuming differs from the plain optimizer's states")
 
     # ZeRO's load_state_dict puts the states in place without the optimizer's
     # load_state_dict: corrupted ones are refused at the step, on every rank
