@@ -65,11 +65,15 @@ def test_refused_step_changes_nothing(case):
         saved = [s.clone() for s in states(opt, model)]
         expected = mlorc.MlorcError
     else:
+        # Another parameter's state put in place without load_state_dict: checked as a loaded one is.
         opt.state[target]["mlorc_state"] = opt.state[model[0].weight]["mlorc_state"].clone()
         saved = [s.clone() for s in states(opt, model)]
-        expected = mlorc.MlorcError
+        expected = ValueError
     with pytest.raises(expected) as info:
         opt.step()
+    if case == "foreign state":
+        assert "state of parameter 2 (put in place without this optimizer's load_state_dict" in str(info.value)
+        assert "is for a 64x32 tensor, but the parameter is 48x64" in str(info.value)
     if expected is mlorc.MlorcError:
         assert info.value.status in (mlorc._mlorc.ERROR_NON_FINITE, mlorc._mlorc.ERROR_STATE_CORRUPTED,
                                      mlorc._mlorc.ERROR_STATE_MISMATCH)
@@ -119,7 +123,7 @@ def test_dtensor_parameters_are_refused_at_construction(tmp_path):
         mesh = DeviceMesh("cpu", [0])
         sharded = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)]))
         assert sharded.is_contiguous() and sharded.dtype == torch.float32  # passes every other check
-        with pytest.raises(TypeError, match="parameter 'layer.weight' is a DTensor.*FSDP2"):
+        with pytest.raises(TypeError, match="parameter 'layer.weight' is a DTensor sharded on dim 0 .*FSDP2's fully_shard"):
             mlorc.torch.AdamW([("layer.weight", sharded)])
     finally:
         dist.destroy_process_group()

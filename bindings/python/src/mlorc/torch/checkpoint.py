@@ -14,6 +14,7 @@ import torch
 from .. import _native
 from .._policy import resolved_storage
 from .fixed_settings import check_unchanged
+from .tensor_ids import is_name_id, name_id
 from .tensors import layout_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
@@ -83,35 +84,68 @@ def _validate_group_state(opt, gi, tensor):
 
 
 def _validate_entry(opt, p, entry):
-    label = opt._label(p)
     tensor = entry.get(STATE_KEY) if isinstance(entry, dict) else None
+    _validate_state(opt, p, tensor, f"checkpoint state of {opt._label(p)}")
+
+
+def adopted_state(opt, p, tensor):
+    """A private copy of `tensor`, a state that was put into `opt.state[p]`
+    without load_state_dict (ZeroRedundancyOptimizer.load_state_dict does
+    that), after the checks load_state_dict makes; ValueError if it fails one."""
+    _validate_state(opt, p, tensor, f"the state of {opt._label(p)} (put in place without this optimizer's "
+                                    "load_state_dict, e.g. by ZeroRedundancyOptimizer.load_state_dict)")
+    return tensor.clone()
+
+
+def _validate_state(opt, p, tensor, what):
     if not state_tensor_ok(tensor):
-        raise ValueError(f"checkpoint state of {label} is not an mlorc state "
+        raise ValueError(f"{what} is not an mlorc state "
                          f"(expected a 1-D contiguous CPU uint8 tensor under {STATE_KEY!r})")
     try:
         info = _native.inspect_state(tensor.numpy())
     except _native.MlorcError as e:
-        raise ValueError(f"checkpoint state of {label} is unusable: {e}") from e
+        raise ValueError(f"{what} is unusable: {e}") from e
     if info["rule"] != opt._rule:
-        raise ValueError(f"checkpoint state of {label} belongs to rule {info['rule']}, "
-                         f"but this optimizer is {opt._rule}")
+        raise ValueError(f"{what} belongs to rule {info['rule']}, but this optimizer is {opt._rule}")
     rows, cols = layout_of(p)
     if (info["rows"], info["cols"]) != (rows, cols):
-        raise ValueError(f"checkpoint state of {label} is for a {info['rows']}x{info['cols']} tensor, "
+        raise ValueError(f"{what} is for a {info['rows']}x{info['cols']} tensor, "
                          f"but the parameter is {rows}x{cols} (shape {tuple(p.shape)})")
     gi = opt._group_index[p]
     group, handle = opt.param_groups[gi], opt._handles[gi]
     opt._configure(handle, group)
     expected = _native.STORAGE_NAMES[resolved_storage(handle, rows, cols, opt._storage[p])]
     if info["storage"] != expected:
-        raise ValueError(f"checkpoint state of {label} is {info['storage']}, but this optimizer's "
+        raise ValueError(f"{what} is {info['storage']}, but this optimizer's "
                          f"compress= policy stores it {expected}")
     if expected == "lowrank" and info["rank"] != group["rank"]:
-        raise ValueError(f"checkpoint state of {label} has rank {info['rank']}, "
+        raise ValueError(f"{what} has rank {info['rank']}, "
                          f"but its parameter group has rank {group['rank']}")
-    if info["tensor_id"] != opt._tensor_ids[p]:
-        raise ValueError(f"checkpoint state of {label} has tensor id {info['tensor_id']}, expected "
-                         f"{opt._tensor_ids[p]}: the parameters were passed in another order")
+    _validate_tensor_id(opt, p, info["tensor_id"], what)
+
+
+def _validate_tensor_id(opt, p, saved, what):
+    """A state keeps the id it was created with (its sketches continue from
+    it), which must be p's: the id of p's name, or, for a state written with
+    position ids (by an optimizer without names), p's position."""
+    position, name = opt._positions[p], opt._names.get(p)
+    if saved == opt._tensor_ids[p] or saved == position:
+        return
+    if not is_name_id(saved):
+        raise ValueError(f"{what} has tensor id {saved}, the id of position {saved} in an optimizer built "
+                         f"without names, but the parameter is at position {position} here: the parameters "
+                         "were passed in another order, or the state was saved by a rank of "
+                         "ZeroRedundancyOptimizer built without names (whose positions are those of its "
+                         "partition; name the parameters with mlorc.torch.named(model))")
+    if name is None:
+        raise ValueError(f"{what} has tensor id {saved}, the id of a named parameter, but this optimizer does "
+                         "not know the parameters' names: build it from model.named_parameters() or "
+                         "mlorc.torch.named(model), as the optimizer that saved it was")
+    owner = next((other for other, other_name in opt._names.items() if name_id(other_name) == saved), None)
+    where = (f"it is the state of {opt._label(owner)}: the parameters were passed in another order"
+             if owner is not None else "it belongs to none of this optimizer's parameters (a parameter saved "
+                                       "under another name, or from another model)")
+    raise ValueError(f"{what} has tensor id {saved}, but {name!r} has id {opt._tensor_ids[p]}: {where}")
 
 
 def boxed(state_dict):

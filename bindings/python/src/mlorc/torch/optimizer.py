@@ -9,6 +9,7 @@ settings baked into the states (rank, oversampling, stats_stride, d0): a
 change to those is refused at the next step (fixed_settings.py).
 """
 import math
+import weakref
 
 import torch
 from torch.autograd.graph import increment_version
@@ -18,9 +19,10 @@ from .._policy import storage_request
 from . import checkpoint
 from .compiling import eager
 from .fixed_settings import check_unchanged, fixed_settings
+from .names import group_names
 from .tensor_ids import tensor_id
 from .torch_flags import check_flags
-from .tensors import check_param, grad_array, layout_of, param_array, state_tensor_ok
+from .tensors import check_param, grad_array, layout_of, param_array
 
 STATE_KEY = checkpoint.STATE_KEY
 GROUP_STATE_KEY = checkpoint.GROUP_STATE_KEY
@@ -51,7 +53,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
         self._positions = {}      # param -> its index in the optimizer's global parameter order
         self._tensor_ids = {}     # param -> tensor id, fixed when its group is added (tensor_ids.py)
         self._storage = {}        # param -> requested MLORC_STORAGE_*
-        self._names = {}          # param -> name, when named parameters were passed
+        self._names = {}          # param -> name, when known (names.py)
+        self._checked = {}        # param -> weakref to the state tensor last created or checked here
         super().__init__(params, defaults)
         self._check_compress_names()
 
@@ -92,17 +95,19 @@ class MlorcOptimizer(torch.optim.Optimizer):
             raise
 
     def _add_group(self, gi, group, compress):
-        params, names = group["params"], group.get("param_names")
+        params = group["params"]
         if len(set(params)) != len(params):
             raise ValueError(f"parameter group {gi} lists a parameter twice (it would be stepped twice)")
         check_flags(gi, group)
         handle = self._new_handle(gi, group)
         first = len(self._positions)  # position of params[0] in the optimizer's global order
+        names = group_names(gi, group, first)
+        ids = self._new_tensor_ids(names, first)
         storage = {}
         for j, p in enumerate(params):
-            label = f"parameter {names[j]!r}" if names else f"parameter {first + j}"
+            label = f"parameter {names[j]!r}" if names[j] is not None else f"parameter {first + j}"
             check_param(p, label)
-            request = storage_request(compress, names[j] if names else first + j, p, group["rank"])
+            request = storage_request(compress, names[j] if names[j] is not None else first + j, p, group["rank"])
             if p.numel() > 0:
                 try:
                     handle.state_size(*layout_of(p), request)
@@ -119,10 +124,30 @@ class MlorcOptimizer(torch.optim.Optimizer):
         for j, p in enumerate(params):
             self._group_index[p] = gi
             self._positions[p] = first + j
-            self._tensor_ids[p] = tensor_id(first + j, names[j] if names else None)
+            self._tensor_ids[p] = ids[j]
             self._storage[p] = storage[p]
-            if names:
+            if names[j] is not None:
                 self._names[p] = names[j]
+
+    def _new_tensor_ids(self, names, first):
+        """The tensor ids of a new group's parameters; ValueError if one is
+        already taken (two tensors with one id would draw the same sketches).
+        Name ids and position ids never meet (tensor_ids.py)."""
+        taken = {tid: self._names.get(p) for p, tid in self._tensor_ids.items()}
+        ids = []
+        for j, name in enumerate(names):
+            tid = tensor_id(first + j, name)
+            if tid in taken:
+                other = taken[tid]
+                if other == name:
+                    raise ValueError(f"two parameters are named {name!r}: names identify parameters (their "
+                                     "tensor ids and checkpoints); use the fully qualified names of one "
+                                     "model (model.named_parameters() or mlorc.torch.named(model))")
+                raise ValueError(f"parameters {other!r} and {name!r} have the same tensor id {tid} (a "
+                                 "collision of their names' hashes): rename one of them")
+            taken[tid] = name
+            ids.append(tid)
+        return ids
 
     def _check_compress_names(self):
         """A constructor-level set of names must name real parameters (a typo
@@ -154,6 +179,14 @@ class MlorcOptimizer(torch.optim.Optimizer):
         if bookkeeping is not None:
             self.__dict__.update(bookkeeping)
             self._handles = [self._new_handle(gi, group) for gi, group in enumerate(self.param_groups)]
+            self._checked = {}
+            self._mark_all_checked()  # this optimizer's own states, copied
+
+    def _mark_all_checked(self):
+        for p, entry in self.state.items():
+            tensor = entry.get(STATE_KEY) if isinstance(entry, dict) else None
+            if isinstance(tensor, torch.Tensor):
+                self._mark_checked(p, tensor)
 
     def _new_handle(self, gi, group):
         """A native handle configured from `group` (ValueError if it cannot be)."""
@@ -176,9 +209,21 @@ class MlorcOptimizer(torch.optim.Optimizer):
             tensor = torch.empty(handle.state_size(rows, cols, request), dtype=torch.uint8)
             handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request)
             state[STATE_KEY] = tensor
-        elif not state_tensor_ok(tensor):
-            raise TypeError(f"state of {self._label(p)} is not a 1-D contiguous CPU uint8 tensor")
+            self._mark_checked(p, tensor)
+        elif not self._was_checked(p, tensor):
+            # Put in place behind load_state_dict's back: ZeroRedundancyOptimizer.load_state_dict
+            # writes each rank's states straight into its local optimizer.
+            tensor = checkpoint.adopted_state(self, p, tensor)
+            state[STATE_KEY] = tensor
+            self._mark_checked(p, tensor)
         return tensor.numpy()
+
+    def _mark_checked(self, p, tensor):
+        self._checked[p] = weakref.ref(tensor)
+
+    def _was_checked(self, p, tensor):
+        ref = self._checked.get(p)
+        return ref is not None and ref() is tensor
 
     def state_bytes(self):
         """Bytes of optimizer state for all parameters (initialised or not yet)."""
@@ -204,10 +249,14 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """As torch's, after checking every state against this optimizer
         (rule, shape, storage, rank, tensor id, and the parameter names when
         both sides were built from named parameters): on any mismatch a
-        ValueError is raised and nothing changes."""
+        ValueError is raised and nothing changes. A state keeps the tensor id
+        it was created with (checkpoint._validate_tensor_id). States put into
+        `state` by other means get the same checks, and are copied, at the
+        next step."""
         checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
+        self._mark_all_checked()
         for group in self.param_groups:  # private copies here too
             if GROUP_STATE_KEY in group:
                 group[GROUP_STATE_KEY] = group[GROUP_STATE_KEY].clone()

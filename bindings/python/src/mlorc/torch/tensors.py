@@ -5,6 +5,8 @@ their memory. A parameter that is not a CPU, float32, contiguous tensor is
 refused: converting it (.contiguous(), .float()) would update a copy and
 silently lose the step.
 """
+import sys
+
 import torch
 
 from .._shapes import matrix_shape
@@ -23,10 +25,36 @@ def _check_plain(t, what):
     if isinstance(t, torch.nn.parameter.UninitializedTensorMixin):
         raise TypeError(f"{what} is an {kind} of a lazy module; run one forward pass to materialise it "
                         "before creating the optimizer")
-    advice = (" (sharded parameters, e.g. FSDP2's, are not supported yet)"
-              if kind == "DTensor" else "")
+    refusal = _dtensor_refusal(t, what)
+    if refusal is not None:
+        raise TypeError(refusal)
     raise TypeError(f"{what} is a {kind}, a tensor subclass; mlorc updates plain torch tensors (or "
-                    f"nn.Parameters) in place through their memory{advice}")
+                    "nn.Parameters) in place through their memory")
+
+
+def _dtensor_refusal(t, what):
+    """Why a DTensor's layout is refused, naming the layout (None for other
+    tensor types): mlorc steps plain tensors only, for now."""
+    dtensor = sys.modules.get("torch.distributed.tensor")  # loaded wherever a DTensor exists
+    if dtensor is None or not isinstance(t, dtensor.DTensor):
+        return None
+    mesh, placements = t.device_mesh, tuple(t.placements)
+    where = f"(placements {placements} on a device mesh of shape {tuple(mesh.shape)})"
+    if mesh.ndim > 1:
+        return (f"{what} is a DTensor on a {mesh.ndim}-D device mesh {where}, as HSDP or FSDP with tensor "
+                "parallelism makes; mlorc does not support multi-dimensional meshes yet")
+    (placement,) = placements
+    if isinstance(placement, dtensor.Shard) and placement.dim == 0:
+        return (f"{what} is a DTensor sharded on dim 0 {where}, as FSDP2's fully_shard (or tensor parallel's "
+                "ColwiseParallel) makes; mlorc's sharded step is not built yet. For data parallelism use DDP, "
+                "or ZeroRedundancyOptimizer with mlorc.torch.named(model): both keep the parameters plain tensors")
+    if isinstance(placement, dtensor.Shard):
+        return (f"{what} is a DTensor sharded on dim {placement.dim} {where}, as tensor parallel's "
+                f"RowwiseParallel makes; mlorc does not support sharding on dim {placement.dim}")
+    if isinstance(placement, dtensor.Replicate):
+        return (f"{what} is a replicated DTensor {where}; mlorc steps plain tensors only: for replicated "
+                "data parallelism use DDP")
+    return f"{what} is a DTensor with a pending reduction {where}; mlorc steps plain tensors only"
 
 
 def check_param(p, label):
