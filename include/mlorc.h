@@ -337,10 +337,18 @@ typedef struct mlorc_tensor {
     int32_t reserved;  /* must be 0 */
 } mlorc_tensor;
 
+/* The most tensors one mlorc_step or mlorc_step_group call takes. */
+#define MLORC_MAX_STEP_TENSORS 16777216 /* 2^24 */
+
 /* Takes one optimizer step over `count` tensors with learning rate `lr`
  * (>= 0, finite; pass the scheduled value every step). Every tensor's state
  * must have been initialised by a handle of the same rule, with matching
  * rows, cols and dtype.
+ *
+ * A count above MLORC_MAX_STEP_TENSORS, which includes every count with its
+ * top bit set (e.g. a negative value converted to size_t), is
+ * MLORC_ERROR_INVALID_ARGUMENT whatever the other arguments are (only a NULL
+ * handle is reported first, as MLORC_ERROR_NULL_POINTER).
  *
  * All-or-nothing: every argument and state is validated and every gradient
  * is checked for NaN/infinity before anything is written. If any check fails

@@ -136,9 +136,16 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
                                                 _ groupBytes: Int) -> Int32 {
     guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
     return status(handle) { () throws(MlorcError) in
+        // size_t arrives as Int: a count with the top bit set (a negative
+        // value converted to size_t) is negative here. Checked first, so no
+        // other argument can make such a call look empty.
+        let requested = UInt(bitPattern: count)
+        guard requested <= UInt(MLORC_MAX_STEP_TENSORS) else {
+            throw MlorcError(.invalidArgument, "count \(requested) is above MLORC_MAX_STEP_TENSORS (\(MLORC_MAX_STEP_TENSORS))"
+                             + (count < 0 ? "; its top bit is set (a negative value converted to size_t?)" : ""))
+        }
         guard count > 0 else { return }
         guard let tensors else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
-        guard count <= 1 << 24 else { throw MlorcError(.invalidArgument, "count \(count) is implausibly large") }
         let args = UnsafeBufferPointer(start: tensors, count: count).map { t in
             TensorArgs(param: t.param, grad: t.grad, state: t.state, stateBytes: t.state_bytes,
                        rows: t.rows, cols: t.cols, dtype: t.dtype, reserved: t.reserved)

@@ -1,0 +1,119 @@
+/*
+ * step_args_test.c - the arguments of mlorc_step / mlorc_step_group that are
+ * not tensors: the tensor count and the learning rate. Every refusal must
+ * have the documented status and change nothing (include/mlorc.h).
+ */
+#include "mlorc.h"
+#include "../support/check.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* One small dense tensor with its state, stepped by `opt`. */
+typedef struct {
+    float param[30], grad[30];
+    unsigned char *state;
+    mlorc_tensor t;
+} tensor;
+
+static void tensor_init(tensor *x, mlorc_optimizer *opt) {
+    mlorc_tensor_layout layout = {6, 5, MLORC_DTYPE_F32, MLORC_STORAGE_DENSE};
+    size_t bytes = 0;
+    int i;
+    CHECK_RC(mlorc_state_size(opt, &layout, &bytes), MLORC_OK);
+    x->state = xmalloc(bytes);
+    CHECK_RC(mlorc_state_init(opt, &layout, 1, x->state, bytes), MLORC_OK);
+    for (i = 0; i < 30; ++i) {
+        x->param[i] = (float)i / 30.0f - 0.5f;
+        x->grad[i] = (float)((i * 7) % 11) / 11.0f - 0.5f;
+    }
+    memset(&x->t, 0, sizeof x->t);
+    x->t.param = x->param;
+    x->t.grad = x->grad;
+    x->t.state = x->state;
+    x->t.state_bytes = bytes;
+    x->t.rows = 6;
+    x->t.cols = 5;
+}
+
+/* 1 if the tensor's parameters and state equal `saved`'s. */
+static int tensor_same(const tensor *x, const tensor *saved) {
+    return memcmp(x->param, saved->param, sizeof x->param) == 0 &&
+           memcmp(x->state, saved->state, x->t.state_bytes) == 0;
+}
+
+static tensor tensor_copy(const tensor *x) {
+    tensor c = *x;
+    c.state = xmalloc(x->t.state_bytes);
+    memcpy(c.state, x->state, x->t.state_bytes);
+    return c;
+}
+
+static mlorc_optimizer *make(int rule) {
+    mlorc_optimizer *opt = NULL;
+    CHECK_RC(mlorc_create(&opt, rule), MLORC_OK);
+    check_handle = opt;
+    return opt;
+}
+
+static int adapts_step_size(int rule) { return rule == MLORC_RULE_PRODIGY || rule == MLORC_RULE_DADAPT_LION; }
+
+/* Counts no array of mlorc_tensor can have: refused as INVALID_ARGUMENT
+ * whatever else is wrong (NULL array, bad lr, a D-adaptation handle without
+ * its group state), before anything is read. */
+static void test_count_too_large(int rule) {
+    const size_t counts[] = {
+        (size_t)-1,                               /* (size_t)-1: a negative count */
+        (size_t)0 - sizeof(mlorc_tensor),         /* minus one element's size */
+        ((size_t)1 << (sizeof(size_t) * 8 - 1)),  /* the top bit alone */
+        SIZE_MAX / sizeof(mlorc_tensor) + 1,      /* more bytes than memory has */
+        (size_t)MLORC_MAX_STEP_TENSORS + 1,       /* the first count above the limit */
+    };
+    const double lrs[] = {1e-3, NAN, -1.0, INFINITY};
+    mlorc_optimizer *opt = make(rule);
+    unsigned char group[MLORC_GROUP_STATE_BYTES];
+    tensor x, saved;
+    size_t c, l;
+
+    tensor_init(&x, opt);
+    saved = tensor_copy(&x);
+    if (adapts_step_size(rule)) CHECK_RC(mlorc_group_state_init(opt, group, sizeof group), MLORC_OK);
+    for (c = 0; c < sizeof counts / sizeof counts[0]; ++c)
+        for (l = 0; l < sizeof lrs / sizeof lrs[0]; ++l) {
+            CHECK_RC(mlorc_step(opt, NULL, counts[c], lrs[l]), MLORC_ERROR_INVALID_ARGUMENT);
+            CHECK(strstr(mlorc_last_error(opt), "count") != NULL);
+            /* A real array in front: it is not read past its first element
+             * (nothing is read at all: the count is checked first). */
+            CHECK_RC(mlorc_step(opt, &x.t, counts[c], lrs[l]), MLORC_ERROR_INVALID_ARGUMENT);
+            CHECK_RC(mlorc_step_group(opt, &x.t, counts[c], lrs[l], NULL, 0), MLORC_ERROR_INVALID_ARGUMENT);
+            if (adapts_step_size(rule))
+                CHECK_RC(mlorc_step_group(opt, NULL, counts[c], lrs[l], group, sizeof group),
+                         MLORC_ERROR_INVALID_ARGUMENT);
+            CHECK(tensor_same(&x, &saved));
+        }
+    /* The top-bit count is named as such. */
+    CHECK_RC(mlorc_step(opt, NULL, (size_t)-1, 1e-3), MLORC_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(mlorc_last_error(opt), "top bit") != NULL);
+    /* The limit itself is a valid count: then the NULL array is the problem. */
+    CHECK_RC(mlorc_step(opt, NULL, MLORC_MAX_STEP_TENSORS, 1e-3), MLORC_ERROR_NULL_POINTER);
+    /* Without a handle there is nowhere to put a message: NULL_POINTER first. */
+    CHECK_RC(mlorc_step(NULL, NULL, (size_t)-1, 1e-3), MLORC_ERROR_NULL_POINTER);
+    /* The tensor still steps. */
+    if (adapts_step_size(rule))
+        CHECK_RC(mlorc_step_group(opt, &x.t, 1, 1e-3, group, sizeof group), MLORC_OK);
+    else
+        CHECK_RC(mlorc_step(opt, &x.t, 1, 1e-3), MLORC_OK);
+    CHECK(!tensor_same(&x, &saved));
+    free(x.state);
+    free(saved.state);
+    mlorc_free(opt);
+    check_handle = NULL;
+}
+
+int main(void) {
+    int rule;
+    for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_MOFASGD; ++rule) test_count_too_large(rule);
+    printf("step_args_test: %lu checks passed\n", checks_run);
+    return 0;
+}
