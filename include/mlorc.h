@@ -348,7 +348,10 @@ typedef struct mlorc_tensor {
  * A count above MLORC_MAX_STEP_TENSORS, which includes every count with its
  * top bit set (e.g. a negative value converted to size_t), is
  * MLORC_ERROR_INVALID_ARGUMENT whatever the other arguments are (only a NULL
- * handle is reported first, as MLORC_ERROR_NULL_POINTER).
+ * handle is reported first, as MLORC_ERROR_NULL_POINTER). A count of 0
+ * steps nothing and `tensors` may then be NULL, but the call is checked like
+ * any other: a bad lr, or a D-adaptation rule without its group state, is
+ * refused; on success nothing changes (a group state is not advanced).
  *
  * All-or-nothing: every argument and state is validated and every gradient
  * is checked for NaN/infinity before anything is written. If any check fails

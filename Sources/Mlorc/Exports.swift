@@ -144,8 +144,8 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
             throw MlorcError(.invalidArgument, "count \(requested) is above MLORC_MAX_STEP_TENSORS (\(MLORC_MAX_STEP_TENSORS))"
                              + (count < 0 ? "; its top bit is set (a negative value converted to size_t?)" : ""))
         }
-        guard count > 0 else { return }
-        guard let tensors else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
+        // count 0 still has its lr and group state checked (Optimizer.step).
+        guard count == 0 || tensors != nil else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
         let args = UnsafeBufferPointer(start: tensors, count: count).map { t in
             TensorArgs(param: t.param, grad: t.grad, state: t.state, stateBytes: t.state_bytes,
                        rows: t.rows, cols: t.cols, dtype: t.dtype, reserved: t.reserved)

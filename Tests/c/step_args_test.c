@@ -111,9 +111,61 @@ static void test_count_too_large(int rule) {
     check_handle = NULL;
 }
 
+/* count 0 steps nothing but still checks the handle, the lr and the group
+ * state the rule needs; it changes nothing (the group state included). */
+static void test_count_zero(int rule) {
+    const double bad_lrs[] = {NAN, -NAN, -1e-3, -INFINITY, INFINITY};
+    mlorc_optimizer *opt = make(rule), *other = NULL;
+    unsigned char group[MLORC_GROUP_STATE_BYTES], saved_group[MLORC_GROUP_STATE_BYTES];
+    unsigned char other_group[MLORC_GROUP_STATE_BYTES];
+    tensor x;
+    size_t l;
+
+    tensor_init(&x, opt);
+    for (l = 0; l < sizeof bad_lrs / sizeof bad_lrs[0]; ++l) {
+        /* (Checked before the group state: the D-adaptation rules say lr too.) */
+        CHECK_RC(mlorc_step(opt, NULL, 0, bad_lrs[l]), MLORC_ERROR_INVALID_ARGUMENT);
+        CHECK(strstr(mlorc_last_error(opt), "lr") != NULL);
+        CHECK_RC(mlorc_step(opt, &x.t, 0, bad_lrs[l]), MLORC_ERROR_INVALID_ARGUMENT);
+    }
+    CHECK_RC(mlorc_step(NULL, NULL, 0, 1e-3), MLORC_ERROR_NULL_POINTER);
+    if (!adapts_step_size(rule)) {
+        CHECK_RC(mlorc_step(opt, NULL, 0, 1e-3), MLORC_OK);
+        CHECK_RC(mlorc_step(opt, &x.t, 0, 0.0), MLORC_OK);
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, 1e-3, NULL, 0), MLORC_OK);
+        /* A group state is refused by the rules without one, count 0 or not. */
+        memset(group, 0, sizeof group);
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, 1e-3, group, sizeof group), MLORC_ERROR_INVALID_ARGUMENT);
+    } else {
+        /* The D-adaptation rules need their group state even for no tensors. */
+        CHECK_RC(mlorc_step(opt, NULL, 0, 1e-3), MLORC_ERROR_NULL_POINTER);
+        CHECK_RC(mlorc_group_state_init(opt, group, sizeof group), MLORC_OK);
+        memcpy(saved_group, group, sizeof group);
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, 1.0, group, sizeof group), MLORC_OK);
+        CHECK(memcmp(group, saved_group, sizeof group) == 0); /* not advanced */
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, NAN, group, sizeof group), MLORC_ERROR_INVALID_ARGUMENT);
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, 1.0, group, sizeof group - 1), MLORC_ERROR_STATE_TOO_SMALL);
+        group[30] ^= 1; /* inside d: the checksum no longer matches */
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, 1.0, group, sizeof group), MLORC_ERROR_STATE_CORRUPTED);
+        group[30] ^= 1;
+        CHECK_RC(mlorc_create(&other, rule == MLORC_RULE_PRODIGY ? MLORC_RULE_DADAPT_LION : MLORC_RULE_PRODIGY),
+                 MLORC_OK);
+        CHECK_RC(mlorc_group_state_init(other, other_group, sizeof other_group), MLORC_OK);
+        CHECK_RC(mlorc_step_group(opt, NULL, 0, 1.0, other_group, sizeof other_group), MLORC_ERROR_STATE_MISMATCH);
+        mlorc_free(other);
+        CHECK(memcmp(group, saved_group, sizeof group) == 0);
+    }
+    free(x.state);
+    mlorc_free(opt);
+    check_handle = NULL;
+}
+
 int main(void) {
     int rule;
-    for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_MOFASGD; ++rule) test_count_too_large(rule);
+    for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_MOFASGD; ++rule) {
+        test_count_too_large(rule);
+        test_count_zero(rule);
+    }
     printf("step_args_test: %lu checks passed\n", checks_run);
     return 0;
 }
