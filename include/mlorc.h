@@ -75,8 +75,9 @@ typedef enum mlorc_status {
     MLORC_ERROR_PARAM_OUT_OF_RANGE = 5,/* hyperparameter outside mlorc_param_bounds() */
     MLORC_ERROR_UNKNOWN_PARAM = 6,     /* key not known to this handle's rule */
     MLORC_ERROR_STATE_TOO_SMALL = 7,   /* state buffer smaller than its layout needs */
-    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum, inconsistent header, or
-                                          factors no step can have written */
+    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum, reserved header bytes
+                                          not zero, inconsistent header, or factors
+                                          no step can have written */
     MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
     MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
     MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity, or a low-rank
@@ -316,9 +317,10 @@ typedef struct mlorc_state_info {
  * with MLORC_ERROR_STATE_VERSION. */
 #define MLORC_STATE_LAYOUT_VERSION 1
 
-/* Validates a state (magic, version, header checksum, sizes; for low-rank
- * storage also the payload checksum) and describes it in *out_info. Needs no
- * handle: use it to check a checkpoint before loading it. */
+/* Validates a state (magic, version, header checksum, reserved header bytes
+ * 96..127 all zero, sizes; for low-rank storage also the payload checksum)
+ * and describes it in *out_info. Needs no handle: use it to check a
+ * checkpoint before loading it. */
 int mlorc_state_inspect(const void *state, size_t state_bytes, mlorc_state_info *out_info);
 
 /* ------------------------------------------------------------------- step */

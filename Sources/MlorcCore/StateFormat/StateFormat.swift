@@ -8,6 +8,7 @@
 ///     72 payload checksum u64 (low-rank only; 0 for dense)
 ///     80 statistics stride u64 (D-adaptation rules; 0 for the others)
 ///     88 header checksum u64 over bytes 0..<88
+///     96..<128 reserved: zero (read refuses anything else)
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
@@ -129,6 +130,11 @@ enum StateFormat {
         }
         guard Checksum.of(state, count: 88) == u64(88) else {
             throw MlorcError(.stateCorrupted, "state header checksum does not match (header corrupted)")
+        }
+        // Not checksummed (existing states keep their sums), but never written
+        // non-zero: any other value there is damage.
+        if let bad = (96..<headerBytes).first(where: { state.load(fromByteOffset: $0, as: UInt8.self) != 0 }) {
+            throw MlorcError(.stateCorrupted, "state header reserved byte \(bad) is \(state.load(fromByteOffset: bad, as: UInt8.self)), not 0 (bytes 96..127 must be zero: header corrupted)")
         }
         guard let rule = RuleKind(rawValue: Int32(bitPattern: u32(12))),
               let storage = Storage(rawValue: u32(16)) else {
