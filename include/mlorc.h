@@ -70,7 +70,9 @@ typedef enum mlorc_status {
     MLORC_ERROR_NULL_POINTER = 1,      /* a required pointer argument is NULL */
     MLORC_ERROR_INVALID_ARGUMENT = 2,  /* an enum, count or flag is not valid */
     MLORC_ERROR_INVALID_SHAPE = 3,     /* rows/cols zero, negative or above 2^31 - 1, or
-                                          rows * cols above 2^59 */
+                                          rows * cols of 2^59 or more (the largest
+                                          state, 16 bytes per element, must fit in
+                                          63 bits) */
     MLORC_ERROR_INVALID_RANK = 4,      /* rank 0, or rank > min(rows, cols) for low-rank storage */
     MLORC_ERROR_PARAM_OUT_OF_RANGE = 5,/* hyperparameter outside mlorc_param_bounds() */
     MLORC_ERROR_UNKNOWN_PARAM = 6,     /* key not known to this handle's rule */

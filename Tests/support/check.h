@@ -25,7 +25,7 @@ static void check_at(int ok, const char *what, const char *file, int line) {
     }
 }
 
-static void check_rc_at(int rc, int want, const char *call, const char *file, int line) {
+static inline void check_rc_at(int rc, int want, const char *call, const char *file, int line) {
     if (rc != want)
         fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d (%s)\n", file, line, call, rc, mlorc_status_string(rc),
                 want, mlorc_status_string(want));
@@ -35,7 +35,7 @@ static void check_rc_at(int rc, int want, const char *call, const char *file, in
 #define CHECK(cond) check_at((cond) != 0, #cond, __FILE__, __LINE__)
 #define CHECK_RC(call, want) check_rc_at((call), (want), #call, __FILE__, __LINE__)
 
-static void *xmalloc(size_t n) {
+static inline void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) {
         fprintf(stderr, "out of memory (%lu bytes)\n", (unsigned long)n);
