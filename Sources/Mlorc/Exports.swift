@@ -114,15 +114,27 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
     }
 }
 
+func stateInfo(_ d: StateDescription) -> mlorc_state_info {
+    mlorc_state_info(layout_version: d.layoutVersion, rule: d.rule, storage: d.storage, dtype: d.dtype,
+                     rows: d.rows, cols: d.cols, rank: d.rank, step: d.step, tensor_id: d.tensorID, state_bytes: d.stateBytes)
+}
+
 @c @implementation public func mlorc_state_inspect(_ state: UnsafeRawPointer!, _ stateBytes: Int,
                                                    _ outInfo: UnsafeMutablePointer<mlorc_state_info>!) -> Int32 {
     status(nil) { () throws(MlorcError) in
         guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
         guard let outInfo else { throw MlorcError(.nullPointer, "out_info is NULL") }
-        let d = try StateDescription(state, bytes: stateBytes)
-        outInfo.pointee = mlorc_state_info(
-            layout_version: d.layoutVersion, rule: d.rule, storage: d.storage, dtype: d.dtype,
-            rows: d.rows, cols: d.cols, rank: d.rank, step: d.step, tensor_id: d.tensorID, state_bytes: d.stateBytes)
+        outInfo.pointee = stateInfo(try StateDescription(state, bytes: stateBytes))
+    }
+}
+
+@c @implementation public func mlorc_state_check(_ state: UnsafeRawPointer!, _ stateBytes: Int,
+                                                 _ outInfo: UnsafeMutablePointer<mlorc_state_info>!,
+                                                 _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        let info = stateInfo(try StateDescription(state, bytes: stateBytes))
+        outInfo?.pointee = info
     }
 }
 
@@ -162,13 +174,26 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
     }
 }
 
+func groupInfo(_ g: GroupDescription) -> mlorc_group_info {
+    mlorc_group_info(layout_version: g.layoutVersion, rule: g.rule, step: g.step, d: g.d, d0: g.d0, d_max: g.dMax,
+                     numerator: g.numerator)
+}
+
 @c @implementation public func mlorc_group_state_inspect(_ group: UnsafeRawPointer!, _ groupBytes: Int,
                                                          _ outInfo: UnsafeMutablePointer<mlorc_group_info>!) -> Int32 {
     status(nil) { () throws(MlorcError) in
         guard let group else { throw MlorcError(.nullPointer, "group is NULL") }
         guard let outInfo else { throw MlorcError(.nullPointer, "out_info is NULL") }
-        let g = try GroupDescription(group, bytes: groupBytes)
-        outInfo.pointee = mlorc_group_info(layout_version: g.layoutVersion, rule: g.rule, step: g.step, d: g.d,
-                                           d0: g.d0, d_max: g.dMax, numerator: g.numerator)
+        outInfo.pointee = groupInfo(try GroupDescription(group, bytes: groupBytes))
+    }
+}
+
+@c @implementation public func mlorc_group_state_check(_ group: UnsafeRawPointer!, _ groupBytes: Int,
+                                                       _ outInfo: UnsafeMutablePointer<mlorc_group_info>!,
+                                                       _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let group else { throw MlorcError(.nullPointer, "group is NULL") }
+        let info = groupInfo(try GroupDescription(group, bytes: groupBytes))
+        outInfo?.pointee = info
     }
 }

@@ -113,6 +113,7 @@ check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
 check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
 check step_args_test build_and_run_c step_args_test "${LINK_MLORC[@]}" -lm
 check state_header_test build_and_run_c state_header_test "${LINK_MLORC[@]}" -lm
+check last_error_test build_and_run_c last_error_test "${LINK_MLORC[@]}" -lm
 check golden_test build_and_run_c golden_test "${LINK_MLORC[@]}" -lm -- Tests/golden/digests.txt
 check dlopen_test dlopen_test
 check header_cxx_test header_cxx_test

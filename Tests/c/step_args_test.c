@@ -1,7 +1,8 @@
 /*
- * step_args_test.c - the arguments of mlorc_step / mlorc_step_group that are
- * not tensors: the tensor count and the learning rate. Every refusal must
- * have the documented status and change nothing (include/mlorc.h).
+ * step_args_test.c - the arguments of mlorc_step / mlorc_step_group: the
+ * tensor count, the learning rate, the alignment and aliasing of the
+ * buffers. Every refusal must have the documented status and change nothing
+ * (include/mlorc.h).
  */
 #include "mlorc.h"
 #include "../support/check.h"
@@ -160,8 +161,80 @@ static void test_count_zero(int rule) {
     check_handle = NULL;
 }
 
+/* A step of `count` tensors refused as INVALID_ARGUMENT with `part` in the
+ * message; `watched` (parameters and states) unchanged. */
+static void refuse_at(mlorc_optimizer *opt, const mlorc_tensor *t, size_t count, const char *part, tensor *watched,
+                      size_t watched_count, int line) {
+    tensor saved[4];
+    size_t i;
+    for (i = 0; i < watched_count; ++i) saved[i] = tensor_copy(&watched[i]);
+    check_rc_at(mlorc_step(opt, t, count, 1e-3), MLORC_ERROR_INVALID_ARGUMENT, "mlorc_step", __FILE__, line);
+    if (!strstr(mlorc_last_error(opt), part)) fprintf(stderr, "message lacks \"%s\"\n", part);
+    check_at(strstr(mlorc_last_error(opt), part) != NULL, "the message names the problem", __FILE__, line);
+    for (i = 0; i < watched_count; ++i) {
+        check_at(tensor_same(&watched[i], &saved[i]), "refused step changed nothing", __FILE__, line);
+        free(saved[i].state);
+    }
+}
+#define REFUSE(opt, t, count, part, watched, watched_count) \
+    refuse_at((opt), (t), (count), (part), (watched), (watched_count), __LINE__)
+
+/* Buffers must be 4-byte aligned; written ones must not alias anything. */
+static void test_buffers(void) {
+    mlorc_optimizer *opt = make(MLORC_RULE_ADAMW);
+    tensor x[2];
+    mlorc_tensor t[2];
+    unsigned char *odd, *odd_state;
+    size_t bytes;
+
+    tensor_init(&x[0], opt);
+    tensor_init(&x[1], opt);
+    bytes = x[0].t.state_bytes;
+    odd = xmalloc(4 * 30 + 1);
+    odd_state = xmalloc(bytes + 1);
+    memcpy(odd + 1, x[0].param, 4 * 30);
+    memcpy(odd_state + 1, x[0].state, bytes);
+
+    t[0] = x[0].t;
+    t[0].param = odd + 1;
+    REFUSE(opt, t, 1, "param pointer is not 4-byte aligned", x, 2);
+    t[0] = x[0].t;
+    t[0].grad = odd + 1;
+    REFUSE(opt, t, 1, "grad pointer is not 4-byte aligned", x, 2);
+    t[0] = x[0].t;
+    t[0].state = odd_state + 1;
+    REFUSE(opt, t, 1, "state pointer is not 4-byte aligned", x, 2);
+    CHECK(memcmp(odd_state + 1, x[0].state, bytes) == 0);
+
+    /* param == grad, and a gradient inside the parameters. */
+    t[0] = x[0].t;
+    t[0].grad = t[0].param;
+    REFUSE(opt, t, 1, "overlaps", x, 2);
+    t[0].grad = x[0].param + 4;
+    REFUSE(opt, t, 1, "overlaps", x, 2);
+    /* Two tensors sharing one parameter, or one state. */
+    t[0] = x[0].t;
+    t[1] = x[1].t;
+    t[1].param = x[0].param;
+    REFUSE(opt, t, 2, "overlaps", x, 2);
+    t[1] = x[1].t;
+    t[1].state = x[0].state;
+    REFUSE(opt, t, 2, "overlaps", x, 2);
+    /* One gradient for two tensors is fine (gradients are only read). */
+    t[1] = x[1].t;
+    t[1].grad = x[0].grad;
+    CHECK_RC(mlorc_step(opt, t, 2, 1e-3), MLORC_OK);
+    free(odd);
+    free(odd_state);
+    free(x[0].state);
+    free(x[1].state);
+    mlorc_free(opt);
+    check_handle = NULL;
+}
+
 int main(void) {
     int rule;
+    test_buffers();
     for (rule = MLORC_RULE_ADAMW; rule <= MLORC_RULE_MOFASGD; ++rule) {
         test_count_too_large(rule);
         test_count_zero(rule);

@@ -125,8 +125,9 @@ enum StateFormat {
         }
         let version = u32(8)
         guard version == layoutVersion else {
-            throw MlorcError(.stateVersion,
-                             "state layout version \(version) is not supported (this library reads version \(layoutVersion)\(version > layoutVersion ? "; it was written by a newer libmlorc" : ""))")
+            let sealed = Checksum.of(state, count: 88) == u64(88)
+            throw MlorcError(.stateVersion, "state layout version \(version) is not supported (this library reads version \(layoutVersion)); "
+                             + versionCause(version, current: layoutVersion, sealed: sealed))
         }
         guard Checksum.of(state, count: 88) == u64(88) else {
             throw MlorcError(.stateCorrupted, "state header checksum does not match (header corrupted)")
@@ -213,6 +214,16 @@ enum StateFormat {
             }
         }
     }
+}
+
+/// Why a state carries a version this library does not read. A newer writer
+/// that still seals its header as version 1 does leaves a matching checksum;
+/// a damaged version field does not. Only a hint: a later layout may seal
+/// its header differently.
+func versionCause(_ version: UInt32, current: UInt32, sealed: Bool) -> String {
+    if version < current { return "no libmlorc writes it: the header is corrupted" }
+    return sealed ? "it was written by a newer libmlorc"
+                  : "it was written by a newer libmlorc, or the header is corrupted (its checksum does not match either)"
 }
 
 /// A fast 64-bit checksum (four multiply-rotate lanes over 8-byte words,
