@@ -388,10 +388,10 @@ int mlorc_state_inspect(const void *state, size_t state_bytes, mlorc_state_info 
 #define MLORC_REASON_BYTES 256
 
 /* mlorc_state_inspect that also says why it refused. On failure, `why`
- * receives a NUL-terminated description of the first problem found: which
- * check failed (magic, layout version, header checksum, reserved bytes,
- * shape or rank, payload size, buffer size, payload checksum, factors) and
- * the values involved, in ASCII), cut to fit `why_bytes` bytes with its
+ * receives a NUL-terminated ASCII description of the first problem found:
+ * which check failed (magic, layout version, header checksum, reserved
+ * bytes, shape or rank, payload size, buffer size, payload checksum,
+ * factors) and the values involved, cut to fit `why_bytes` bytes with its
  * NUL. On success `why` receives "". `why` may be NULL (then
  * `why_bytes` is ignored) and `out_info` may be NULL (validation only).
  * Returns the status mlorc_state_inspect would. Needs no handle and
