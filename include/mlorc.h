@@ -14,9 +14,13 @@
  * Conventions
  * - Every function that can fail returns an int status: MLORC_OK (0) on
  *   success, a positive mlorc_status otherwise. mlorc_status_string() gives a
- *   static description; mlorc_last_error() gives the handle's detailed message.
+ *   static description; mlorc_last_error() gives the detailed message of the
+ *   handle's last failed call; mlorc_state_check() and
+ *   mlorc_group_state_check() give it for the calls without a handle.
  * - A call that fails changes nothing: no parameter, state or handle setting
  *   is modified (the last-error message excepted).
+ * - Hyperparameters and settings live in the handle only, never in a state:
+ *   see mlorc_state_init().
  * - Ownership: the caller owns parameters, gradients and per-tensor state
  *   bytes; the library never keeps a pointer to them past the call. The
  *   handle owns only its configuration and scratch memory.
@@ -24,17 +28,32 @@
  * Thread-safety
  * - Different handles may be used concurrently from different threads.
  * - One handle must be used by one thread at a time (the caller serialises).
- * - mlorc_version_*, mlorc_status_string and mlorc_param_bounds are always
- *   thread-safe.
+ *   This includes the functions taking a const handle: a failure records its
+ *   message in the handle.
+ * - mlorc_version_*, mlorc_status_string, mlorc_param_bounds and the
+ *   functions on states alone (mlorc_state_inspect, mlorc_state_check and
+ *   their group-state counterparts) are always thread-safe.
  * - A step on one handle may use up to MLORC_PARAM_THREADS threads of its
  *   own; it never changes OpenBLAS's process-wide settings.
+ *
+ * Loading and unloading
+ * - libmlorc.so carries its own copy of the Swift runtime (nothing else to
+ *   install), whose image registrations and type-metadata caches cannot be
+ *   released. So the library marks itself RTLD_NODELETE as it is loaded:
+ *   dlclose() succeeds but leaves it mapped and initialised, and a later
+ *   dlopen() reuses it. Unloading it would leak those caches (about 1.7 kB
+ *   in 14 blocks) at every dlopen/dlclose cycle; staying loaded, they are
+ *   made once per process and stay reachable, so leak checkers do not report
+ *   them (valgrind calls 2 of the blocks "possibly lost": interior pointers;
+ *   Tests/support/valgrind.supp in the source tree suppresses them).
  *
  * Determinism
  * - The random test matrices of the randomized SVD come from a counter-based
  *   generator keyed by (seed, tensor id, step). A step is a pure function of
  *   (parameters, gradients, state, lr, handle settings): resuming from saved
- *   state is bit-exact, every data-parallel rank draws the same matrices, and
- *   the thread count never changes the result.
+ *   state with the same settings is bit-exact (the settings are not in the
+ *   state), every data-parallel rank draws the same matrices, and the thread
+ *   count never changes the result.
  */
 #ifndef MLORC_H
 #define MLORC_H
@@ -68,16 +87,24 @@ const char *mlorc_version_string(void);
 typedef enum mlorc_status {
     MLORC_OK = 0,
     MLORC_ERROR_NULL_POINTER = 1,      /* a required pointer argument is NULL */
-    MLORC_ERROR_INVALID_ARGUMENT = 2,  /* an enum, count or flag is not valid */
+    MLORC_ERROR_INVALID_ARGUMENT = 2,  /* an enum, count or flag is not valid; a step's
+                                          lr or buffers are not valid (mlorc_step) */
     MLORC_ERROR_INVALID_SHAPE = 3,     /* rows/cols zero, negative or above 2^31 - 1, or
-                                          rows * cols above 2^59 */
+                                          rows * cols of 2^59 or more (the largest
+                                          state, 16 bytes per element, must fit in
+                                          63 bits) */
     MLORC_ERROR_INVALID_RANK = 4,      /* rank 0, or rank > min(rows, cols) for low-rank storage */
-    MLORC_ERROR_PARAM_OUT_OF_RANGE = 5,/* hyperparameter outside mlorc_param_bounds() */
+    MLORC_ERROR_PARAM_OUT_OF_RANGE = 5,/* hyperparameter outside mlorc_param_bounds(),
+                                          not finite, or not integral for an
+                                          integer key */
     MLORC_ERROR_UNKNOWN_PARAM = 6,     /* key not known to this handle's rule */
     MLORC_ERROR_STATE_TOO_SMALL = 7,   /* state buffer smaller than its layout needs */
-    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum, inconsistent header, or
-                                          factors no step can have written */
-    MLORC_ERROR_STATE_VERSION = 9,     /* state written by an unknown layout version */
+    MLORC_ERROR_STATE_CORRUPTED = 8,   /* bad magic, checksum, reserved header bytes
+                                          not zero, inconsistent header, or factors
+                                          no step can have written */
+    MLORC_ERROR_STATE_VERSION = 9,     /* state's layout version is not this library's:
+                                          written by a newer libmlorc, or its version
+                                          field is corrupted */
     MLORC_ERROR_STATE_MISMATCH = 10,   /* state of another rule, shape or dtype */
     MLORC_ERROR_NON_FINITE = 11,       /* a gradient holds NaN or infinity, or a low-rank
                                           step's new moments overflow, or CAME's statistics
@@ -183,12 +210,17 @@ typedef enum mlorc_dtype {
 #define MLORC_STATE_MASTER_WEIGHTS 0x100
 
 /* Hyperparameters and settings, set per handle with mlorc_set_param().
- * Values are doubles; integer-valued keys take integral doubles. Defaults
- * are listed per rule; a key not listed for a rule is MLORC_ERROR_UNKNOWN_PARAM. */
+ * Values are doubles; integer-valued keys (rank, counts, seeds, strides and
+ * the 0/1 flags) take integral doubles: 2.5 is MLORC_ERROR_PARAM_OUT_OF_RANGE
+ * like a value outside the bounds. Bounds are inclusive ("[0, 0.999999999]":
+ * the betas stop 1e-9 short of 1); mlorc_param_bounds() gives them exactly.
+ * Defaults are listed per rule; a key not listed for a rule is
+ * MLORC_ERROR_UNKNOWN_PARAM. */
 typedef enum mlorc_param {
     MLORC_PARAM_BETA1 = 1,            /* AdamW 0.9, Lion 0.95, ADOPT 0.9, CAME 0.9, MoFaSGD 0.9
-                                         (its momentum beta); [0, 1) */
-    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999, CAME 0.999; [0, 1) */
+                                         (its momentum beta); [0, 0.999999999] */
+    MLORC_PARAM_BETA2 = 2,            /* AdamW 0.999, Lion 0.98, ADOPT 0.9999, CAME 0.999;
+                                         [0, 0.999999999] */
     MLORC_PARAM_EPS = 3,              /* AdamW 1e-8, ADOPT 1e-6, CAME 1e-30 (its eps1, added
                                          to mean(G^2)) (not Lion); [0, 1]. MoFaSGD 1e-8:
                                          singular values <= eps get no update */
@@ -222,7 +254,7 @@ typedef enum mlorc_param {
                                          T, 200 (first at step 1); integer [1, 1e9] */
     MLORC_PARAM_BETA3 = 19,           /* CAME: beta3 of the instability R, C: 0.9999;
                                          Prodigy: EMA of the estimate's statistics,
-                                         sqrt(0.999) (set it with BETA2); [0, 1) */
+                                         sqrt(0.999) (set it with BETA2); [0, 0.999999999] */
     MLORC_PARAM_EPS2 = 20,            /* CAME only: eps2, added to mean((u - M)^2): 1e-16; [0, 1] */
     /* D-adaptation (Prodigy, DAdapt-Lion). Prodigy's defaults: betas 0.9,
      * 0.999, eps 1e-8, weight decay 0, bias correction off; DAdapt-Lion's:
@@ -274,8 +306,12 @@ int mlorc_create(mlorc_optimizer **out, int rule);
 void mlorc_free(mlorc_optimizer *opt);
 
 /* The detailed message of the last failed call on `opt` (which tensor, which
- * argument, what was expected), or "" if none failed yet. The text stays
- * valid until the next call on `opt` or its release. NULL gives a static
+ * argument, what was expected), or "" if none failed yet. Successful calls
+ * leave it as it was: read it only after a call returned an error. The text
+ * stays valid until the next failed call on `opt` or mlorc_free(opt). Calls
+ * without a handle (mlorc_param_bounds, mlorc_state_inspect,
+ * mlorc_group_state_inspect) record nothing: mlorc_state_check and
+ * mlorc_group_state_check return their reason instead. NULL gives a static
  * message. */
 const char *mlorc_last_error(const mlorc_optimizer *opt);
 
@@ -283,8 +319,11 @@ const char *mlorc_last_error(const mlorc_optimizer *opt);
 int mlorc_get_rule(const mlorc_optimizer *opt, int *out_rule);
 
 /* Sets a hyperparameter. Keys that do not apply to the handle's rule give
- * MLORC_ERROR_UNKNOWN_PARAM; values outside the bounds give
- * MLORC_ERROR_PARAM_OUT_OF_RANGE (and the old value stays). */
+ * MLORC_ERROR_UNKNOWN_PARAM; values outside the bounds, NaN, infinities
+ * (but for GROWTH_RATE's +inf) and non-integral values of integer keys give
+ * MLORC_ERROR_PARAM_OUT_OF_RANGE (and the old value stays). A change applies
+ * from the next call on; states keep only their rank and storage (see
+ * mlorc_state_init). */
 int mlorc_set_param(mlorc_optimizer *opt, int param, double value);
 
 /* Reads a hyperparameter into *out_value. */
@@ -309,13 +348,25 @@ typedef struct mlorc_tensor_layout {
     int32_t storage;  /* mlorc_storage */
 } mlorc_tensor_layout;
 
+/* Every state starts with a header of this many bytes; the moments follow. */
+#define MLORC_STATE_HEADER_BYTES 128
+
 /* Bytes of state that a tensor of `layout` needs under the handle's rule and
- * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes.
- * Low-rank AdamW: header + 4 * 2r(m+n+1); dense AdamW: header + 4 * 2mn.
- * CAME: header + 4 * (r(m+n+1) low-rank or mn dense, + 2(m+n); + (m+n) for
- * a vector, rows or cols == 1). MoFaSGD: header + 4 * r(m+n+1) low-rank,
- * header + 4 * mn dense. Master weights (MLORC_PARAM_MASTER_WEIGHTS) add
- * 4 * mn. */
+ * current MLORC_PARAM_RANK / MLORC_PARAM_OVERSAMPLING, in *out_bytes: for an
+ * m x n tensor stored at rank r (low-rank) or in full (dense),
+ * MLORC_STATE_HEADER_BYTES + 4 * F with F floats:
+ *   rule                 low-rank                     dense
+ *   AdamW, ADOPT         2r(m+n+1)                    2mn
+ *   Lion                 r(m+n+1)                     mn
+ *   GaLore-AdamW         r(min(m,n) + 2 max(m,n))     2mn
+ *   CAME                 r(m+n+1) + S                 mn + S
+ *   Prodigy              2r(m+n+1) + 2 ceil(mn/k)     2mn + 2 ceil(mn/k)
+ *   DAdapt-Lion          r(m+n+1) + ceil(mn/k)        mn + ceil(mn/k)
+ *   MoFaSGD              r(m+n+1)                     mn
+ * where CAME's statistics are S = 2(m+n) for a matrix and S = m+n for a
+ * vector (rows or cols == 1), and k = MLORC_PARAM_STATS_STRIDE. Oversampling
+ * changes only which storage MLORC_STORAGE_AUTO picks, not the size. fp32
+ * master weights of a bf16/f16 parameter (MLORC_PARAM_MASTER_WEIGHTS) add mn. */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 
@@ -325,7 +376,16 @@ int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layo
  * own id, and the same id again when resuming. The rank and the resolved
  * storage are fixed in the state; changing MLORC_PARAM_RANK later affects
  * only states initialised later. The state holds no pointers: it may be
- * copied, saved and reloaded byte for byte. */
+ * copied, saved and reloaded byte for byte.
+ *
+ * A state holds the rule, shape, dtype, storage, rank, tensor id, step count
+ * (and the statistics stride of the D-adaptation rules), but no other
+ * hyperparameter: betas, eps, weight decay, seed, power iterations, the
+ * update options... come from the handle at every step, and a state is
+ * accepted by any handle of its rule. A resume is bit-exact only with the
+ * same settings: save them with the checkpoint (mlorc_get_param) and set
+ * them again before the first step. (Changing one on purpose, e.g. on a
+ * schedule, is allowed.) */
 int mlorc_state_init(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      uint64_t tensor_id, void *state, size_t state_bytes);
 
@@ -353,19 +413,42 @@ typedef struct mlorc_state_info {
 } mlorc_state_info;
 
 /* The state layout this library writes. States of other versions are refused
- * with MLORC_ERROR_STATE_VERSION. */
+ * with MLORC_ERROR_STATE_VERSION: written by a newer libmlorc, or a damaged
+ * version field (mlorc_state_check's reason says which is likely). */
 #define MLORC_STATE_LAYOUT_VERSION 1
 
-/* Validates a state (magic, version, header checksum, sizes; for low-rank
- * storage also the payload checksum) and describes it in *out_info. Needs no
- * handle: use it to check a checkpoint before loading it. */
+/* Validates a state (magic, version, header checksum, reserved header bytes
+ * 96..127 all zero, sizes; for low-rank storage also the payload checksum)
+ * and describes it in *out_info. Needs no handle: use it to check a
+ * checkpoint before loading it. */
 int mlorc_state_inspect(const void *state, size_t state_bytes, mlorc_state_info *out_info);
+
+/* A buffer of this size holds every reason that mlorc_state_check and
+ * mlorc_group_state_check give in this version (longer ones would be cut). */
+#define MLORC_REASON_BYTES 256
+
+/* mlorc_state_inspect that also says why it refused. On failure, `why`
+ * receives a NUL-terminated ASCII description of the first problem found:
+ * which check failed (magic, layout version, header checksum, reserved
+ * bytes, shape or rank, payload size, buffer size, payload checksum,
+ * factors) and the values involved, cut to fit `why_bytes` bytes with its
+ * NUL. On success `why` receives "". `why` may be NULL (then
+ * `why_bytes` is ignored) and `out_info` may be NULL (validation only).
+ * Returns the status mlorc_state_inspect would. Needs no handle and
+ * touches none: thread-safe. */
+int mlorc_state_check(const void *state, size_t state_bytes, mlorc_state_info *out_info, char *why,
+                      size_t why_bytes);
 
 /* ------------------------------------------------------------------- step */
 
 /* One tensor of a step. All pointers are caller-owned; `param` and `state`
  * are updated in place, `grad` is only read. `param` and `grad` hold
- * rows * cols elements of `dtype`, row-major, and must not overlap `state`. */
+ * rows * cols elements of `dtype`, row-major. `param`, `grad` and `state`
+ * must be 4-byte aligned. Written buffers must not overlap any buffer of the
+ * call: not `param` and `grad` of one tensor (param == grad included), not
+ * two tensors' `param` or `state` (one parameter or state stepped twice),
+ * not the group state. Gradients may be shared by several tensors. Each
+ * violation is MLORC_ERROR_INVALID_ARGUMENT, naming the tensors. */
 typedef struct mlorc_tensor {
     void *param;
     const void *grad;
@@ -377,10 +460,23 @@ typedef struct mlorc_tensor {
     int32_t reserved;  /* must be 0 */
 } mlorc_tensor;
 
+/* The most tensors one mlorc_step or mlorc_step_group call takes. */
+#define MLORC_MAX_STEP_TENSORS 16777216 /* 2^24 */
+
 /* Takes one optimizer step over `count` tensors with learning rate `lr`
  * (>= 0, finite; pass the scheduled value every step). Every tensor's state
  * must have been initialised by a handle of the same rule, with matching
  * rows, cols and dtype.
+ *
+ * A negative, NaN or infinite lr is MLORC_ERROR_INVALID_ARGUMENT.
+ *
+ * A count above MLORC_MAX_STEP_TENSORS, which includes every count with its
+ * top bit set (e.g. a negative value converted to size_t), is
+ * MLORC_ERROR_INVALID_ARGUMENT whatever the other arguments are (only a NULL
+ * handle is reported first, as MLORC_ERROR_NULL_POINTER). A count of 0
+ * steps nothing and `tensors` may then be NULL, but the call is checked like
+ * any other: a bad lr, or a D-adaptation rule without its group state, is
+ * refused; on success nothing changes (a group state is not advanced).
  *
  * All-or-nothing: every argument and state is validated and every gradient
  * is checked for NaN/infinity before anything is written. If any check fails
@@ -420,6 +516,11 @@ int mlorc_group_state_init(const mlorc_optimizer *opt, void *group, size_t group
 /* Validates a group state (magic, version, checksum, plausible values) and
  * describes it in *out_info. */
 int mlorc_group_state_inspect(const void *group, size_t group_bytes, mlorc_group_info *out_info);
+
+/* mlorc_group_state_inspect that also says why it refused, into `why` as
+ * mlorc_state_check does (`why` and `out_info` may be NULL). */
+int mlorc_group_state_check(const void *group, size_t group_bytes, mlorc_group_info *out_info, char *why,
+                            size_t why_bytes);
 
 /* mlorc_step for the D-adaptation rules: the same tensors and guarantees,
  * plus `group`, read and updated in place (all-or-nothing with the rest).

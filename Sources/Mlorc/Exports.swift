@@ -123,6 +123,9 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
         try handle.optimizer.initState(try coreLayout(layout), tensorID: tensorID, state: state, bytes: stateBytes,
                                        param: param)
     }
+func stateInfo(_ d: StateDescription) -> mlorc_state_info {
+    mlorc_state_info(layout_version: d.layoutVersion, rule: d.rule, storage: d.storage, dtype: d.dtype,
+                     rows: d.rows, cols: d.cols, rank: d.rank, step: d.step, tensor_id: d.tensorID, state_bytes: d.stateBytes)
 }
 
 @c @implementation public func mlorc_state_inspect(_ state: UnsafeRawPointer!, _ stateBytes: Int,
@@ -130,10 +133,17 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
     status(nil) { () throws(MlorcError) in
         guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
         guard let outInfo else { throw MlorcError(.nullPointer, "out_info is NULL") }
-        let d = try StateDescription(state, bytes: stateBytes)
-        outInfo.pointee = mlorc_state_info(
-            layout_version: d.layoutVersion, rule: d.rule, storage: d.storage, dtype: d.dtype,
-            rows: d.rows, cols: d.cols, rank: d.rank, step: d.step, tensor_id: d.tensorID, state_bytes: d.stateBytes)
+        outInfo.pointee = stateInfo(try StateDescription(state, bytes: stateBytes))
+    }
+}
+
+@c @implementation public func mlorc_state_check(_ state: UnsafeRawPointer!, _ stateBytes: Int,
+                                                 _ outInfo: UnsafeMutablePointer<mlorc_state_info>!,
+                                                 _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        let info = stateInfo(try StateDescription(state, bytes: stateBytes))
+        outInfo?.pointee = info
     }
 }
 
@@ -147,9 +157,16 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
                                                 _ groupBytes: Int) -> Int32 {
     guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
     return status(handle) { () throws(MlorcError) in
-        guard count > 0 else { return }
-        guard let tensors else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
-        guard count <= 1 << 24 else { throw MlorcError(.invalidArgument, "count \(count) is implausibly large") }
+        // size_t arrives as Int: a count with the top bit set (a negative
+        // value converted to size_t) is negative here. Checked first, so no
+        // other argument can make such a call look empty.
+        let requested = UInt(bitPattern: count)
+        guard requested <= UInt(MLORC_MAX_STEP_TENSORS) else {
+            throw MlorcError(.invalidArgument, "count \(requested) is above MLORC_MAX_STEP_TENSORS (\(MLORC_MAX_STEP_TENSORS))"
+                             + (count < 0 ? "; its top bit is set (a negative value converted to size_t?)" : ""))
+        }
+        // count 0 still has its lr and group state checked (Optimizer.step).
+        guard count == 0 || tensors != nil else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
         let args = UnsafeBufferPointer(start: tensors, count: count).map { t in
             TensorArgs(param: t.param, grad: t.grad, state: t.state, stateBytes: t.state_bytes,
                        rows: t.rows, cols: t.cols, dtype: t.dtype, reserved: t.reserved)
@@ -166,13 +183,26 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
     }
 }
 
+func groupInfo(_ g: GroupDescription) -> mlorc_group_info {
+    mlorc_group_info(layout_version: g.layoutVersion, rule: g.rule, step: g.step, d: g.d, d0: g.d0, d_max: g.dMax,
+                     numerator: g.numerator)
+}
+
 @c @implementation public func mlorc_group_state_inspect(_ group: UnsafeRawPointer!, _ groupBytes: Int,
                                                          _ outInfo: UnsafeMutablePointer<mlorc_group_info>!) -> Int32 {
     status(nil) { () throws(MlorcError) in
         guard let group else { throw MlorcError(.nullPointer, "group is NULL") }
         guard let outInfo else { throw MlorcError(.nullPointer, "out_info is NULL") }
-        let g = try GroupDescription(group, bytes: groupBytes)
-        outInfo.pointee = mlorc_group_info(layout_version: g.layoutVersion, rule: g.rule, step: g.step, d: g.d,
-                                           d0: g.d0, d_max: g.dMax, numerator: g.numerator)
+        outInfo.pointee = groupInfo(try GroupDescription(group, bytes: groupBytes))
+    }
+}
+
+@c @implementation public func mlorc_group_state_check(_ group: UnsafeRawPointer!, _ groupBytes: Int,
+                                                       _ outInfo: UnsafeMutablePointer<mlorc_group_info>!,
+                                                       _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let group else { throw MlorcError(.nullPointer, "group is NULL") }
+        let info = groupInfo(try GroupDescription(group, bytes: groupBytes))
+        outInfo?.pointee = info
     }
 }

@@ -1042,11 +1042,12 @@ static void test_tampering(int rule) {
     CHECK_RC(mlorc_step(opt, b.t, NT, lr), MLORC_OK);
     CHECK_RC(mlorc_step(opt, b.t, NT, lr), MLORC_OK);
 
-    /* Every bit flip in the checksummed header (bytes 0..95: fields and the
-     * checksum itself) is detected; the version field (bytes 8..11) is
-     * checked first and reports STATE_VERSION. Tensor 0 is low-rank, tensor 2
-     * dense: the header is validated for both storages. */
-    for (off = 0; off < 96; ++off) {
+    /* Every bit flip in the header is detected: in bytes 0..95 (fields and
+     * the checksum itself) by the checksum, in 96..127 (reserved, not
+     * checksummed) because they must be zero; the version field (bytes
+     * 8..11) is checked first and reports STATE_VERSION. Tensor 0 is
+     * low-rank, tensor 2 dense: the header is validated for both storages. */
+    for (off = 0; off < 128; ++off) {
         int k;
         for (k = 0; k < NT; k += 2) {
             int want = off >= 8 && off < 12 ? MLORC_ERROR_STATE_VERSION : MLORC_ERROR_STATE_CORRUPTED;

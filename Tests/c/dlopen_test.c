@@ -33,6 +33,11 @@ typedef int (*state_size_fn)(const mlorc_optimizer *, const mlorc_tensor_layout 
 typedef int (*state_init_fn)(const mlorc_optimizer *, const mlorc_tensor_layout *, uint64_t, void *, size_t);
 typedef int (*state_inspect_fn)(const void *, size_t, mlorc_state_info *);
 typedef int (*step_fn)(mlorc_optimizer *, const mlorc_tensor *, size_t, double);
+typedef int (*state_check_fn)(const void *, size_t, mlorc_state_info *, char *, size_t);
+typedef int (*group_state_init_fn)(const mlorc_optimizer *, void *, size_t);
+typedef int (*group_state_inspect_fn)(const void *, size_t, mlorc_group_info *);
+typedef int (*group_state_check_fn)(const void *, size_t, mlorc_group_info *, char *, size_t);
+typedef int (*step_group_fn)(mlorc_optimizer *, const mlorc_tensor *, size_t, double, void *, size_t);
 
 static struct {
     version_number_fn version_number;
@@ -50,6 +55,11 @@ static struct {
     state_init_fn state_init;
     state_inspect_fn state_inspect;
     step_fn step;
+    state_check_fn state_check;
+    group_state_init_fn group_state_init;
+    group_state_inspect_fn group_state_inspect;
+    group_state_check_fn group_state_check;
+    step_group_fn step_group;
 } api;
 
 static unsigned long checks_run;
@@ -146,6 +156,11 @@ int main(int argc, char **argv) {
     RESOLVE(lib, state_init, "mlorc_state_init");
     RESOLVE(lib, state_inspect, "mlorc_state_inspect");
     RESOLVE(lib, step, "mlorc_step");
+    RESOLVE(lib, state_check, "mlorc_state_check");
+    RESOLVE(lib, group_state_init, "mlorc_group_state_init");
+    RESOLVE(lib, group_state_inspect, "mlorc_group_state_inspect");
+    RESOLVE(lib, group_state_check, "mlorc_group_state_check");
+    RESOLVE(lib, step_group, "mlorc_step_group");
 
     /* Refuse a library of another major version, as the header asks. */
     CHECK(api.version_number() / 10000 == MLORC_VERSION_MAJOR);
@@ -212,6 +227,11 @@ int main(int argc, char **argv) {
     CHECK(loss < 0.9 * first);
     CHECK_OK(api.state_inspect(sw, bw, &info));
     CHECK(info.step == 20);
+    {
+        char why[MLORC_REASON_BYTES];
+        CHECK(api.state_check(sw, 100, NULL, why, sizeof why) == MLORC_ERROR_STATE_TOO_SMALL);
+        CHECK(strstr(why, "128") != NULL); /* reasons come back through the pointers too */
+    }
     CHECK_OK(api.scratch_bytes(opt, &scratch));
     CHECK(scratch > 0);
     CHECK(api.step(opt, t, 2, -1.0) != MLORC_OK); /* errors come back through the pointers too */

@@ -64,6 +64,24 @@ dlopen_test() {
         "$OUT/dlopen_test" "$ROOT/$LIB"
 }
 
+# Loaded and unloaded 20 times by path: the heap in use stays the same and
+# the library stays mapped (it is RTLD_NODELETE); then 3 cycles under
+# valgrind, where nothing may be lost (Tests/support/valgrind.supp lists what
+# the Swift runtime keeps).
+unload_test() {
+    "$CC" "${CFLAGS[@]}" Tests/c/unload_test.c -o "$OUT/unload_test" -ldl &&
+        GLIBC_TUNABLES=glibc.malloc.tcache_count=0 "$OUT/unload_test" "$ROOT/$LIB" 20
+}
+
+unload_valgrind() {
+    if ! command -v valgrind >/dev/null; then
+        echo "valgrind not found (scripts/install-deps.sh installs it)" >&2
+        return 1
+    fi
+    GLIBC_TUNABLES=glibc.malloc.tcache_count=0 valgrind -q --leak-check=full --error-exitcode=1 \
+        --suppressions=Tests/support/valgrind.supp "$OUT/unload_test" "$ROOT/$LIB" 3
+}
+
 header_cxx_test() {
     "$CXX" "${CXXFLAGS[@]}" Tests/c/header_cxx_test.cpp -o "$OUT/header_cxx_test" "${LINK_MLORC[@]}" &&
         "$OUT/header_cxx_test"
@@ -126,8 +144,13 @@ check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
 check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
 check half_test build_and_run_c half_test "${LINK_MLORC[@]}" -lm
 check outputs_test build_and_run_c outputs_test "${LINK_MLORC[@]}" -lm
+check step_args_test build_and_run_c step_args_test "${LINK_MLORC[@]}" -lm
+check state_header_test build_and_run_c state_header_test "${LINK_MLORC[@]}" -lm
+check last_error_test build_and_run_c last_error_test "${LINK_MLORC[@]}" -lm
 check golden_test build_and_run_c golden_test "${LINK_MLORC[@]}" -lm -- Tests/golden/digests.txt
 check dlopen_test dlopen_test
+check unload_test unload_test
+check unload_valgrind unload_valgrind
 check header_cxx_test header_cxx_test
 check exports_only_mlorc exports_only_mlorc
 check exports_match_header exports_match_header

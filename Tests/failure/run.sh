@@ -58,7 +58,7 @@ if ! command -v valgrind >/dev/null; then
 else
     # One OpenBLAS thread: valgrind serialises threads anyway.
     VALGRIND=(env OPENBLAS_NUM_THREADS=1 valgrind -q --leak-check=full --error-exitcode=1
-        --suppressions=Tests/failure/valgrind.supp)
+        --suppressions=Tests/support/valgrind.supp)
     for t in "${TESTS[@]}"; do
         check "valgrind $t" "${VALGRIND[@]}" "$BIN" --no-rss --corpus Tests/fuzz/corpus "$t"
     done

@@ -4,11 +4,14 @@
  *
  * Input: a 32-byte control block, then the bytes of one tensor's state.
  *   control[0]  flags (FIX_*, THREADS2, PAIR*, CONTROL_SHAPE, MISALIGN below)
- *   control[1]  gradient kind: finite, one NaN, one +Inf, one 1e30
+ *   control[1]  gradient kind (low 2 bits): finite, one NaN, one +Inf, one
+ *               1e30; the step call (bits 2..4, CALL_* below): as usual, with
+ *               count 0, with a count no array can have, without a group state
  *   control[2]  rank - 1 (mod 8)
  *   control[3]  oversampling (low 2 bits), rule (the rest, an index into the
  *               rules this build supports, found by probing mlorc_create)
  *   control[4..5] index of the bad gradient value, control[6] lr choice
+ *               (low 4 bits: 16 values, odd ones included)
  *   control[7]  storage of the layout passed to state_size/state_init
  *   control[8..31] rows, cols (int64), dtype, reserved (int32)
  * The FIX_* flags re-seal the checksums after mutation, so the fuzzer also
@@ -20,6 +23,14 @@
  * - a refused step leaves every parameter and state byte as it was;
  * - an accepted step implies the state inspected fine and advances its step
  *   counter by one; NaN/Inf gradients and bad lr are always refused;
+ * - a count above MLORC_MAX_STEP_TENSORS is INVALID_ARGUMENT whatever else is
+ *   wrong; count 0 is accepted exactly when lr is valid (and the rule's group
+ *   state given) and changes nothing; a D-adaptation rule is never stepped
+ *   without its group state;
+ * - outputs (issue 14, item 5): an accepted step leaves finite parameters and
+ *   finite dense moments. Until the library refuses non-finite results, the
+ *   inputs that break this are counted; -DMLORC_FUZZ_FINITE_OUTPUTS makes
+ *   them fail the run;
  * - state_init on any layout state_size accepts gives a state that inspects.
  *
  * Known library bugs (reported, see docs/guarantees.md) would stop every run
@@ -31,7 +42,9 @@
 #include "../support/state_checksum.h"
 #include "../support/step_any.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +58,9 @@ enum {
     CONTROL_SHAPE = 32, /* rows/cols/dtype/reserved from the control block */
     MISALIGN = 64,      /* state at an odd address */
 };
+/* How the step is called (control[1] bits 2..4; 0..3 keep the seed corpus's
+ * inputs on the ordinary call). */
+enum { CALL_COUNT_ZERO = 4, CALL_COUNT_HUGE = 5, CALL_COUNT_ZERO_NULL = 6, CALL_NO_GROUP = 7 };
 #define CONTROL_BYTES 32
 #define MAX_ELEMENTS 65536 /* larger tensors are stepped with NULL buffers */
 
@@ -56,10 +72,12 @@ static void fail(const char *what, int rc) {
 
 /* Inputs that hit a known bug, by bug (printed at exit). */
 static unsigned long known_dtype_trap, known_step_overflow, known_partial_write, known_huge_factors;
+static unsigned long known_nonfinite_output;
 
 static void print_known(void) {
-    fprintf(stderr, "known-bug inputs: dtype-trap %lu, step-overflow %lu, linalg-partial-write %lu, implausible-factors %lu\n",
-            known_dtype_trap, known_step_overflow, known_partial_write, known_huge_factors);
+    fprintf(stderr, "known-bug inputs: dtype-trap %lu, step-overflow %lu, linalg-partial-write %lu, implausible-factors %lu, "
+            "non-finite-output %lu\n",
+            known_dtype_trap, known_step_overflow, known_partial_write, known_huge_factors, known_nonfinite_output);
 }
 
 #ifndef MLORC_FUZZ_STRICT
@@ -172,7 +190,7 @@ static void setup(void) {
 }
 
 typedef struct {
-    unsigned char flags, grad_kind, rank, oversampling, rule_index;
+    unsigned char flags, grad_kind, call, rank, oversampling, rule_index;
     uint16_t bad_index;
     unsigned char lr_choice;
     signed char storage;
@@ -185,7 +203,8 @@ static control decode(const uint8_t *data, size_t size) {
     control c;
     memcpy(raw, data, size < CONTROL_BYTES ? size : CONTROL_BYTES);
     c.flags = raw[0];
-    c.grad_kind = raw[1] % 4;
+    c.grad_kind = raw[1] & 3;
+    c.call = (raw[1] >> 2) & 7;
     c.rank = (unsigned char)(1 + raw[2] % 8);
     c.oversampling = raw[3] % 4;
     c.rule_index = raw[3] >> 2;
@@ -200,8 +219,52 @@ static control decode(const uint8_t *data, size_t size) {
 }
 
 static double pick_lr(unsigned char choice) {
-    static const double table[8] = {1e-3, 0.0, 1.0, 1e30, -1e-3, NAN, INFINITY, -0.0};
-    return table[choice % 8];
+    static const double table[16] = {1e-3, 0.0, 1.0, 1e30, -1e-3, NAN, INFINITY, -0.0,
+                                     1e308, DBL_MAX, 5e-324 /* least subnormal */, -5e-324,
+                                     3.4028234663852886e38 /* FLT_MAX */, 1e-300, -INFINITY, -NAN};
+    return table[choice % 16];
+}
+
+/* A count no array of mlorc_tensor can have: the top bit set, or just above
+ * the documented limit. */
+static size_t pick_huge_count(uint16_t k) {
+    const size_t top = (size_t)1 << (sizeof(size_t) * 8 - 1);
+    switch (k % 4) {
+    case 0: return SIZE_MAX - k / 4;
+    case 1: return top + k / 4;
+    case 2: return (size_t)MLORC_MAX_STEP_TENSORS + 1 + k / 4;
+    default: return SIZE_MAX / sizeof(mlorc_tensor) + 1 + k / 4;
+    }
+}
+
+static int adapts_step_size(int rule) { return rule == MLORC_RULE_PRODIGY || rule == MLORC_RULE_DADAPT_LION; }
+
+/* 1 if every float of p[0..n) is finite. */
+static int all_finite(const void *p, size_t n) {
+    size_t i;
+    float x;
+    for (i = 0; i < n; ++i) {
+        memcpy(&x, (const unsigned char *)p + 4 * i, 4);
+        if (!isfinite(x)) return 0;
+    }
+    return 1;
+}
+
+/* After an accepted step: parameters and dense moments are finite (low-rank
+ * factors are checked by inspect). Counted until the library refuses such
+ * steps (MLORC_FUZZ_FINITE_OUTPUTS: a failure). */
+static void check_outputs(const float *param, size_t elements, const unsigned char *state, size_t bytes) {
+    mlorc_state_info info;
+    int finite = !param || all_finite(param, elements), rc = mlorc_state_inspect(state, bytes, &info);
+    REQUIRE(rc == MLORC_OK, rc);
+    if (info.storage == MLORC_STORAGE_DENSE)
+        finite = finite && all_finite(state + MLORC_STATE_HEADER_BYTES, (size_t)(info.state_bytes - MLORC_STATE_HEADER_BYTES) / 4);
+    if (finite) return;
+#ifdef MLORC_FUZZ_FINITE_OUTPUTS
+    fail("an accepted step wrote a non-finite parameter or moment", MLORC_OK);
+#else
+    ++known_nonfinite_output;
+#endif
 }
 static int lr_valid(double lr) { return isfinite(lr) && lr >= 0; }
 
@@ -303,7 +366,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int64_t rows = c.rows, cols = c.cols;
         int32_t dtype = c.dtype, reserved = c.reserved;
         float *param = NULL, *grad = NULL, *param_before = NULL;
-        size_t elements = 0, count = 1, me = 0;
+        size_t elements = 0, count = 1, me = 0, step_count;
         const double lr = pick_lr(c.lr_choice);
         int bad_grad;
 
@@ -359,22 +422,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             count = 2;
         }
         before = exact_copy(state, n, 0, &before_block);
-        rc = hits_step_overflow(state, n) || hits_huge_factors(state, n) ? -1 : mlorc_test_step_any(opt, t, count, lr);
-        if (rc == -1) {
-            /* A known bug, counted; nothing to check. */
-        } else if (rc != MLORC_OK) {
+        /* The high bit of the lr byte passes the huge count a NULL array. */
+        step_count = c.call == CALL_COUNT_HUGE ? pick_huge_count(c.bad_index)
+                     : c.call == CALL_COUNT_ZERO || c.call == CALL_COUNT_ZERO_NULL ? 0 : count;
+        if (hits_step_overflow(state, n) || hits_huge_factors(state, n))
+            rc = -1;
+        else if (c.call == CALL_NO_GROUP)
+            rc = mlorc_step(opt, t, step_count, lr);
+        else
+            rc = mlorc_test_step_any(opt, c.call == CALL_COUNT_ZERO_NULL || (c.call == CALL_COUNT_HUGE && c.lr_choice & 0x80) ? NULL : t,
+                                     step_count, lr);
+        if (rc != -1) {
             int changed = (n && memcmp(state, before, n) != 0) || (param && memcmp(param, param_before, elements * 4) != 0) ||
                           (count == 2 && (memcmp(pair_state, pair_before, sizeof pair_state) != 0 ||
                                           memcmp(pair_param, pair_param_before, sizeof pair_param) != 0));
             REQUIRE(documented(rc), rc);
-            REQUIRE(mlorc_last_error(opt)[0] != '\0', rc);
-            if (changed && !known_partial_write_bug(rc)) fail("a refused step changed a parameter or state", rc);
-        } else {
-            REQUIRE(documented(rc), rc);
-            REQUIRE(inspect_rc == MLORC_OK && info.rule == rule, rc);
-            REQUIRE(!bad_grad && lr_valid(lr), rc);
-            rc = mlorc_state_inspect(state, n, &after);
-            REQUIRE(rc == MLORC_OK && after.step == info.step + 1, rc);
+            if (c.call == CALL_COUNT_HUGE) {
+                REQUIRE(rc == MLORC_ERROR_INVALID_ARGUMENT, rc);
+                REQUIRE(!changed, rc);
+            } else if (step_count == 0) {
+                REQUIRE(rc == (lr_valid(lr) ? MLORC_OK : MLORC_ERROR_INVALID_ARGUMENT), rc);
+                REQUIRE(!changed, rc);
+            } else if (rc != MLORC_OK) {
+                REQUIRE(mlorc_last_error(opt)[0] != '\0', rc);
+                if (changed && !known_partial_write_bug(rc)) fail("a refused step changed a parameter or state", rc);
+            } else {
+                REQUIRE(inspect_rc == MLORC_OK && info.rule == rule, rc);
+                REQUIRE(!bad_grad && lr_valid(lr), rc);
+                REQUIRE(!(c.call == CALL_NO_GROUP && adapts_step_size(rule)), rc);
+                rc = mlorc_state_inspect(state, n, &after);
+                REQUIRE(rc == MLORC_OK && after.step == info.step + 1, rc);
+                check_outputs(param, elements, state, n);
+                if (count == 2) check_outputs(pair_param, 16, pair_state, pair_bytes);
+            }
         }
         free(before_block);
         free(param);

@@ -3,7 +3,8 @@
 # toolchain (its clang and compiler-rt, so Swift and C share one runtime):
 #   1. swift test --sanitize=address (scratch .build-asan): the Swift core
 #      tests under AddressSanitizer + LeakSanitizer;
-#   2. the C tests (Tests/c/api_test.c, train_test.c) and the failure tests
+#   2. the C tests (Tests/c/api_test.c, train_test.c, step_args_test.c,
+#      state_header_test.c, last_error_test.c) and the failure tests
 #      (Tests/failure/failure_test.c) built with -fsanitize=address,undefined
 #      against the ASan libmlorc.so that step 1 built;
 #   3. swift test --sanitize=thread (scratch .build-tsan): the Swift core
@@ -61,11 +62,11 @@ swift_test_asan() {
 
 c_tests_asan() {
     local flags=(-fsanitize=address,undefined -fno-sanitize-recover=all)
-    build_c .build-asan api_test Tests/c/api_test.c "${flags[@]}" &&
-        build_c .build-asan train_test Tests/c/train_test.c "${flags[@]}" &&
-        build_c .build-asan failure_test Tests/failure/failure_test.c "${flags[@]}" &&
-        .build-asan/ctests/api_test &&
-        .build-asan/ctests/train_test &&
+    local t
+    for t in api_test train_test step_args_test state_header_test last_error_test; do
+        build_c .build-asan "$t" "Tests/c/$t.c" "${flags[@]}" && ".build-asan/ctests/$t" || return 1
+    done
+    build_c .build-asan failure_test Tests/failure/failure_test.c "${flags[@]}" &&
         # ASan's quarantine makes peak RSS grow: no RSS check; LSan checks leaks.
         .build-asan/ctests/failure_test --no-rss --steps 1000 --corpus Tests/fuzz/corpus
 }

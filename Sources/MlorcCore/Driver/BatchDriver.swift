@@ -29,6 +29,8 @@ extension Optimizer {
         } else if group != nil {
             throw MlorcError(.invalidArgument, "rule \(rule) keeps no group state: pass NULL")
         }
+        // No tensors: the checks above are the whole call (the group state is not advanced).
+        if args.isEmpty { return }
         var tensors: [Prepared] = []
         tensors.reserveCapacity(args.count)
         for (i, a) in args.enumerated() {

@@ -47,7 +47,8 @@ struct GroupState: Equatable {
         }
         let version = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
         guard version == layoutVersion else {
-            throw MlorcError(.stateVersion, "group state layout version \(version) is not supported (this library reads version \(layoutVersion))")
+            throw MlorcError(.stateVersion, "group state layout version \(version) is not supported (this library reads version \(layoutVersion)); "
+                             + versionCause(version, current: layoutVersion, sealed: Checksum.of(p, count: 120) == u64(120)))
         }
         guard Checksum.of(p, count: 120) == u64(120) else {
             throw MlorcError(.stateCorrupted, "group state checksum does not match (corrupted)")

@@ -8,6 +8,7 @@
 ///     72 payload checksum u64 (low-rank only; 0 for dense)
 ///     80 statistics stride u64 (D-adaptation rules; 0 for the others)
 ///     88 header checksum u64 over bytes 0..<88
+///     96..<128 reserved: zero (read refuses anything else)
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
@@ -109,11 +110,17 @@ enum StateFormat {
         }
         let version = u32(8)
         guard version == layoutVersion else {
-            throw MlorcError(.stateVersion,
-                             "state layout version \(version) is not supported (this library reads version \(layoutVersion)\(version > layoutVersion ? "; it was written by a newer libmlorc" : ""))")
+            let sealed = Checksum.of(state, count: 88) == u64(88)
+            throw MlorcError(.stateVersion, "state layout version \(version) is not supported (this library reads version \(layoutVersion)); "
+                             + versionCause(version, current: layoutVersion, sealed: sealed))
         }
         guard Checksum.of(state, count: 88) == u64(88) else {
             throw MlorcError(.stateCorrupted, "state header checksum does not match (header corrupted)")
+        }
+        // Not checksummed (existing states keep their sums), but never written
+        // non-zero: any other value there is damage.
+        if let bad = (96..<headerBytes).first(where: { state.load(fromByteOffset: $0, as: UInt8.self) != 0 }) {
+            throw MlorcError(.stateCorrupted, "state header reserved byte \(bad) is \(state.load(fromByteOffset: bad, as: UInt8.self)), not 0 (bytes 96..127 must be zero: header corrupted)")
         }
         guard let rule = RuleKind(rawValue: Int32(bitPattern: u32(12))),
               let storage = Storage(rawValue: u32(16)) else {
@@ -187,6 +194,16 @@ enum StateFormat {
             }
         }
     }
+}
+
+/// Why a state carries a version this library does not read. A newer writer
+/// that still seals its header as version 1 does leaves a matching checksum;
+/// a damaged version field does not. Only a hint: a later layout may seal
+/// its header differently.
+func versionCause(_ version: UInt32, current: UInt32, sealed: Bool) -> String {
+    if version < current { return "no libmlorc writes it: the header is corrupted" }
+    return sealed ? "it was written by a newer libmlorc"
+                  : "it was written by a newer libmlorc, or the header is corrupted (its checksum does not match either)"
 }
 
 /// A fast 64-bit checksum (four multiply-rotate lanes over 8-byte words,
