@@ -123,6 +123,8 @@ func coreLayout(_ layout: UnsafePointer<mlorc_tensor_layout>?) throws(MlorcError
         try handle.optimizer.initState(try coreLayout(layout), tensorID: tensorID, state: state, bytes: stateBytes,
                                        param: param)
     }
+}
+
 func stateInfo(_ d: StateDescription) -> mlorc_state_info {
     mlorc_state_info(layout_version: d.layoutVersion, rule: d.rule, storage: d.storage, dtype: d.dtype,
                      rows: d.rows, cols: d.cols, rank: d.rank, step: d.step, tensor_id: d.tensorID, state_bytes: d.stateBytes)
