@@ -15,7 +15,7 @@ struct MomentPlan<Rule: MomentRule>: BatchPlan {
     var regionSlot: Workspace.Slot { .sketches }
 
     func regionFloats(_ t: Optimizer.Prepared) -> Int {
-        t.header.storage == .lowRank && lowRank == .factors ? LowRankStep<Rule>.regionFloats(t.header, hyper) : 0
+        t.header.storage == .lowRank && lowRank == .factors ? LowRankStep<Rule, FP32Access>.regionFloats(t.header, hyper) : 0
     }
 
     func makeStep(_ t: Optimizer.Prepared, region: UnsafeMutablePointer<Float>) -> MomentTensorStep<Rule> {
@@ -105,8 +105,10 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
                               step: tensor.header.step + 1)
     }
 
-    private func lowRank<E: TensorElements>(_: E.Type) -> LowRankStep<Rule> {
-        LowRankStep<Rule>(rule: rule, tensor: tensor, hyper: hyper, region: region, rounding: rounding(E.self))
+    /// The low-rank passes: the fp32 fast path, or the one for every other
+    /// element type (compiled once, not per type).
+    private func lowRank<E: TensorElements, A: WeightAccess>(_: E.Type, _: A.Type) -> LowRankStep<Rule, A> {
+        LowRankStep<Rule, A>(rule: rule, tensor: tensor, hyper: hyper, region: region, rounding: rounding(E.self))
     }
 
     private func dense<E: TensorElements>(_: E.Type) -> DenseStep<Rule, E> {
@@ -122,8 +124,10 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
         }
         switch storage {
         case .factors:
-            return try lowRank(E.self).sketch(workspace: &context.workspace, pool: context.pool,
-                                              parts: context.parts(for: elements))
+            let parts = context.parts(for: elements)
+            return tensor.elements == .f32
+                ? try lowRank(E.self, FP32Access.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
+                : try lowRank(E.self, AnyElementAccess.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
         case .dense:
             // verify's scan sees a non-finite gradient too; a reduction over
             // the batch must not see one first.
@@ -146,8 +150,13 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             let w = OutputBounds.maxMagnitude(E.Param.self, tensor.weights(E.self), count: elements, context: context)
             let g = OutputBounds.maxMagnitude(E.Grad.self, tensor.grad(E.self), count: elements, context: context)
             guard w.isFinite else { return "the weights contain NaN or infinity" }
-            let finite = try lowRank(E.self).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
-                                                              pool: context.pool, parts: context.parts(for: elements))
+            let parts = context.parts(for: elements)
+            let finite = tensor.elements == .f32
+                ? try lowRank(E.self, FP32Access.self).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
+                                                                      pool: context.pool, parts: parts)
+                : try lowRank(E.self, AnyElementAccess.self).outputsAreFinite(weightBound: w, gradBound: g,
+                                                                            workspace: &context.workspace,
+                                                                            pool: context.pool, parts: parts)
             return finite ? nil : notFinite
         case .projection:
             return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).verify(context)
@@ -159,7 +168,11 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
         let parts = context.parts(for: elements)
         switch storage {
         case .factors:
-            try lowRank(E.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+            if tensor.elements == .f32 {
+                try lowRank(E.self, FP32Access.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+            } else {
+                try lowRank(E.self, AnyElementAccess.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+            }
         case .projection:
             try GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)

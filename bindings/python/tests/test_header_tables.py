@@ -19,8 +19,8 @@ def header_constants():
     constants = {}
     for name, value in re.findall(r"\b(MLORC_[A-Z0-9_]+)\s*=\s*(\d+)\s*[,}\n]", text):
         constants[name[len("MLORC_"):]] = int(value)
-    for name, value in re.findall(r"^\s*#define\s+(MLORC_[A-Z0-9_]+)\s+(\d+)\s*$", text, flags=re.M):
-        constants[name[len("MLORC_"):]] = int(value)
+    for name, value in re.findall(r"^\s*#define\s+(MLORC_[A-Z0-9_]+)\s+(0x[0-9a-fA-F]+|\d+)\s*$", text, flags=re.M):
+        constants[name[len("MLORC_"):]] = int(value, 0)
     return constants
 
 

@@ -26,7 +26,46 @@ struct PerMoment<T> {
 }
 
 /// One low-rank tensor of a step.
-struct LowRankTensor {
+/// How the passes load and store weights and gradients: FP32Access for fp32
+/// tensors (plain vector moves, the fast path), AnyElementAccess for the
+/// other element types (a predictable branch on each tensor's ElementKind).
+protocol WeightAccess {
+    static func loadWeights(_ t: LowRankTensor<Self>, _ e: Int, _ count: Int) -> SIMD8<Float>
+    static func loadGrad(_ t: LowRankTensor<Self>, _ e: Int, _ count: Int) -> SIMD8<Float>
+    static func storeWeights(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int, _ count: Int)
+    /// v as the caller's parameter would hold it (the stored type's rounding).
+    static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float>
+}
+
+enum FP32Access: WeightAccess {
+    @_transparent static func loadWeights(_ t: LowRankTensor<Self>, _ e: Int, _ count: Int) -> SIMD8<Float> {
+        F32.load8(t.weights.assumingMemoryBound(to: Float.self) + e, count)
+    }
+    @_transparent static func loadGrad(_ t: LowRankTensor<Self>, _ e: Int, _ count: Int) -> SIMD8<Float> {
+        F32.load8(t.grad.assumingMemoryBound(to: Float.self) + e, count)
+    }
+    @_transparent static func storeWeights(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int, _ count: Int) {
+        F32.store8(v, t.weights.assumingMemoryBound(to: Float.self) + e, count)
+    }
+    @_transparent static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float> { v }
+}
+
+enum AnyElementAccess: WeightAccess {
+    @_transparent static func loadWeights(_ t: LowRankTensor<Self>, _ e: Int, _ count: Int) -> SIMD8<Float> {
+        t.weightKind.load8(UnsafeRawPointer(t.weights), e, count)
+    }
+    @_transparent static func loadGrad(_ t: LowRankTensor<Self>, _ e: Int, _ count: Int) -> SIMD8<Float> {
+        t.gradKind.load8(t.grad, e, count)
+    }
+    @_transparent static func storeWeights(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int, _ count: Int) {
+        t.weightKind.store8(v, t.weights, e, count, rounding: t.rounding)
+    }
+    @_transparent static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float> {
+        t.storedKind.roundTrip(v, at: e, rounding: t.rounding)
+    }
+}
+
+struct LowRankTensor<A: WeightAccess> {
     let rows: Int, cols: Int, rank: Int, sketchWidth: Int
     /// The weights the passes step (the parameter, or its fp32 master) and
     /// the gradient, with their element types: one compiled copy of the
@@ -91,11 +130,11 @@ private func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ full: 
 /// The gradient at row offset `e` (row·cols + j), after the tensor's gradient
 /// transform (OrthoGrad / clipping) when one is set.
 @_transparent
-private func gradient<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor, _ e: Int, _ full: Bool,
+private func gradient<Rule: MomentRule, A: WeightAccess>(_ rule: Rule, _ t: LowRankTensor<A>, _ e: Int, _ full: Bool,
                                         _ count: Int) -> SIMD8<Float> {
-    let g = t.gradKind.load8(t.grad, e, full ? 8 : count)
+    let g = A.loadGrad(t, e, full ? 8 : count)
     guard rule.modifiers.transformsGradient else { return g }
-    return rule.modifiers.gradient(g, weights: t.weightKind.load8(UnsafeRawPointer(t.weights), e, full ? 8 : count))
+    return rule.modifiers.gradient(g, weights: A.loadWeights(t, e, full ? 8 : count))
 }
 
 /// Σ_a coef[a] · Vt[a, j..j+7] for a panel block (rows `stride` apart),
@@ -138,7 +177,7 @@ private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>
 /// fixed: its entries below zero become c. Also returns that moment's raw
 /// values (zero for rules without one).
 @_transparent
-private func previousMoments<Rule: MomentRule>(_: Rule.Type, _ t: LowRankTensor, _ coef: UnsafePointer<Float>,
+private func previousMoments<Rule: MomentRule, A: WeightAccess>(_: Rule.Type, _ t: LowRankTensor<A>, _ coef: UnsafePointer<Float>,
                                                _ c: PerMoment<Float>, _ j: Int, _ full: Bool, _ count: Int)
     -> (fixed: PerMoment<SIMD8<Float>>, raw: SIMD8<Float>) {
     // Moments written out one by one (not a loop) so each specialisation is straight-line code.
@@ -161,7 +200,7 @@ private func previousMoments<Rule: MomentRule>(_: Rule.Type, _ t: LowRankTensor,
 
 /// coef[k·rank + a] = U_k[row, a] · s_k[a].
 @_transparent
-private func loadCoefficients(_ t: LowRankTensor, momentCount: Int, row: Int, into coef: UnsafeMutablePointer<Float>) {
+private func loadCoefficients<A: WeightAccess>(_ t: LowRankTensor<A>, momentCount: Int, row: Int, into coef: UnsafeMutablePointer<Float>) {
     for k in 0..<momentCount {
         let f = t.factors[k]
         for a in 0..<t.rank { coef[k &* t.rank &+ a] = f.u[row &* t.rank &+ a] * f.s[a] }
@@ -174,8 +213,8 @@ private func loadCoefficients(_ t: LowRankTensor, momentCount: Int, row: Int, in
 /// moment reads the second). y is rows x l column-major; sketches are l x cols
 /// panels. A non-finite gradient makes the affected y non-finite (every moment
 /// takes (1 − β)·g or (1 − β)·g² with β < 1), which is how callers detect it.
-func rowPass<Rule: MomentRule>(
-    _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>,
+func rowPass<Rule: MomentRule, A: WeightAccess>(
+    _ rule: Rule, _ t: LowRankTensor<A>, rows: Range<Int>,
     sketch: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
     y: PerMoment<UnsafeMutablePointer<Float>>, scratch: UnsafeMutablePointer<Float>
 ) {
@@ -188,7 +227,7 @@ func rowPass<Rule: MomentRule>(
         for k in 0..<Rule.momentCount {
             var b0 = 0
             while b0 < t.sketchWidth {
-                let args = RowSweep(t: t, row: i, b0: b0, coef: coef, sketch: sketch[k], c: c, y: y[k])
+                let args = RowSweep<A>(t: t, row: i, b0: b0, coef: coef, sketch: sketch[k], c: c, y: y[k])
                 let width = min(4, t.sketchWidth - b0)
                 if k == 0 { rowSweep(rule, args, width, Slot0.self) } else { rowSweep(rule, args, width, Slot1.self) }
                 b0 += 4
@@ -199,7 +238,7 @@ func rowPass<Rule: MomentRule>(
 
 /// Dispatches a row sweep to the kernel specialised for its block width.
 @_transparent
-private func rowSweep<Rule: MomentRule, K: MomentSlot>(_ rule: Rule, _ a: RowSweep, _ width: Int, _: K.Type) {
+private func rowSweep<Rule: MomentRule, K: MomentSlot, A: WeightAccess>(_ rule: Rule, _ a: RowSweep<A>, _ width: Int, _: K.Type) {
     switch width {
     case 1: rowSweep(rule, a, Width1.self, K.self)
     case 2: rowSweep(rule, a, Width2.self, K.self)
@@ -214,8 +253,8 @@ enum Slot0: MomentSlot { static var index: Int { 0 } }
 enum Slot1: MomentSlot { static var index: Int { 1 } }
 
 /// Arguments of one row sweep for one moment and sketch columns b0 ..< b0 + W.
-private struct RowSweep {
-    let t: LowRankTensor, row: Int, b0: Int
+private struct RowSweep<A: WeightAccess> {
+    let t: LowRankTensor<A>, row: Int, b0: Int
     let coef: UnsafePointer<Float>
     let sketch: UnsafePointer<Float>, c: PerMoment<Float>
     let y: UnsafeMutablePointer<Float>
@@ -224,8 +263,8 @@ private struct RowSweep {
 /// One 8-column chunk of a row sweep. A separate function taking the sums
 /// inout (not a closure capturing them) keeps them in registers.
 @_transparent
-private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int,
+private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightAccess>(
+    _ rule: Rule, _ a: RowSweep<A>, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int,
     _ sums: inout Accumulators4
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
@@ -242,14 +281,14 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
 /// The last, partial chunk of a row, out of line so that the main loop is
 /// compiled for full chunks only.
 @inline(never)
-private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout Accumulators4
+private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightAccess>(
+    _ rule: Rule, _ a: RowSweep<A>, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout Accumulators4
 ) {
     rowChunk(rule, a, W.self, K.self, j, false, count, &sums)
 }
 
-private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
-    _ rule: Rule, _ a: RowSweep, _: W.Type, _: K.Type
+private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightAccess>(
+    _ rule: Rule, _ a: RowSweep<A>, _: W.Type, _: K.Type
 ) {
     let n = a.t.cols
     var sums = Accumulators4()
@@ -266,8 +305,8 @@ private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot>(
 /// non-linear non-negative moment, XΩ with X the new moment built from the
 /// previous one clipped at 0, NΩ with N = [R < 0], and the row's sum of |R|
 /// and count over R < 0. gradSketch, y and yNeg are rows x l column-major.
-func sketchPass<Rule: MomentRule>(
-    _ rule: Rule, _ t: LowRankTensor, rows: Range<Int>, omega: UnsafePointer<Float>,
+func sketchPass<Rule: MomentRule, A: WeightAccess>(
+    _ rule: Rule, _ t: LowRankTensor<A>, rows: Range<Int>, omega: UnsafePointer<Float>,
     gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
     negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                 rowCount: UnsafeMutablePointer<Double>),
@@ -278,7 +317,7 @@ func sketchPass<Rule: MomentRule>(
         loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
         var b0 = 0
         while b0 < t.sketchWidth {
-            let a = SketchSweep(t: t, row: i, b0: b0, coef: coef, omega: omega, gradSketch: gradSketch,
+            let a = SketchSweep<A>(t: t, row: i, b0: b0, coef: coef, omega: omega, gradSketch: gradSketch,
                                 y: y, negatives: negatives)
             switch min(4, t.sketchWidth - b0) {
             case 1: sketchSweep(rule, a, Width1.self)
@@ -291,8 +330,8 @@ func sketchPass<Rule: MomentRule>(
     }
 }
 
-private struct SketchSweep {
-    let t: LowRankTensor, row: Int, b0: Int
+private struct SketchSweep<A: WeightAccess> {
+    let t: LowRankTensor<A>, row: Int, b0: Int
     let coef: UnsafePointer<Float>
     let omega: UnsafePointer<Float>
     let gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>
@@ -306,8 +345,8 @@ private struct SketchSums {
 }
 
 @_transparent
-private func sketchChunk<Rule: MomentRule, W: BlockWidth>(
-    _ rule: Rule, _ a: SketchSweep, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums
+private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
+    _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
@@ -338,13 +377,13 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth>(
 }
 
 @inline(never)
-private func sketchTail<Rule: MomentRule, W: BlockWidth>(
-    _ rule: Rule, _ a: SketchSweep, _: W.Type, _ j: Int, _ count: Int, _ sums: inout SketchSums
+private func sketchTail<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
+    _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _ j: Int, _ count: Int, _ sums: inout SketchSums
 ) {
     sketchChunk(rule, a, W.self, j, false, count, &sums)
 }
 
-private func sketchSweep<Rule: MomentRule, W: BlockWidth>(_ rule: Rule, _ a: SketchSweep, _: W.Type) {
+private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(_ rule: Rule, _ a: SketchSweep<A>, _: W.Type) {
     let n = a.t.cols, m = a.t.rows, i = a.row
     var sums = SketchSums()
     let fullEnd = n & ~7
@@ -367,7 +406,7 @@ private func sketchSweep<Rule: MomentRule, W: BlockWidth>(_ rule: Rule, _ a: Ske
 /// Per-row sum of |R| and count over the negative entries of the previous
 /// moment 1, R = U diag(s) Vt, from the factors alone (no gradient): the fix's
 /// constant c for rules that must know it before sketching.
-func negativeStatistics(_ t: LowRankTensor, rows: Range<Int>, rowSum: UnsafeMutablePointer<Double>,
+func negativeStatistics<A: WeightAccess>(_ t: LowRankTensor<A>, rows: Range<Int>, rowSum: UnsafeMutablePointer<Double>,
                         rowCount: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<Float>) {
     let coef = PassScratch(scratch, rank: t.rank).coef, n = t.cols
     for i in rows {
@@ -433,8 +472,8 @@ enum CheckOutputs: WeightMode {
 /// With `countKept` it only stores in `kept` how many elements of its
 /// columns cautious masking keeps. q is rows x l column-major; out is an
 /// l x cols panel.
-func columnPass<Rule: MomentRule>(
-    _ rule: Rule, _ t: LowRankTensor, cols: Range<Int>,
+func columnPass<Rule: MomentRule, A: WeightAccess>(
+    _ rule: Rule, _ t: LowRankTensor<A>, cols: Range<Int>,
     q: PerMoment<UnsafePointer<Float>>, c: PerMoment<Float>,
     out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
     scratch: UnsafeMutablePointer<Float>, kept: UnsafeMutablePointer<Int>, countKept: Bool = false,
@@ -466,8 +505,8 @@ func columnPass<Rule: MomentRule>(
 
 /// The column pass with the first W sketch columns unrolled (W = l when
 /// l <= 4); wider sketches handle the remaining columns in a loop.
-private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
-    _ rule: Rule, _ t: LowRankTensor, _ cols: Range<Int>,
+private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
+    _ rule: Rule, _ t: LowRankTensor<A>, _ cols: Range<Int>,
     _ q: PerMoment<UnsafePointer<Float>>, _ c: PerMoment<Float>,
     _ out: PerMoment<UnsafeMutablePointer<Float>>, _: W.Type, _: Mode.Type,
     _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
@@ -483,10 +522,10 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     while blockStart < cols.upperBound {
         let blockEnd = min(blockStart + blockWidth, cols.upperBound)
         @_transparent func rowView(_ i: Int, _ coef: UnsafeMutablePointer<Float>,
-                                   _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow {
+                                   _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow<A> {
             loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
             for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
-            return ColumnRow(t: t, coef: coef, qRow: qRow, c: c, out: out, rowOffset: i &* n,
+            return ColumnRow<A>(t: t, coef: coef, qRow: qRow, c: c, out: out, rowOffset: i &* n,
                              kept: kept)
         }
         let fullEnd = blockStart + (blockEnd - blockStart) & ~7
@@ -514,8 +553,8 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
 }
 
 /// What one row of a column sweep needs.
-private struct ColumnRow {
-    let t: LowRankTensor
+private struct ColumnRow<A: WeightAccess> {
+    let t: LowRankTensor<A>
     let coef: UnsafePointer<Float>, qRow: UnsafePointer<Float>
     let c: PerMoment<Float>
     let out: PerMoment<UnsafeMutablePointer<Float>>
@@ -525,16 +564,16 @@ private struct ColumnRow {
 
 /// The last, partial chunk of a row segment, out of line (see rowTail).
 @inline(never)
-private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
-    _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ count: Int
+private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
+    _ rule: Rule, _ r: ColumnRow<A>, _: W.Type, _: Mode.Type, _ j: Int, _ count: Int
 ) {
     columnChunk(rule, r, W.self, Mode.self, j, false, count)
 }
 
 /// One 8-column chunk of one row in a column sweep.
 @_transparent
-private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
-    _ rule: Rule, _ r: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
+private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
+    _ rule: Rule, _ r: ColumnRow<A>, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
 ) {
     let t = r.t
     let g = gradient(rule, t, r.rowOffset &+ j, full, count)
@@ -546,8 +585,7 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     }
     if Mode.checks {
         let e = r.rowOffset &+ j
-        let w = t.storedKind.roundTrip(rule.updatedWeights(t.weightKind.load8(UnsafeRawPointer(t.weights), e, full ? 8 : count),
-                                                           direction), at: e, rounding: t.rounding)
+        let w = A.stored(rule.updatedWeights(A.loadWeights(t, e, full ? 8 : count), direction), t, e)
         var bits = maskedMagnitudeBits(SIMD8(repeating: 0), w, full ? 8 : count)
         bits = maskedMagnitudeBits(bits, p.first, full ? 8 : count)
         if Rule.momentCount > 1 { bits = maskedMagnitudeBits(bits, p.second, full ? 8 : count) }
@@ -556,8 +594,7 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
     }
     if Mode.updates {
         let e = r.rowOffset &+ j, c = full ? 8 : count
-        t.weightKind.store8(rule.updatedWeights(t.weightKind.load8(UnsafeRawPointer(t.weights), e, c), direction),
-                            t.weights, e, c, rounding: t.rounding)
+        A.storeWeights(rule.updatedWeights(A.loadWeights(t, e, c), direction), t, e, c)
     }
     accumulate(r, W.self, 0, p.first, j, full, count)
     if Rule.momentCount > 1 { accumulate(r, W.self, 1, p.second, j, full, count) }
@@ -565,8 +602,8 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
 
 /// One full 8-column chunk of two consecutive rows in a column sweep.
 @_transparent
-private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
-    _ rule: Rule, _ r1: ColumnRow, _ r2: ColumnRow, _: W.Type, _: Mode.Type, _ j: Int
+private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
+    _ rule: Rule, _ r1: ColumnRow<A>, _ r2: ColumnRow<A>, _: W.Type, _: Mode.Type, _ j: Int
 ) {
     let t = r1.t, l = t.sketchWidth, n = t.cols
     let g1 = gradient(rule, t, r1.rowOffset &+ j, true, 8), g2 = gradient(rule, t, r2.rowOffset &+ j, true, 8)
@@ -579,9 +616,9 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
         return
     }
     if Mode.checks {
-        let e1 = r1.rowOffset &+ j, e2 = r2.rowOffset &+ j, weights = UnsafeRawPointer(t.weights)
-        let w1 = t.storedKind.roundTrip(rule.updatedWeights(t.weightKind.load8(weights, e1, 8), d1), at: e1, rounding: t.rounding)
-        let w2 = t.storedKind.roundTrip(rule.updatedWeights(t.weightKind.load8(weights, e2, 8), d2), at: e2, rounding: t.rounding)
+        let e1 = r1.rowOffset &+ j, e2 = r2.rowOffset &+ j
+        let w1 = A.stored(rule.updatedWeights(A.loadWeights(t, e1, 8), d1), t, e1)
+        let w2 = A.stored(rule.updatedWeights(A.loadWeights(t, e2, 8), d2), t, e2)
         var bits = maskedMagnitudeBits(SIMD8(repeating: 0), w1, 8)
         bits = maskedMagnitudeBits(bits, w2, 8)
         bits = maskedMagnitudeBits(bits, p1.first, 8)
@@ -594,9 +631,9 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
         return
     }
     if Mode.updates {
-        let e1 = r1.rowOffset &+ j, e2 = r2.rowOffset &+ j, weights = UnsafeRawPointer(t.weights)
-        t.weightKind.store8(rule.updatedWeights(t.weightKind.load8(weights, e1, 8), d1), t.weights, e1, 8, rounding: t.rounding)
-        t.weightKind.store8(rule.updatedWeights(t.weightKind.load8(weights, e2, 8), d2), t.weights, e2, 8, rounding: t.rounding)
+        let e1 = r1.rowOffset &+ j, e2 = r2.rowOffset &+ j
+        A.storeWeights(rule.updatedWeights(A.loadWeights(t, e1, 8), d1), t, e1, 8)
+        A.storeWeights(rule.updatedWeights(A.loadWeights(t, e2, 8), d2), t, e2, 8)
     }
     for k in 0..<Rule.momentCount {
         let (o, stride) = Panel.block(r1.out[k], col: j, rows: l, cols: n, full: true)
@@ -617,7 +654,7 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode>(
 
 /// out_k[b, j..j+7] += q_k[i, b] · A_k[i, j..j+7] for every sketch column b.
 @_transparent
-private func accumulate<W: BlockWidth>(_ r: ColumnRow, _: W.Type, _ k: Int, _ value: SIMD8<Float>,
+private func accumulate<W: BlockWidth, A: WeightAccess>(_ r: ColumnRow<A>, _: W.Type, _ k: Int, _ value: SIMD8<Float>,
                                        _ j: Int, _ full: Bool, _ count: Int) {
     let l = r.t.sketchWidth
     let (o, stride) = Panel.block(r.out[k], col: j, rows: l, cols: r.t.cols, full: full)

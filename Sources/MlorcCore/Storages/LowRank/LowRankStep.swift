@@ -7,10 +7,10 @@
 ///           column pass → W updated and B_k = Q_kᵀ A_k; B_k = Ũ Σ Ṽᵀ;
 ///           new factors U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
 /// Only O((rows + cols)·l) scratch; no full-size matrix is ever built.
-struct LowRankStep<Rule: MomentRule> {
+struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
     let rule: Rule
     let prepared: Optimizer.Prepared
-    let tensor: LowRankTensor
+    let tensor: LowRankTensor<A>
     let hyper: Hyperparameters
     let region: UnsafeMutablePointer<Float>  // this tensor's region (regionFloats), kept from sketch to update
 
