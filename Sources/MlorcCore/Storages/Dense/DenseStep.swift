@@ -50,12 +50,31 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         if !g.isFinite { return "gradient contains NaN or infinity" }
         if !w.isFinite { return "the weights contain NaN or infinity" }
         if !moments[0].isFinite || !moments[1].isFinite { return "the state's moments contain NaN or infinity" }
+        // A negative second moment (a dense state is caller memory) is not
+        // covered by magnitude bounds: its square root is NaN. Rehearse then.
+        if let v, Rule.momentCount > 1, Rule.isNonNegative(1) {
+            var negative = [Bool](repeating: false, count: p)
+            negative.withUnsafeMutableBufferPointer { out in
+                context.pool.run(parts: p) { part in
+                    let range = partition(n, parts: p, part: part, align: 8)
+                    var e = range.lowerBound
+                    while e < range.upperBound && !out[part] {
+                        out[part] = any(F32.load8(v + e, min(8, range.upperBound - e)) .< SIMD8(repeating: 0))
+                        e += 8
+                    }
+                }
+            }
+            if negative.contains(true) { return rehearse(context) }
+        }
         let modifiers = rule.modifiers
         let gradient = Double(abs(modifiers.gradScale)) * g + Double(abs(modifiers.weightMix)) * w
         let scale = modifiers.cautiousScale != 0 ? Double(modifiers.cautiousScale) : 1
         if let b = rule.outputBounds(grad: gradient, moments: moments) {
             let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
-            if weights <= E.Stored.provenBound, max(b.moments[0], b.moments[1]) <= OutputBounds.proven { return nil }
+            // The direction is an fp32 intermediate too (before the step size scales it).
+            if weights <= E.Stored.provenBound, max(b.moments[0], b.moments[1], b.direction * scale) <= OutputBounds.proven {
+                return nil
+            }
         }
         return rehearse(context)
     }

@@ -52,7 +52,7 @@ struct GaLoreStep<Rule: MomentRule> {
         if let b = rule.outputBounds(grad: projected, moments: previous) {
             let update = Double(r) * 1.001 * hyper.galoreScale * Double(rule.stepSize) * b.direction
             let weights = w * (1 + Double(rule.decayRate)) + update
-            if max(weights, b.moments[0], b.moments[1]) <= OutputBounds.proven { return nil }
+            if max(weights, b.moments[0], b.moments[1], b.direction) <= OutputBounds.proven { return nil }
         }
         return "the new weights or projected moments could exceed float's range (bounds from |w| \(w), |g| \(g), eps \(hyper.eps) and lr are inconclusive)"
     }
@@ -75,12 +75,17 @@ struct GaLoreStep<Rule: MomentRule> {
     }
 
     /// A payload no step can have written: projection entries beyond an
-    /// orthonormal bound, or non-finite moments.
+    /// orthonormal bound, non-finite moments, or a negative second moment
+    /// (its square root would make the update NaN).
     static func checkPayload(_ h: StateFormat.Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
         let projection = h.rank * min(h.rows, h.cols), moments = 2 * h.rank * max(h.rows, h.cols)
         guard allWithin(payload, count: projection, bound: StateFormat.orthonormalBound),
               allWithin(payload + projection, count: moments, bound: .greatestFiniteMagnitude) else {
             throw MlorcError(.stateCorrupted, "state projection or moments are out of range (not written by a step)")
+        }
+        let second = payload + projection + moments / 2
+        for e in 0..<(moments / 2) where second[e] < 0 {
+            throw MlorcError(.stateCorrupted, "state second moment is negative (not written by a step)")
         }
     }
 

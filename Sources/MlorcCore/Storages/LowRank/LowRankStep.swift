@@ -127,7 +127,9 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
         let scale = hyper.cautious ? Double(m * n) : 1  // cautious masking scales by at most N / 1
         if let b = rule.outputBounds(grad: gradient, moments: moments) {
             let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
-            if weights <= tensor.storedKind.provenBound, max(b.moments[0], b.moments[1]) <= OutputBounds.proven { return true }
+            // The direction is an fp32 intermediate too (before the step size scales it).
+            if weights <= tensor.storedKind.provenBound,
+               max(b.moments[0], b.moments[1], b.direction * scale) <= OutputBounds.proven { return true }
         }
         // Inconclusive: rehearse the update's arithmetic without writing.
         let c = fixConstants()
