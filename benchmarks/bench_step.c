@@ -1,9 +1,10 @@
 /*
- * bench_step: times one libmlorc optimizer step on a single rows x cols fp32
+ * bench_step: times one libmlorc optimizer step on a single rows x cols
  * tensor and measures the extra memory a step needs.
  *
- *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS]
- *     RULE adamw|lion, STORAGE lowrank|dense
+ *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS [DTYPE]]
+ *     RULE adamw|lion, STORAGE lowrank|dense, DTYPE f32 (default)|bf16
+ *     (bf16 parameter and gradient, stochastic rounding: the defaults)
  *
  * Prints one line of JSON: median / min step time (ms) over STEPS timed steps
  * after 3 warm-up steps, state bytes, handle scratch bytes, and the peak
@@ -70,7 +71,7 @@ static long long step_peak_growth(mlorc_optimizer *opt, mlorc_tensor *t) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS]\n", argv[0]);
+        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS [f32|bf16]]\n", argv[0]);
         return 2;
     }
     int rule = strcmp(argv[1], "lion") == 0 ? MLORC_RULE_LION : MLORC_RULE_ADAMW;
@@ -78,26 +79,38 @@ int main(int argc, char **argv) {
     int rank = atoi(argv[3]), threads = atoi(argv[6]);
     int64_t rows = atoll(argv[4]), cols = atoll(argv[5]);
     int steps = argc > 7 ? atoi(argv[7]) : 20;
-    size_t n = (size_t)(rows * cols);
+    int bf16 = argc > 8 && strcmp(argv[8], "bf16") == 0;
+    int dtype = bf16 ? MLORC_DTYPE_BF16 : MLORC_DTYPE_F32;
+    size_t n = (size_t)(rows * cols), element = bf16 ? 2 : 4;
 
     mlorc_optimizer *opt = NULL;
     if (mlorc_create(&opt, rule)) return 1;
     CHECK(mlorc_set_param(opt, MLORC_PARAM_RANK, rank));
     CHECK(mlorc_set_param(opt, MLORC_PARAM_THREADS, threads));
 
-    float *w = malloc(n * sizeof *w), *g = malloc(n * sizeof *g);
+    unsigned char *w = malloc(n * element), *g = malloc(n * element);
     if (!w || !g) return 1;
     for (size_t i = 0; i < n; i++) {
-        w[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-        g[i] = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
+        float wi = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        float gi = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
+        if (bf16) { /* truncated to bf16: any bf16 values do */
+            uint32_t wb, gb;
+            memcpy(&wb, &wi, 4);
+            memcpy(&gb, &gi, 4);
+            ((uint16_t *)w)[i] = (uint16_t)(wb >> 16);
+            ((uint16_t *)g)[i] = (uint16_t)(gb >> 16);
+        } else {
+            ((float *)w)[i] = wi;
+            ((float *)g)[i] = gi;
+        }
     }
-    mlorc_tensor_layout layout = {rows, cols, MLORC_DTYPE_F32, storage};
+    mlorc_tensor_layout layout = {rows, cols, dtype, storage};
     size_t state_bytes = 0;
     CHECK(mlorc_state_size(opt, &layout, &state_bytes));
     void *state = malloc(state_bytes);
     if (!state) return 1;
     CHECK(mlorc_state_init(opt, &layout, 1, state, state_bytes));
-    mlorc_tensor t = {w, g, state, state_bytes, rows, cols, MLORC_DTYPE_F32, 0};
+    mlorc_tensor t = {w, g, state, state_bytes, rows, cols, dtype, 0};
 
     long long first_extra = step_peak_growth(opt, &t);
     if (first_extra == -2) return 1;
@@ -114,10 +127,10 @@ int main(int argc, char **argv) {
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     size_t scratch = 0;
     CHECK(mlorc_scratch_bytes(opt, &scratch));
-    printf("{\"rule\": \"%s\", \"storage\": \"%s\", \"rank\": %d, \"rows\": %lld, \"cols\": %lld, "
-           "\"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"state_bytes\": %zu, "
+    printf("{\"rule\": \"%s\", \"storage\": \"%s\", \"dtype\": \"%s\", \"rank\": %d, \"rows\": %lld, "
+           "\"cols\": %lld, \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"state_bytes\": %zu, "
            "\"scratch_bytes\": %zu, \"first_step_extra_bytes\": %lld, \"peak_extra_bytes\": %lld}\n",
-           argv[1], argv[2], rank, (long long)rows, (long long)cols, threads,
+           argv[1], argv[2], bf16 ? "bf16" : "f32", rank, (long long)rows, (long long)cols, threads,
            times[steps / 2], times[0], state_bytes, scratch, first_extra, warm_extra);
     free(times); free(state); free(w); free(g);
     mlorc_free(opt);

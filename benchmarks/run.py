@@ -1,15 +1,18 @@
 """The benchmark harness: libmlorc against PyTorch, measured in one run.
 
-    python benchmarks/run.py [--shapes 768x768,4096x4096] [--threads 1,2] [--steps 20] [--out DIR]
+    python benchmarks/run.py [--shapes 768x768,4096x4096] [--threads 1,2] [--steps 20] [--dtypes f32,bf16] [--out DIR]
 
 For each shape and thread count it times (median of --steps steps after
 warm-up; see bench_step.c and torch_step.py) one optimizer step of:
 libmlorc MLorc-AdamW r=4 and r=8, MLorc-Lion r=4 and dense AdamW, and, when
 torch is importable, torch.optim.AdamW(fused=True), AdamW(foreach=True) and a
 plain PyTorch MLorc-AdamW (materialise, RSVD with torch.linalg). Every
-configuration runs in its own process. Prints a Markdown table with each time
-as a ratio to fused torch AdamW of the same shape and thread count, and writes
-it with the raw JSON to DIR (default benchmarks/results/).
+configuration runs in its own process. With bf16 in --dtypes, the steps of
+BF16_ROWS also run on a bf16 parameter and gradient (libmlorc: fp32 moments,
+stochastic rounding; torch's fused AdamW then keeps bf16 moments). Prints a
+Markdown table with each time as a ratio to fused torch AdamW of the same
+shape, thread count and dtype (and a bf16 step's ratio to its own fp32 step),
+and writes it with the raw JSON to DIR (default benchmarks/results/).
 """
 import argparse
 import json
@@ -30,6 +33,8 @@ LIBMLORC = [  # label, rule, storage, rank
     ("libmlorc MLorc-Lion r=4", "lion", "lowrank", 4),
     ("libmlorc dense AdamW", "adamw", "dense", 4),
 ]
+# The steps also measured in bf16.
+BF16_ROWS = {"libmlorc MLorc-AdamW r=4", "libmlorc MLorc-Lion r=4", "libmlorc dense AdamW", "torch AdamW fused"}
 TORCH = [  # label, kind
     ("torch AdamW fused", "adamw-fused"),
     ("torch AdamW foreach", "adamw-foreach"),
@@ -66,11 +71,15 @@ def main():
     ap.add_argument("--shapes", default="768x768,768x3072,4096x4096,4096x11008")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--dtypes", default="f32,bf16", help="f32, bf16 or both")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--no-reference", action="store_true", help="skip the slow plain PyTorch MLorc")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    if not dtypes or set(dtypes) - {"f32", "bf16"}:
+        ap.error("--dtypes takes f32, bf16 or both")
     build_bench()
     torch_ok = have_torch()
     if not torch_ok:
@@ -79,31 +88,41 @@ def main():
     rows = []
     for (m, n) in shapes:
         for th in threads:
-            for label, rule, storage, rank in LIBMLORC:
-                r = run_json([str(BENCH_BIN), rule, storage, str(rank), str(m), str(n), str(th), str(args.steps)])
-                rows.append(dict(r, label=label, shape=f"{m}x{n}"))
-                print(f"{m}x{n} t={th} {label}: {r['median_ms']} ms", file=sys.stderr)
-            if torch_ok:
+            for dtype in dtypes:
+                for label, rule, storage, rank in LIBMLORC:
+                    if dtype != "f32" and label not in BF16_ROWS:
+                        continue
+                    r = run_json([str(BENCH_BIN), rule, storage, str(rank), str(m), str(n), str(th),
+                                  str(args.steps), dtype])
+                    rows.append(dict(r, label=label, shape=f"{m}x{n}", dtype=dtype))
+                    print(f"{m}x{n} t={th} {dtype} {label}: {r['median_ms']} ms", file=sys.stderr)
+                if not torch_ok:
+                    continue
                 for label, kind in TORCH:
-                    if kind == "mlorc-reference" and args.no_reference:
+                    if (kind == "mlorc-reference" and args.no_reference) or (dtype != "f32" and label not in BF16_ROWS):
                         continue
                     steps = args.steps if kind != "mlorc-reference" or m * n < 10**7 else max(5, args.steps // 4)
                     r = run_json([sys.executable, str(ROOT / "benchmarks" / "torch_step.py"), kind,
-                                  str(m), str(n), str(th), str(steps)])
-                    rows.append(dict(r, label=label, shape=f"{m}x{n}", steps=steps))
-                    print(f"{m}x{n} t={th} {label}: {r['median_ms']} ms", file=sys.stderr)
+                                  str(m), str(n), str(th), str(steps), dtype])
+                    rows.append(dict(r, label=label, shape=f"{m}x{n}", steps=steps, dtype=dtype))
+                    print(f"{m}x{n} t={th} {dtype} {label}: {r['median_ms']} ms", file=sys.stderr)
 
-    fused = {(r["shape"], r["threads"]): r["median_ms"] for r in rows if r["label"] == "torch AdamW fused"}
-    lines = ["| shape | threads | step | median ms | × torch fused AdamW | state MiB | scratch MiB | peak extra MiB (first step / warm step) |",
-             "|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r["shape"], r["threads"], r["dtype"])
+    fused = {key(r): r["median_ms"] for r in rows if r["label"] == "torch AdamW fused"}
+    own_f32 = {(r["shape"], r["threads"], r["label"]): r["median_ms"] for r in rows if r["dtype"] == "f32"}
+    lines = ["| shape | threads | dtype | step | median ms | × torch fused AdamW (same dtype) | × own f32 step | "
+             "state MiB | scratch MiB | peak extra MiB (first step / warm step) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        base = fused.get((r["shape"], r["threads"]))
+        base = fused.get(key(r))
         ratio = f"{r['median_ms'] / base:.2f}" if base else "n/a"
+        f32 = own_f32.get((r["shape"], r["threads"], r["label"])) if r["dtype"] != "f32" else None
+        versus_f32 = f"{r['median_ms'] / f32:.2f}" if f32 else ""
         state = mib(r.get("state_bytes")) if "state_bytes" in r else "n/a"
         scratch = mib(r.get("scratch_bytes")) if "scratch_bytes" in r else "n/a"
         first = mib(r.get("first_step_extra_bytes")) if "first_step_extra_bytes" in r else "n/a"
-        lines.append(f"| {r['shape']} | {r['threads']} | {r['label']} | {r['median_ms']:.2f} | {ratio} | "
-                     f"{state} | {scratch} | {first} / {mib(r.get('peak_extra_bytes'))} |")
+        lines.append(f"| {r['shape']} | {r['threads']} | {r['dtype']} | {r['label']} | {r['median_ms']:.2f} | {ratio} | "
+                     f"{versus_f32} | {state} | {scratch} | {first} / {mib(r.get('peak_extra_bytes'))} |")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu}, {os.cpu_count()} cores, "
               f"median of {args.steps} steps after warm-up (the plain PyTorch MLorc at >= 10M elements: "

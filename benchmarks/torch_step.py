@@ -1,6 +1,9 @@
-"""Times one PyTorch optimizer step on a single rows x cols fp32 parameter.
+"""Times one PyTorch optimizer step on a single rows x cols parameter.
 
-    python benchmarks/torch_step.py KIND ROWS COLS THREADS [STEPS]
+    python benchmarks/torch_step.py KIND ROWS COLS THREADS [STEPS [DTYPE]]
+
+DTYPE is f32 (default) or bf16 (the parameter and its gradient; torch's
+AdamW then keeps bf16 moments).
 
 KIND is adamw-fused, adamw-foreach or mlorc-reference. Prints one JSON line
 like bench_step.c: median / min step time over STEPS timed steps after 3
@@ -78,10 +81,11 @@ class ReferenceMLorcAdamW:
 def main():
     kind, rows, cols, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     steps = int(sys.argv[5]) if len(sys.argv) > 5 else 20
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[sys.argv[6] if len(sys.argv) > 6 else "f32"]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.rand(rows, cols) - 0.5)
-    p.grad = torch.rand(rows, cols) - 0.5
+    p = torch.nn.Parameter((torch.rand(rows, cols) - 0.5).to(dtype))
+    p.grad = (torch.rand(rows, cols) - 0.5).to(dtype)
     if kind == "adamw-fused":
         opt = torch.optim.AdamW([p], lr=1e-4, fused=True)
         step = opt.step
@@ -108,7 +112,7 @@ def main():
         step()
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
-    print(json.dumps({"kind": kind, "rows": rows, "cols": cols, "threads": threads,
+    print(json.dumps({"kind": kind, "dtype": str(dtype).removeprefix("torch."), "rows": rows, "cols": cols, "threads": threads,
                       "median_ms": round(times[len(times) // 2], 3), "min_ms": round(times[0], 3),
                       "peak_extra_bytes": extra}))
 

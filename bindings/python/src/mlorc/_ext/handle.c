@@ -80,12 +80,12 @@ static PyObject *Handle_state_size(HandleObject *self, PyObject *args, PyObject 
 }
 
 static PyObject *Handle_state_init(HandleObject *self, PyObject *args, PyObject *kwds) {
-    static char *keywords[] = {"state", "rows", "cols", "tensor_id", "storage", "dtype", NULL};
+    static char *keywords[] = {"state", "rows", "cols", "tensor_id", "storage", "dtype", "param", NULL};
     mlorc_tensor_layout layout = {0, 0, MLORC_DTYPE_F32, MLORC_STORAGE_AUTO};
-    PyObject *state, *id_object;
+    PyObject *state, *id_object, *param = Py_None;
     long long rows, cols;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLO|ii:state_init", keywords, &state, &rows,
-                                     &cols, &id_object, &layout.storage, &layout.dtype))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLO|iiO:state_init", keywords, &state, &rows,
+                                     &cols, &id_object, &layout.storage, &layout.dtype, &param))
         return NULL;
     if (handle_check_idle(self) < 0) return NULL;
     /* Checked conversion: "K" would silently wrap negative or huge ids. */
@@ -93,16 +93,34 @@ static PyObject *Handle_state_init(HandleObject *self, PyObject *args, PyObject 
     if (tensor_id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     layout.rows = rows;
     layout.cols = cols;
-    Py_buffer view;
-    if (get_byte_buffer(state, &view, 1, "state") < 0) return NULL;
+    Py_buffer view, param_view;
+    int param_held = 0;
+    if (param != Py_None) { /* the values of fp32 master weights (mlorc_state_init_with_param) */
+        if (get_element_buffer(param, &param_view, 0, "param", layout.dtype) < 0) return NULL;
+        param_held = 1;
+        if (rows < 1 || cols < 1 || param_view.len / param_view.itemsize != rows * cols) {
+            PyErr_Format(PyExc_ValueError, "param has %zd elements, but the state is for %lldx%lld",
+                         param_view.len / param_view.itemsize, rows, cols);
+            PyBuffer_Release(&param_view);
+            return NULL;
+        }
+    }
+    if (get_byte_buffer(state, &view, 1, "state") < 0) {
+        if (param_held) PyBuffer_Release(&param_view);
+        return NULL;
+    }
     int status;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS /* zeroing a dense state touches 2mn floats */
-    status = mlorc_state_init(self->opt, &layout, tensor_id, view.buf, (size_t)view.len);
+    status = param_held ? mlorc_state_init_with_param(self->opt, &layout, tensor_id, param_view.buf,
+                                                      view.buf, (size_t)view.len)
+                        : mlorc_state_init(self->opt, &layout, tensor_id, view.buf, (size_t)view.len);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     PyBuffer_Release(&view);
-    if (status != MLORC_OK) return raise_status(status, self->opt, "mlorc_state_init");
+    if (param_held) PyBuffer_Release(&param_view);
+    if (status != MLORC_OK)
+        return raise_status(status, self->opt, param_held ? "mlorc_state_init_with_param" : "mlorc_state_init");
     Py_RETURN_NONE;
 }
 
@@ -148,13 +166,15 @@ static PyMethodDef Handle_methods[] = {
     {"state_size", (PyCFunction)(void (*)(void))Handle_state_size, METH_VARARGS | METH_KEYWORDS,
      "state_size(rows, cols, storage=STORAGE_AUTO, dtype=DTYPE_F32) -> int bytes."},
     {"state_init", (PyCFunction)(void (*)(void))Handle_state_init, METH_VARARGS | METH_KEYWORDS,
-     "state_init(state, rows, cols, tensor_id, storage=STORAGE_AUTO, dtype=DTYPE_F32):\n"
-     "initialise a writable, C-contiguous byte buffer in place."},
+     "state_init(state, rows, cols, tensor_id, storage=STORAGE_AUTO, dtype=DTYPE_F32, param=None):\n"
+     "initialise a writable, C-contiguous byte buffer in place; with param (the\n"
+     "parameter's values) through mlorc_state_init_with_param (master weights)."},
     {"state_inspect", (PyCFunction)Handle_state_inspect, METH_O,
      "state_inspect(state) -> dict: as the module-level state_inspect."},
     {"step", (PyCFunction)Handle_step_method, METH_VARARGS,
      "step(tensors, lr, group=None): one mlorc_step_group over\n"
-     "[(param, grad, state, rows, cols), ...]; param, state and the group state\n"
+     "[(param, grad, state, rows, cols[, dtype]), ...] (dtype: mlorc_tensor.dtype,\n"
+     "DTYPE_F32 if absent); param, state and the group state\n"
      "(D-adaptation rules only) are updated in place; all-or-nothing."},
     {"group_state_init", (PyCFunction)Handle_group_state_init, METH_O,
      "group_state_init(group): write a fresh group state into a writable buffer\n"

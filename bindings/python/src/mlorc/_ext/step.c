@@ -18,36 +18,48 @@ static void release(Held *held, Py_ssize_t count) {
     }
 }
 
-/* Acquires tensor i's buffers into *h and fills *t; -1 with an exception set. */
+/* Acquires tensor i's buffers into *h and fills *t; -1 with an exception set.
+ * An item is (param, grad, state, rows, cols[, dtype]): dtype is
+ * mlorc_tensor.dtype (MLORC_DTYPE_F32 when absent), which says how the
+ * param and grad buffers are read. */
 static int prepare(PyObject *item, Py_ssize_t i, Held *h, mlorc_tensor *t) {
     PyObject *param, *grad, *state;
     long long rows, cols;
+    int dtype = MLORC_DTYPE_F32;
     char what[64];
-    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5) {
+    Py_ssize_t size = PyTuple_Check(item) ? PyTuple_GET_SIZE(item) : 0;
+    if (size != 5 && size != 6) {
         PyErr_Format(PyExc_TypeError,
-                     "tensor %zd: expected a tuple (param, grad, state, rows, cols)", i);
+                     "tensor %zd: expected a tuple (param, grad, state, rows, cols[, dtype])", i);
         return -1;
     }
-    if (!PyArg_ParseTuple(item, "OOOLL", &param, &grad, &state, &rows, &cols)) return -1;
+    if (!PyArg_ParseTuple(item, "OOOLL|i", &param, &grad, &state, &rows, &cols, &dtype)) return -1;
     if (rows < 1 || cols < 1 || rows > INT64_MAX / 4 / cols) {
         PyErr_Format(PyExc_ValueError, "tensor %zd: shape %lldx%lld is invalid", i, rows, cols);
         return -1;
     }
+    int param_type = dtype & 0xff, grad_type = dtype & MLORC_DTYPE_GRAD_F32 ? MLORC_DTYPE_F32 : param_type;
+    if ((dtype & ~(0xff | MLORC_DTYPE_GRAD_F32)) != 0 ||
+        (param_type == MLORC_DTYPE_F32 && dtype != MLORC_DTYPE_F32)) {
+        PyErr_Format(PyExc_ValueError, "tensor %zd: dtype %d is not a tensor dtype", i, dtype);
+        return -1;
+    }
     PyOS_snprintf(what, sizeof what, "tensor %zd param", i);
-    if (get_f32_buffer(param, &h->param, 1, what) < 0) return -1;
+    if (get_element_buffer(param, &h->param, 1, what, param_type) < 0) return -1;
     h->held = 1;
     PyOS_snprintf(what, sizeof what, "tensor %zd grad", i);
-    if (get_f32_buffer(grad, &h->grad, 0, what) < 0) return -1;
+    if (get_element_buffer(grad, &h->grad, 0, what, grad_type) < 0) return -1;
     h->held = 2;
     PyOS_snprintf(what, sizeof what, "tensor %zd state", i);
     if (get_byte_buffer(state, &h->state, 1, what) < 0) return -1;
     h->held = 3;
     Py_ssize_t expected = (Py_ssize_t)(rows * cols);
-    if (h->param.len / 4 != expected || h->grad.len / 4 != expected) {
+    if (h->param.len / h->param.itemsize != expected || h->grad.len / h->grad.itemsize != expected) {
         PyErr_Format(PyExc_ValueError,
-                     "tensor %zd: shape %lldx%lld needs %zd float32 elements, "
+                     "tensor %zd: shape %lldx%lld needs %zd elements, "
                      "but param has %zd and grad has %zd",
-                     i, rows, cols, expected, h->param.len / 4, h->grad.len / 4);
+                     i, rows, cols, expected, h->param.len / h->param.itemsize,
+                     h->grad.len / h->grad.itemsize);
         return -1;
     }
     t->param = h->param.buf;
@@ -56,7 +68,7 @@ static int prepare(PyObject *item, Py_ssize_t i, Held *h, mlorc_tensor *t) {
     t->state_bytes = (size_t)h->state.len;
     t->rows = rows;
     t->cols = cols;
-    t->dtype = MLORC_DTYPE_F32;
+    t->dtype = dtype;
     t->reserved = 0;
     return 0;
 }
@@ -73,7 +85,7 @@ PyObject *handle_step(HandleObject *self, PyObject *args) {
         group_held = 1;
     }
     seq = PySequence_Fast(items, "step: tensors must be a sequence of "
-                                 "(param, grad, state, rows, cols) tuples");
+                                 "(param, grad, state, rows, cols[, dtype]) tuples");
     if (seq == NULL) {
         if (group_held) PyBuffer_Release(&group_view);
         return NULL;

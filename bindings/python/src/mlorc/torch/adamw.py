@@ -33,6 +33,13 @@ class AdamW(MlorcOptimizer):
         compress: which parameters are stored low-rank (see mlorc._policy):
             None (library's AUTO), a bool, a set of names or a callable
             (name_or_index, param) -> bool.
+        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
+            of the weights in the state (4 bytes per element) that the step
+            updates, writing its rounding to the parameter (fixed when a state
+            is created; ignored for float32 parameters).
+        stochastic_rounding: round new bfloat16 weights stochastically (the
+            default; bits keyed by seed, parameter, step and element, so runs
+            are reproducible) or, with False, to nearest even.
     """
 
     _rule = "adamw"
@@ -40,9 +47,11 @@ class AdamW(MlorcOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
                  rank=4, oversampling=0, power_iterations=0, bias_correction=True, seed=0,
-                 threads=None, compress=None, atan2=False, grams=False, cautious=False,
+                 threads=None, compress=None, master_weights=False,
+                 stochastic_rounding=True, atan2=False, grams=False, cautious=False,
                  orthograd=False, clip_norm=0.0):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
                         oversampling=oversampling, power_iterations=power_iterations,
                         bias_correction=bias_correction, seed=seed, threads=threads, atan2=atan2,
                         grams=grams, cautious=cautious, orthograd=orthograd, clip_norm=clip_norm,

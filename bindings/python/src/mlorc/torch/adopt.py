@@ -18,9 +18,11 @@ class Adopt(MlorcOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, weight_decay=0.0, *,
                  clip=False, rank=4, oversampling=0, power_iterations=0, seed=0, threads=None,
-                 compress=None, atan2=False, grams=False, cautious=False, orthograd=False,
+                 compress=None, master_weights=False,
+                 stochastic_rounding=True, atan2=False, grams=False, cautious=False, orthograd=False,
                  clip_norm=0.0):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clip=clip,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clip=clip,
                         rank=rank, oversampling=oversampling, power_iterations=power_iterations,
                         seed=seed, threads=threads, atan2=atan2, grams=grams, cautious=cautious,
                         orthograd=orthograd, clip_norm=clip_norm)

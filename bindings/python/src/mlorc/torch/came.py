@@ -13,14 +13,23 @@ class CAME(MlorcOptimizer):
     rank-`rank` factors (MLorc) for large matrices and densely for the rest
     (``compress`` as in mlorc.torch.AdamW). The update options of the other
     optimizers (Grams, cautious, OrthoGrad, clipping) do not apply.
+        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
+            of the weights in the state (4 bytes per element) that the step
+            updates, writing its rounding to the parameter (fixed when a state
+            is created; ignored for float32 parameters).
+        stochastic_rounding: round new bfloat16 weights stochastically (the
+            default; bits keyed by seed, parameter, step and element, so runs
+            are reproducible) or, with False, to nearest even.
     """
 
     _rule = "came"
 
     def __init__(self, params, lr=2e-4, eps=(1e-30, 1e-16), clip_threshold=1.0, betas=(0.9, 0.999, 0.9999),
                  weight_decay=0.0, *, rank=4, oversampling=0, power_iterations=0, seed=0, threads=None,
-                 compress=None):
-        defaults = dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold, betas=tuple(betas),
+                 compress=None, master_weights=False,
+                 stochastic_rounding=True):
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, eps=tuple(eps), clip_threshold=clip_threshold, betas=tuple(betas),
                         weight_decay=weight_decay, rank=rank, oversampling=oversampling,
                         power_iterations=power_iterations, seed=seed, threads=threads)
         super().__init__(params, defaults, compress=compress)

@@ -15,7 +15,7 @@ from .. import _native
 from .._policy import resolved_storage
 from .fixed_settings import check_unchanged
 from .tensor_ids import is_name_id, name_id
-from .tensors import layout_of, state_tensor_ok
+from .tensors import dtype_of, layout_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
 GROUP_STATE_KEY = "mlorc_group_state"
@@ -108,6 +108,10 @@ def _validate_state(opt, p, tensor, what):
     if info["rule"] != opt._rule:
         raise ValueError(f"{what} belongs to rule {info['rule']}, but this optimizer is {opt._rule}")
     rows, cols = layout_of(p)
+    dtype = _native.DTYPE_NAMES[dtype_of(p)]
+    if info["dtype"] != dtype:
+        raise ValueError(f"{what} is for a {info['dtype']} parameter, but the parameter is {p.dtype}: "
+                         "resume with the parameters in the dtype they were trained in")
     if (info["rows"], info["cols"]) != (rows, cols):
         raise ValueError(f"{what} is for a {info['rows']}x{info['cols']} tensor, "
                          f"but the parameter is {rows}x{cols} (shape {tuple(p.shape)})")
@@ -118,6 +122,9 @@ def _validate_state(opt, p, tensor, what):
     if info["storage"] != expected:
         raise ValueError(f"{what} is {info['storage']}, but this optimizer's "
                          f"compress= policy stores it {expected}")
+    if dtype != "f32" and info["master_weights"] != bool(group["master_weights"]):
+        raise ValueError(f"{what} {'keeps' if info['master_weights'] else 'has no'} fp32 master weights, but its "
+                         f"parameter group has master_weights={bool(group['master_weights'])}")
     if expected == "lowrank" and info["rank"] != group["rank"]:
         raise ValueError(f"{what} has rank {info['rank']}, "
                          f"but its parameter group has rank {group['rank']}")

@@ -17,15 +17,24 @@ class DAdaptLion(MlorcOptimizer):
     Args: as mlorc.torch.Lion without grams and cautious, plus d0 and
     stats_stride. Defaults are the reference's: lr 1, betas (0.9, 0.99),
     weight_decay 0.
+        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
+            of the weights in the state (4 bytes per element) that the step
+            updates, writing its rounding to the parameter (fixed when a state
+            is created; ignored for float32 parameters).
+        stochastic_rounding: round new bfloat16 weights stochastically (the
+            default; bits keyed by seed, parameter, step and element, so runs
+            are reproducible) or, with False, to nearest even.
     """
 
     _rule = "dadapt_lion"
     _adapts_step_size = True
 
     def __init__(self, params, lr=1.0, betas=(0.9, 0.99), weight_decay=0.0, *, d0=1e-6, stats_stride=11,
-                 rank=4, oversampling=0, power_iterations=0, seed=0, threads=None, compress=None,
+                 rank=4, oversampling=0, power_iterations=0, seed=0, threads=None, compress=None, master_weights=False,
+                 stochastic_rounding=True,
                  orthograd=False, clip_norm=0.0):
-        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, d0=d0, stats_stride=stats_stride,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, betas=tuple(betas), weight_decay=weight_decay, d0=d0, stats_stride=stats_stride,
                         rank=rank, oversampling=oversampling, power_iterations=power_iterations, seed=seed,
                         threads=threads, orthograd=orthograd, clip_norm=clip_norm)
         super().__init__(params, defaults, compress=compress)

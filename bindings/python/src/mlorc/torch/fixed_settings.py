@@ -14,6 +14,7 @@ FIXED = {
     "oversampling": "with rank, it decides which parameters are stored low-rank",
     "stats_stride": "it is stored in each parameter's state and sizes it",
     "d0": "the group's step-size estimate was initialised with it",
+    "master_weights": "a state keeps fp32 master weights or not from when it is created",
 }
 
 

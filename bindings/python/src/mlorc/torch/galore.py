@@ -18,9 +18,11 @@ class GaLoreAdamW(MlorcOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, *,
                  rank=4, scale=0.25, update_proj_gap=200, oversampling=0, power_iterations=0,
-                 bias_correction=True, seed=0, threads=None, compress=None, orthograd=False,
+                 bias_correction=True, seed=0, threads=None, compress=None, master_weights=False,
+                 stochastic_rounding=True, orthograd=False,
                  clip_norm=0.0):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
                         scale=scale, update_proj_gap=update_proj_gap, oversampling=oversampling,
                         power_iterations=power_iterations, bias_correction=bias_correction, seed=seed,
                         threads=threads, orthograd=orthograd, clip_norm=clip_norm)

@@ -17,14 +17,23 @@ class MoFaSGD(MlorcOptimizer):
     (decoupled, 0), and keyword-only rank (4), reciprocal, max_value (1e4),
     oversampling / power_iterations / seed (the first step's randomized SVD),
     threads, compress (low-rank storage needs 2·rank <= min(rows, cols)).
+        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
+            of the weights in the state (4 bytes per element) that the step
+            updates, writing its rounding to the parameter (fixed when a state
+            is created; ignored for float32 parameters).
+        stochastic_rounding: round new bfloat16 weights stochastically (the
+            default; bits keyed by seed, parameter, step and element, so runs
+            are reproducible) or, with False, to nearest even.
     """
 
     _rule = "mofasgd"
 
     def __init__(self, params, lr=1e-2, beta=0.9, eps=1e-8, weight_decay=0.0, *, rank=4,
                  reciprocal=False, max_value=1e4, oversampling=0, power_iterations=0, seed=0,
-                 threads=None, compress=None):
-        defaults = dict(lr=lr, beta=beta, eps=eps, weight_decay=weight_decay, rank=rank,
+                 threads=None, compress=None, master_weights=False,
+                 stochastic_rounding=True):
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, beta=beta, eps=eps, weight_decay=weight_decay, rank=rank,
                         reciprocal=reciprocal, max_value=max_value, oversampling=oversampling,
                         power_iterations=power_iterations, seed=seed, threads=threads)
         super().__init__(params, defaults, compress=compress)

@@ -22,7 +22,7 @@ from .fixed_settings import check_unchanged, fixed_settings
 from .names import group_names
 from .tensor_ids import tensor_id
 from .torch_flags import check_flags
-from .tensors import check_param, grad_array, layout_of, param_array
+from .tensors import check_param, dtype_of, grad_array, layout_of, param_array
 
 STATE_KEY = checkpoint.STATE_KEY
 GROUP_STATE_KEY = checkpoint.GROUP_STATE_KEY
@@ -44,6 +44,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults, compress=None):
         lr = defaults["lr"]
+        # Half-precision parameters (bf16, f16): every rule takes these two.
+        defaults.setdefault("master_weights", False)
+        defaults.setdefault("stochastic_rounding", True)
         if not (isinstance(lr, (int, float, torch.Tensor)) and math.isfinite(float(lr)) and float(lr) >= 0):
             raise ValueError(f"Invalid learning rate: {lr}")
         self._compress = compress
@@ -67,6 +70,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
     def _configure(self, handle, group):
         for name, value in self._settings(group).items():
             _native.set_hyper(handle, name, value)
+        if _native.supports_half(self._rule):
+            _native.set_hyper(handle, "master_weights", int(bool(group["master_weights"])))
+            _native.set_hyper(handle, "stochastic_rounding", int(bool(group["stochastic_rounding"])))
 
     @staticmethod
     def _threads(group):
@@ -107,12 +113,16 @@ class MlorcOptimizer(torch.optim.Optimizer):
         for j, p in enumerate(params):
             label = f"parameter {names[j]!r}" if names[j] is not None else f"parameter {first + j}"
             check_param(p, label)
+            if p.dtype != torch.float32 and not _native.supports_half(self._rule):
+                raise TypeError(f"{label} has dtype {p.dtype}, but {type(self).__name__} steps float32 "
+                                "parameters only: convert the model with model.float()")
             request = storage_request(compress, names[j] if names[j] is not None else first + j, p, group["rank"])
             if p.numel() > 0:
                 try:
-                    handle.state_size(*layout_of(p), request)
+                    handle.state_size(*layout_of(p), request, dtype_of(p))
                 except _native.MlorcError as e:
-                    raise ValueError(f"{label} (shape {tuple(p.shape)}) cannot be stored as asked: {e.message}") from e
+                    raise ValueError(f"{label} (shape {tuple(p.shape)}, {p.dtype}) cannot be stored as asked: "
+                                     f"{e.message}") from e
             storage[p] = request
         if self._adapts_step_size and GROUP_STATE_KEY not in group:
             group_state = torch.empty(_native.GROUP_STATE_BYTES, dtype=torch.uint8)
@@ -205,9 +215,11 @@ class MlorcOptimizer(torch.optim.Optimizer):
         tensor = state.get(STATE_KEY)
         if tensor is None:
             rows, cols = layout_of(p)
-            request = self._storage[p]
-            tensor = torch.empty(handle.state_size(rows, cols, request), dtype=torch.uint8)
-            handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request)
+            request, dtype = self._storage[p], dtype_of(p)
+            tensor = torch.empty(handle.state_size(rows, cols, request, dtype), dtype=torch.uint8)
+            # The values of fp32 master weights (ignored without them).
+            param = param_array(p) if dtype != _native.DTYPES["f32"] else None
+            handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request, dtype, param)
             state[STATE_KEY] = tensor
             self._mark_checked(p, tensor)
         elif not self._was_checked(p, tensor):
@@ -237,13 +249,14 @@ class MlorcOptimizer(torch.optim.Optimizer):
                 if tensor is not None:
                     total += tensor.numel()
                 elif p.numel() > 0:
-                    total += handle.state_size(*layout_of(p), self._storage[p])
+                    total += handle.state_size(*layout_of(p), self._storage[p], dtype_of(p))
         return total
 
     def dense_adamw_state_bytes(self):
         """Bytes dense AdamW (torch.optim.AdamW) keeps for the same parameters:
-        two fp32 moments each (its per-parameter step counters not counted)."""
-        return sum(8 * p.numel() for group in self.param_groups for p in group["params"])
+        two moments of the parameter's dtype each (its per-parameter step
+        counters not counted)."""
+        return sum(2 * p.element_size() * p.numel() for group in self.param_groups for p in group["params"])
 
     def load_state_dict(self, state_dict):
         """As torch's, after checking every state against this optimizer
@@ -287,7 +300,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             label = self._label(p)
             check_param(p, label)
             grad = grad_array(p, label, negate=maximize)
-            batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p))
+            batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p) + (dtype_of(p),))
             stepped.append(p)
         return handle, float(group["lr"]), batch, stepped, group
 

@@ -28,9 +28,11 @@ class Prodigy(MlorcOptimizer):
 
     def __init__(self, params, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0, *,
                  d0=1e-6, d_coef=1.0, growth_rate=math.inf, stats_stride=11, bias_correction=False,
-                 rank=4, oversampling=0, power_iterations=0, seed=0, threads=None, compress=None,
+                 rank=4, oversampling=0, power_iterations=0, seed=0, threads=None, compress=None, master_weights=False,
+                 stochastic_rounding=True,
                  atan2=False, grams=False, cautious=False, orthograd=False, clip_norm=0.0):
-        defaults = dict(lr=lr, betas=tuple(betas), beta3=beta3, eps=eps, weight_decay=weight_decay, d0=d0,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        lr=lr, betas=tuple(betas), beta3=beta3, eps=eps, weight_decay=weight_decay, d0=d0,
                         d_coef=d_coef, growth_rate=growth_rate, stats_stride=stats_stride,
                         bias_correction=bias_correction, rank=rank, oversampling=oversampling,
                         power_iterations=power_iterations, seed=seed, threads=threads, atan2=atan2,

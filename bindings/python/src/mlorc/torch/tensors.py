@@ -1,15 +1,21 @@
 """Torch tensors as the buffers the extension updates in place.
 
 torch tensors do not export the buffer protocol; `t.detach().numpy()` shares
-their memory. A parameter that is not a CPU, float32, contiguous tensor is
-refused: converting it (.contiguous(), .float()) would update a copy and
-silently lose the step.
+their memory (bfloat16, which numpy lacks, through an int16 view of its
+bits). A parameter that is not a CPU, contiguous float32, bfloat16 or float16
+tensor is refused: converting it (.contiguous(), .float()) would update a
+copy and silently lose the step.
 """
 import sys
 
 import torch
 
+from .. import _native
 from .._shapes import matrix_shape
+
+# The parameter dtypes libmlorc steps, as mlorc_dtype codes.
+DTYPES = {torch.float32: _native.DTYPES["f32"], torch.bfloat16: _native.DTYPES["bf16"],
+          torch.float16: _native.DTYPES["f16"]}
 
 
 # Tensor types whose memory is the tensor's values: every subclass (DTensor,
@@ -72,9 +78,10 @@ def check_param(p, label):
                         "and imaginary parts as one real parameter, nn.Parameter(torch.view_as_real("
                         "z.to(torch.complex64))) of shape (..., 2), and use torch.view_as_complex(p) "
                         "in the forward pass")
-    if p.dtype != torch.float32:
-        raise TypeError(f"{label} has dtype {p.dtype}; mlorc needs float32 parameters: convert the "
-                        "model once with model.float() before creating the optimizer")
+    if p.dtype not in DTYPES:
+        raise TypeError(f"{label} has dtype {p.dtype}; mlorc steps float32, bfloat16 and float16 "
+                        "parameters: convert the model once (model.float() or model.bfloat16()) before "
+                        "creating the optimizer")
     if not p.is_contiguous():
         raise ValueError(_not_contiguous(p, label))
 
@@ -96,26 +103,38 @@ def _not_contiguous(p, label):
 
 def grad_array(p, label, negate=False):
     """The gradient (or, with `negate`, its negation in a new buffer: p.grad
-    is left as it is) as a float32 array. Gradients are only read, so a
-    non-contiguous one may be copied (the step is not lost)."""
+    is left as it is) as an array of p's dtype (torch keeps a gradient in its
+    parameter's dtype). Gradients are only read, so a non-contiguous one may
+    be copied (the step is not lost)."""
     g = p.grad
     _check_plain(g, f"the gradient of {label}")
     if g.layout != torch.strided:
         raise TypeError(f"{label} has a {g.layout} gradient; mlorc needs dense gradients")
-    if g.device.type != "cpu" or g.dtype != torch.float32:
-        raise TypeError(f"{label} has a {g.dtype} gradient on {g.device}; mlorc needs CPU float32 gradients")
+    if g.device.type != "cpu" or g.dtype != p.dtype:
+        raise TypeError(f"{label} has a {g.dtype} gradient on {g.device}; mlorc needs CPU gradients of the "
+                        f"parameter's dtype ({p.dtype})")
     if g.shape != p.shape:
         raise ValueError(f"{label}: gradient shape {tuple(g.shape)} differs from parameter shape {tuple(p.shape)}")
     if negate:
-        negated = torch.empty(g.shape, dtype=torch.float32)  # contiguous, whatever g's strides
+        negated = torch.empty(g.shape, dtype=g.dtype)  # contiguous, whatever g's strides
         torch.neg(g.detach(), out=negated)
-        return negated.numpy()
-    return g.detach().contiguous().numpy()
+        return _array(negated)
+    return _array(g.detach().contiguous())
+
+
+def _array(t):
+    """A numpy array sharing t's memory; bfloat16 as the int16 view of its bits."""
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def param_array(p):
-    """The parameter's own memory as a float32 array (no copy; check_param first)."""
-    return p.detach().numpy()
+    """The parameter's own memory as an array (no copy; check_param first)."""
+    return _array(p.detach())
+
+
+def dtype_of(p):
+    """p's mlorc_dtype (check_param first)."""
+    return DTYPES[p.dtype]
 
 
 def state_tensor_ok(t):
