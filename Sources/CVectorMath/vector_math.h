@@ -54,4 +54,42 @@ static inline mlorc_int8 mlorc_max_magnitude_bits8(mlorc_int8 acc, mlorc_float8 
     return __builtin_elementwise_max(acc, magnitude);
 }
 
+typedef unsigned mlorc_uint8 __attribute__((ext_vector_type(8)));
+
+/* A binary32's bits rounded to bfloat16 (the top 16 bits, in each lane's low
+ * half): bits + increment, truncated, where increment is 0x7fff plus the
+ * lowest kept bit (nearest even) or 16 random bits (stochastic). NaN stays
+ * a quiet NaN (the addition could carry it into infinity); the signed
+ * compare is right because the sign bit is masked off. In C because Swift's
+ * SIMD comparisons of unsigned lanes compile to scalar code. */
+static inline mlorc_uint8 mlorc_bf16_round8(mlorc_uint8 bits, mlorc_uint8 increment) {
+    mlorc_int8 nan = (mlorc_int8)(bits & 0x7fffffffu) > (mlorc_int8)0x7f800000;
+    mlorc_uint8 rounded = bits + increment;
+    mlorc_uint8 kept = ((mlorc_uint8)nan & (bits | 0x00400000u)) | (~(mlorc_uint8)nan & rounded);
+    return kept >> 16;
+}
+
+/* One round of a 32-bit integer mixer (xor-shift-multiply; constants of
+ * Chris Wellons' "lowbias32"): a bijection with full avalanche. */
+static inline mlorc_uint8 mlorc_mix32x8(mlorc_uint8 x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* 32 random bits for each of the elements e, e+1, ..., e+7 (e = hi * 2^32 +
+ * lo) under the 64-bit key (k0, k1): a pure function of the key and the
+ * element index, two mixer rounds, computed in lanes (about 2 instructions
+ * per element). Lanes past a 2^32 boundary carry into hi. */
+static inline mlorc_uint8 mlorc_counter_bits8(unsigned lo, unsigned hi, unsigned k0, unsigned k1) {
+    mlorc_uint8 lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+    mlorc_uint8 index = lo + lanes;
+    mlorc_uint8 high = hi - (mlorc_uint8)(index < lo); /* a true compare is all ones: hi + 1 */
+    mlorc_uint8 x = mlorc_mix32x8(index ^ k0);
+    return mlorc_mix32x8(x ^ high ^ k1);
+}
+
 #endif

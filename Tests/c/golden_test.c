@@ -12,12 +12,22 @@
  *
  * Usage: golden_test DIGESTS            compare (exit 1 on any difference)
  *        golden_test --record DIGESTS   write the digests of this library
+ *
+ * The low-rank steps go through OpenBLAS (gemm, QR, SVD), whose results
+ * depend on the kernels it picks for the CPU at load time: the same library
+ * gives other bits under its SkylakeX kernels than under its Haswell ones,
+ * and on a CPU it does not recognise it falls back to Prescott's. So the
+ * test always runs under OPENBLAS_CORETYPE=Haswell (it re-executes itself
+ * with it), the kernels every machine the library supports (AVX2 + FMA) can
+ * run: the digests pin the library's numerics, not the machine's.
  */
+#define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mlorc.h"
 
@@ -235,6 +245,14 @@ static int bounds_cases(golden_case *cases, char (*digests)[96], int n) {
 }
 
 int main(int argc, char **argv) {
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    if (core == NULL || strcmp(core, "Haswell") != 0) {
+        /* OpenBLAS chose its kernels when it was loaded: start again with ours. */
+        if (setenv("OPENBLAS_CORETYPE", "Haswell", 1) != 0) return perror("setenv"), 2;
+        execv("/proc/self/exe", argv);
+        perror("execv /proc/self/exe");
+        return 2;
+    }
     int record = argc == 3 && strcmp(argv[1], "--record") == 0;
     if (argc != 2 && !record) {
         fprintf(stderr, "usage: %s [--record] DIGESTS\n", argv[0]);

@@ -1,3 +1,5 @@
+import CVectorMath
+
 /// bfloat16 (MLORC_DTYPE_BF16): the top half of a binary32, so widening is
 /// a 16-bit shift and rounding works on the binary32's bits.
 enum BF16: Element {
@@ -13,15 +15,14 @@ enum BF16: Element {
         return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
     }
 
-    /// Round to nearest even: add 0x7FFF plus the lowest kept bit, truncate.
-    /// NaN stays a (quiet) NaN; ±inf stays ±inf.
+    /// Round to nearest even: add 0x7FFF plus the lowest kept bit, truncate;
+    /// or stochastically: add 16 random bits (`random`'s low halves). NaN
+    /// stays a (quiet) NaN; ±inf stays ±inf.
     @inline(__always)
     static func rounded(_ v: SIMD8<Float>, random: SIMD8<UInt32>?) -> SIMD8<UInt16> {
         let bits = unsafeBitCast(v, to: SIMD8<UInt32>.self)
         let increment = random.map { $0 & 0xFFFF } ?? (0x7FFF &+ ((bits &>> 16) & 1))
-        let nan = (bits & 0x7FFF_FFFF) .> 0x7F80_0000
-        let kept = (bits &+ increment).replacing(with: bits | 0x0040_0000, where: nan) &>> 16
-        return SIMD8<UInt16>(truncatingIfNeeded: kept)
+        return SIMD8<UInt16>(truncatingIfNeeded: mlorc_bf16_round8(bits, increment))
     }
 
     @inline(__always)

@@ -1,35 +1,37 @@
+import CVectorMath
+
 /// The random bits of stochastic rounding: element e of a tensor's step gets
-/// 16 bits of Philox block e/8 (SketchGenerator, keyed by (seed, tensor id,
-/// step) with its own domain, so they are independent of the sketches). A
-/// pure function of (seed, tensor id, step, e): the same for any thread
-/// count, on resume and on every data-parallel rank. nil: round to nearest.
+/// 16 bits of a keyed integer hash of e (mlorc_counter_bits8: two rounds of a
+/// 32-bit mixer, computed 8 lanes at a time), the key drawn by SplitMix64
+/// from (seed, tensor id, step) in a domain of its own, apart from the
+/// sketches. A pure function of (seed, tensor id, step, e): the same for any
+/// thread count, on resume and on every data-parallel rank. nil: round to
+/// nearest. (Philox, which draws the sketches, cost ~17 instructions per
+/// element here; the hash ~2, and rounding needs no more than unbiased,
+/// well-mixed low bits.)
 struct WeightRounding {
-    private let generator: SketchGenerator?
+    private let key: (UInt32, UInt32)?
 
-    static let nearest = WeightRounding(generator: nil)
+    static let nearest = WeightRounding(key: nil)
 
-    private init(generator: SketchGenerator?) { self.generator = generator }
+    private init(key: (UInt32, UInt32)?) { self.key = key }
 
     init(stochastic: Bool, seed: UInt64, tensorID: UInt64, step: UInt64) {
         // "SROUNDNG": keeps these keys apart from the sketches' of the same tensor.
-        generator = stochastic ? SketchGenerator(seed: seed ^ 0x474E_444E_554F_5253, tensorID: tensorID, step: step) : nil
+        self.init(key: stochastic ? Self.key(seed: seed ^ 0x474E_444E_554F_5253, tensorID: tensorID, step: step) : nil)
     }
 
-    /// The bits of elements e ..< e + 8.
+    private static func key(seed: UInt64, tensorID: UInt64, step: UInt64) -> (UInt32, UInt32) {
+        let mix = SketchGenerator.splitMix64
+        let k = mix(mix(seed ^ mix(tensorID &+ 0x9E37_79B9_7F4A_7C15)) ^ step)
+        return (UInt32(truncatingIfNeeded: k), UInt32(truncatingIfNeeded: k >> 32))
+    }
+
+    /// The bits of elements e ..< e + 8 (16 random bits in each lane's low half).
     @inline(__always)
     func random(at e: Int) -> SIMD8<UInt32>? {
-        guard let generator else { return nil }
-        let first = e >> 3, offset = e & 7
-        let a = Self.lanes(generator.block(UInt64(first)))
-        if offset == 0 { return a }
-        let b = Self.lanes(generator.block(UInt64(first + 1)))
-        var out = SIMD8<UInt32>(repeating: 0)
-        for k in 0..<8 { out[k] = offset + k < 8 ? a[offset + k] : b[offset + k - 8] }
-        return out
-    }
-
-    @inline(__always)
-    private static func lanes(_ b: (UInt32, UInt32, UInt32, UInt32)) -> SIMD8<UInt32> {
-        SIMD8(b.0 & 0xFFFF, b.0 >> 16, b.1 & 0xFFFF, b.1 >> 16, b.2 & 0xFFFF, b.2 >> 16, b.3 & 0xFFFF, b.3 >> 16)
+        guard let key else { return nil }
+        let bits = mlorc_counter_bits8(UInt32(truncatingIfNeeded: e), UInt32(truncatingIfNeeded: e >> 32), key.0, key.1)
+        return bits & 0xFFFF
     }
 }
