@@ -15,6 +15,15 @@ struct WeightRounding {
         generator = stochastic ? SketchGenerator(seed: seed ^ 0x474E_444E_554F_5253, tensorID: tensorID, step: step) : nil
     }
 
+    /// The bits that round moment k of a bf16 state (dense values, or the
+    /// factors U, s, Vt indexed as they lie in the payload): "SRMOMNT0" + k,
+    /// a domain apart from the weights' and from the other moment's.
+    static func moment(_ k: Int, stochastic: Bool, seed: UInt64, tensorID: UInt64, step: UInt64) -> WeightRounding {
+        guard stochastic else { return .nearest }
+        let domain: UInt64 = 0x30_544E_4D4F_4D52_53 &+ UInt64(k) << 56
+        return WeightRounding(generator: SketchGenerator(seed: seed ^ domain, tensorID: tensorID, step: step))
+    }
+
     /// The bits of elements e ..< e + 8.
     @inline(__always)
     func random(at e: Int) -> SIMD8<UInt32>? {
