@@ -2,8 +2,10 @@
  * bench_step: times one libmlorc optimizer step on a single rows x cols fp32
  * tensor and measures the extra memory a step needs.
  *
- *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS]
- *     RULE adamw|lion, STORAGE lowrank|dense
+ *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS [TYPES]]
+ *     RULE adamw|lion, STORAGE lowrank|dense, TYPES f32 (default) | bf16
+ *     (bf16 parameters and gradients) | bf16-state (fp32 tensors, bf16
+ *     state: MLORC_PARAM_STATE_DTYPE) | bf16-all (both)
  *
  * Prints one line of JSON: median / min step time (ms) over STEPS timed steps
  * after 3 warm-up steps, state bytes, handle scratch bytes, and the peak
@@ -70,7 +72,7 @@ static long long step_peak_growth(mlorc_optimizer *opt, mlorc_tensor *t) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS]\n", argv[0]);
+        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS [f32|bf16|bf16-state|bf16-all]]\n", argv[0]);
         return 2;
     }
     int rule = strcmp(argv[1], "lion") == 0 ? MLORC_RULE_LION : MLORC_RULE_ADAMW;
@@ -78,12 +80,17 @@ int main(int argc, char **argv) {
     int rank = atoi(argv[3]), threads = atoi(argv[6]);
     int64_t rows = atoll(argv[4]), cols = atoll(argv[5]);
     int steps = argc > 7 ? atoi(argv[7]) : 20;
+    const char *types = argc > 8 ? argv[8] : "f32";
+    int bf16_tensors = strcmp(types, "bf16") == 0 || strcmp(types, "bf16-all") == 0;
+    int bf16_state = strcmp(types, "bf16-state") == 0 || strcmp(types, "bf16-all") == 0;
+    int dtype = bf16_tensors ? MLORC_DTYPE_BF16 : MLORC_DTYPE_F32;
     size_t n = (size_t)(rows * cols);
 
     mlorc_optimizer *opt = NULL;
     if (mlorc_create(&opt, rule)) return 1;
     CHECK(mlorc_set_param(opt, MLORC_PARAM_RANK, rank));
     CHECK(mlorc_set_param(opt, MLORC_PARAM_THREADS, threads));
+    if (bf16_state) CHECK(mlorc_set_param(opt, 30 /* MLORC_PARAM_STATE_DTYPE */, 1));
 
     float *w = malloc(n * sizeof *w), *g = malloc(n * sizeof *g);
     if (!w || !g) return 1;
@@ -91,13 +98,21 @@ int main(int argc, char **argv) {
         w[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
         g[i] = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
     }
-    mlorc_tensor_layout layout = {rows, cols, MLORC_DTYPE_F32, storage};
+    if (bf16_tensors) { /* the top halves of the same values, packed in place */
+        uint16_t *w16 = (uint16_t *)w, *g16 = (uint16_t *)g;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t wb, gb;
+            memcpy(&wb, &w[i], 4), memcpy(&gb, &g[i], 4);
+            w16[i] = (uint16_t)(wb >> 16), g16[i] = (uint16_t)(gb >> 16);
+        }
+    }
+    mlorc_tensor_layout layout = {rows, cols, dtype, storage};
     size_t state_bytes = 0;
     CHECK(mlorc_state_size(opt, &layout, &state_bytes));
     void *state = malloc(state_bytes);
     if (!state) return 1;
     CHECK(mlorc_state_init(opt, &layout, 1, state, state_bytes));
-    mlorc_tensor t = {w, g, state, state_bytes, rows, cols, MLORC_DTYPE_F32, 0};
+    mlorc_tensor t = {w, g, state, state_bytes, rows, cols, dtype, 0};
 
     long long first_extra = step_peak_growth(opt, &t);
     if (first_extra == -2) return 1;

@@ -39,7 +39,8 @@ struct MomentPlan<Rule: MomentRule>: BatchPlan {
 /// One tensor of a MomentPlan. Each phase picks one of two compiled paths:
 /// fp32 everywhere (weights, gradient, moments: FP32Dense / FP32Access), or
 /// the one path for every other combination of element types, which branches
-/// on them at run time (AnyDense / AnyElementAccess). Compiling a path per
+/// on them at run time (Rule.OtherDense / Rule.OtherWeights: AnyDense /
+/// AnyElementAccess for the rules that take them). Compiling a path per
 /// combination had multiplied the build time.
 struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     enum Storage { case dense, factors, projection }
@@ -74,9 +75,12 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     }
 
     mutating func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
+        // An fp32-only rule's "other" path is its fp32 one (MomentRule.OtherDense): only fp32 may reach it.
+        precondition(ObjectIdentifier(Rule.OtherDense.self) != ObjectIdentifier(FP32Dense.self) || tensor.elements == .f32
+                         && !tensor.header.bf16Moments, "a non-fp32 tensor reached an fp32-only rule")
         if hyper.orthograd || hyper.clipNorm > 0 {
-            let sums = Self.gradientTotals(tensor.denseTensor(hyper), rows: tensor.header.rows,
-                                           cols: tensor.header.cols, context)
+            let sums = gradientTotals(tensor.denseTensor(hyper), rows: tensor.header.rows,
+                                      cols: tensor.header.cols, context)
             rule.modifiers.setGradientTransform(gg: sums.x, wg: sums.y, ww: sums.z,
                                                 orthograd: hyper.orthograd, clipNorm: hyper.clipNorm)
             guard sums.x.isFinite && sums.y.isFinite && sums.z.isFinite else { return false }
@@ -86,7 +90,7 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             let parts = context.parts(for: elements)
             return lowRankFP32
                 ? try lowRank(FP32Access.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
-                : try lowRank(AnyElementAccess.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
+                : try lowRank(Rule.OtherWeights.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
         case .dense:
             // verify's scan sees a non-finite gradient too; a reduction over
             // the batch must not see one first.
@@ -107,8 +111,8 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
                 if hyper.cautious { rule.modifiers.cautiousScale = dense(FP32Dense.self).cautiousScale(context) }
                 return dense(FP32Dense.self).verify(context)
             }
-            if hyper.cautious { rule.modifiers.cautiousScale = dense(AnyDense.self).cautiousScale(context) }
-            return dense(AnyDense.self).verify(context)
+            if hyper.cautious { rule.modifiers.cautiousScale = dense(Rule.OtherDense.self).cautiousScale(context) }
+            return dense(Rule.OtherDense.self).verify(context)
         case .factors:
             let w = OutputBounds.maxMagnitude(tensor.elements.kernelParam, tensor.kernelWeights, count: elements, context: context)
             let g = OutputBounds.maxMagnitude(tensor.elements.grad, tensor.gradient, count: elements, context: context)
@@ -117,7 +121,7 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             let finite = lowRankFP32
                 ? try lowRank(FP32Access.self).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
                                                               pool: context.pool, parts: parts)
-                : try lowRank(AnyElementAccess.self).outputsAreFinite(weightBound: w, gradBound: g,
+                : try lowRank(Rule.OtherWeights.self).outputsAreFinite(weightBound: w, gradBound: g,
                                                                     workspace: &context.workspace,
                                                                     pool: context.pool, parts: parts)
             return finite ? nil : notFinite
@@ -134,29 +138,37 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             if lowRankFP32 {
                 try lowRank(FP32Access.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
             } else {
-                try lowRank(AnyElementAccess.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+                try lowRank(Rule.OtherWeights.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
             }
         case .projection:
             try GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)
         case .dense:
-            if denseFP32 { dense(FP32Dense.self).update(context) } else { dense(AnyDense.self).update(context) }
+            if denseFP32 { dense(FP32Dense.self).update(context) } else { dense(Rule.OtherDense.self).update(context) }
         }
         if tensor.elements.hasMaster { writeBackMaster(tensor, rounding: tensor.weightRounding(hyper), context) }
     }
 
-    /// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count independent).
-    private static func gradientTotals(_ t: DenseTensor, rows: Int, cols: Int, _ context: StepContext) -> SIMD3<Double> {
-        let p = min(context.parts(for: rows * cols), rows)
-        var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
-        perRow.withUnsafeMutableBufferPointer { sums in
-            context.pool.run(parts: p) { part in
-                gradientSums(t, cols: cols, rows: partition(rows, parts: p, part: part), into: sums.baseAddress!)
+}
+
+/// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count
+/// independent), through the fp32 path when weights and gradient are fp32.
+func gradientTotals(_ t: DenseTensor, rows: Int, cols: Int, _ context: StepContext) -> SIMD3<Double> {
+    let p = min(context.parts(for: rows * cols), rows)
+    let fp32 = t.weightKind == .f32 && t.gradKind == .f32
+    var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
+    perRow.withUnsafeMutableBufferPointer { sums in
+        context.pool.run(parts: p) { part in
+            let range = partition(rows, parts: p, part: part)
+            if fp32 {
+                gradientSums(FP32Dense.self, t, cols: cols, rows: range, into: sums.baseAddress!)
+            } else {
+                gradientSums(AnyDense.self, t, cols: cols, rows: range, into: sums.baseAddress!)
             }
         }
-        let total = perRow.reduce(SIMD4<Double>.zero, +)
-        return SIMD3(total.x, total.y, total.z)
     }
+    let total = perRow.reduce(SIMD4<Double>.zero, +)
+    return SIMD3(total.x, total.y, total.z)
 }
 
 /// The parameter ← the rounding of the updated fp32 master weights.

@@ -87,12 +87,21 @@ func maxMagnitudeBits(_ kind: ElementKind, _ p: UnsafeRawPointer, _ range: Range
     }
 }
 
-/// Whether any of p[range] is below zero (-0 and NaN are not),
-/// for a buffer of fp32 or bf16 values.
+/// Whether any of p[range] is below zero (-0 and NaN are not), for a
+/// buffer whose element type is known at run time (one branch, outside the loop).
 func anyNegative(_ kind: ElementKind, _ p: UnsafeRawPointer, _ range: Range<Int>) -> Bool {
+    switch kind {
+    case .f32: anyNegative(F32.self, p.assumingMemoryBound(to: Float.self), range)
+    case .bf16: anyNegative(BF16.self, p.assumingMemoryBound(to: UInt16.self), range)
+    case .f16: anyNegative(F16.self, p.assumingMemoryBound(to: Float16.self), range)
+    }
+}
+
+@inline(__always)
+private func anyNegative<E: Element>(_: E.Type, _ p: UnsafePointer<E.Scalar>, _ range: Range<Int>) -> Bool {
     var e = range.lowerBound
     while e < range.upperBound {
-        if any(kind.load8(p, e, min(8, range.upperBound - e)) .< SIMD8(repeating: 0)) { return true }
+        if any(E.load8(p + e, min(8, range.upperBound - e)) .< SIMD8(repeating: 0)) { return true }
         e += 8
     }
     return false

@@ -85,16 +85,17 @@ func denseCautiousKept<Rule: MomentRule, A: DenseAccess>(_ rule: Rule, _: A.Type
 
 /// Σg², Σw·g and Σw² over rows of a rows x cols tensor, one entry per row
 /// (summed in double; the caller adds rows in order, so the totals do not
-/// depend on how rows were split between threads). Compiled once: the
-/// element types are branched on per 8-lane load.
-func gradientSums(_ t: DenseTensor, cols: Int, rows: Range<Int>, into sums: UnsafeMutablePointer<SIMD4<Double>>) {
+/// depend on how rows were split between threads). Not generic over the
+/// rule: two copies in all (FP32Dense, AnyDense).
+func gradientSums<A: DenseAccess>(_: A.Type, _ t: DenseTensor, cols: Int, rows: Range<Int>,
+                                  into sums: UnsafeMutablePointer<SIMD4<Double>>) {
     for i in rows {
         var gg = SIMD8<Float>(repeating: 0), wg = gg, ww = gg
         var e = i * cols
         let end = e + cols
         while e < end {
             let count = min(8, end - e)
-            let g = t.gradKind.load8(t.grad, e, count), w = t.weightKind.load8(UnsafeRawPointer(t.weights), e, count)
+            let g = A.loadGrad(t, e, count), w = A.loadWeights(t, e, count)
             gg = gg.addingProduct(g, g); wg = wg.addingProduct(w, g); ww = ww.addingProduct(w, w)
             e += 8
         }
