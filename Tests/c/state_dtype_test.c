@@ -51,6 +51,20 @@ static uint16_t f32_to_bf16_rne(float f) {
     return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
+/* The compiler's binary16 (gcc and clang on x86-64): conversions round to nearest even. */
+__extension__ typedef _Float16 binary16;
+static float f16_to_f32(uint16_t h) {
+    binary16 x;
+    memcpy(&x, &h, 2);
+    return (float)x;
+}
+static uint16_t f32_to_f16(float f) {
+    binary16 x = (binary16)f;
+    uint16_t h;
+    memcpy(&h, &x, 2);
+    return h;
+}
+
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static float uniform(void) {
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
@@ -76,13 +90,17 @@ static mlorc_optimizer *handle(int rule, int state_dtype, int stochastic, int th
     return opt;
 }
 
-static unsigned char *new_state(mlorc_optimizer *opt, int64_t rows, int64_t cols, int dtype, int storage,
-                                size_t *bytes) {
+static unsigned char *new_state_with(mlorc_optimizer *opt, int64_t rows, int64_t cols, int dtype, int storage,
+                                     const void *param, size_t *bytes) {
     mlorc_tensor_layout layout = {rows, cols, dtype, storage};
     if (mlorc_state_size(opt, &layout, bytes) != MLORC_OK) return NULL;
     unsigned char *s = malloc(*bytes);
-    if (mlorc_state_init(opt, &layout, 5, s, *bytes) != MLORC_OK) { free(s); return NULL; }
+    if (mlorc_state_init_with_param(opt, &layout, 5, param, s, *bytes) != MLORC_OK) { free(s); return NULL; }
     return s;
+}
+static unsigned char *new_state(mlorc_optimizer *opt, int64_t rows, int64_t cols, int dtype, int storage,
+                                size_t *bytes) {
+    return new_state_with(opt, rows, cols, dtype, storage, NULL, bytes);
 }
 
 /* Every (rule, storage, parameter dtype, master): F from the fp32 state, the bf16 state's size from it. */
@@ -258,54 +276,69 @@ static int run(mlorc_optimizer *opt, int dtype, int storage, int64_t rows, int64
         for (int64_t e = 0; e < rows * cols; e++) g[e] = uniform() * (1 + e % 7) * 0.1f;
         rng = saved;
         mlorc_tensor t = {w, g, state, bytes, rows, cols, MLORC_DTYPE_F32, 0};
-        if (dtype == MLORC_DTYPE_BF16) {
-            for (int64_t e = 0; e < rows * cols; e++) w16[e] = f32_to_bf16_rne(w[e]), g16[e] = f32_to_bf16_rne(g[e]);
-            t.param = w16, t.grad = g16, t.dtype = MLORC_DTYPE_BF16;
-        }
-        st = mlorc_step(opt, &t, 1, 3e-3);
         if (dtype == MLORC_DTYPE_BF16)
-            for (int64_t e = 0; e < rows * cols; e++) w[e] = bf16_to_f32(w16[e]);
+            for (int64_t e = 0; e < rows * cols; e++) w16[e] = f32_to_bf16_rne(w[e]), g16[e] = f32_to_bf16_rne(g[e]);
+        if (dtype == MLORC_DTYPE_F16)
+            for (int64_t e = 0; e < rows * cols; e++) w16[e] = f32_to_f16(w[e]), g16[e] = f32_to_f16(g[e]);
+        if (dtype != MLORC_DTYPE_F32) t.param = w16, t.grad = g16, t.dtype = dtype;
+        st = mlorc_step(opt, &t, 1, 3e-3);
+        for (int64_t e = 0; dtype != MLORC_DTYPE_F32 && e < rows * cols; e++)
+            w[e] = dtype == MLORC_DTYPE_BF16 ? bf16_to_f32(w16[e]) : f16_to_f32(w16[e]);
     }
     free(g), free(w16), free(g16);
     return st;
 }
 
-/* 1 vs 2 threads, resume from copied bytes, and the state deciding over the handle. */
+/* 1 vs 2 threads, resume from copied bytes, and the state deciding over the handle, for fp32,
+ * bf16 and f16 parameters and bf16 with fp32 master weights (dtype 3 here). */
 static void test_threads_and_resume(void) {
     enum { R = 70, C = 45 };
     const int rules[] = {MLORC_RULE_ADAMW, MLORC_RULE_LION, MLORC_RULE_ADOPT};
     for (int r = 0; r < 3; r++)
         for (int storage = MLORC_STORAGE_DENSE; storage <= MLORC_STORAGE_LOWRANK; storage++)
-            for (int dtype = MLORC_DTYPE_F32; dtype <= MLORC_DTYPE_BF16; dtype++) {
+            for (int types = 0; types < 4; types++) {
                 const char *what = storage == 1 ? "dense" : "low-rank";
+                int dtype = types == 3 ? MLORC_DTYPE_BF16 : types, master = types == 3;
                 mlorc_optimizer *one = handle(rules[r], 1, 1, 1), *two = handle(rules[r], 1, 1, 2);
                 mlorc_optimizer *zero = handle(rules[r], 0, 1, 1); /* the key at 0: the state decides */
+                mlorc_set_param(one, MLORC_PARAM_MASTER_WEIGHTS, master);
+                static float w1[R * C], w2[R * C], w3[R * C], wmid[R * C];
+                static uint16_t param16[R * C];
+                /* Values every dtype holds exactly (bf16 values of magnitude in [1/256, 1]). */
+                for (int e = 0; e < R * C; e++) {
+                    float x = bf16_to_f32(f32_to_bf16_rne(uniform()));
+                    w1[e] = fabsf(x) < 1.0f / 256 ? 0.5f : x;
+                    param16[e] = dtype == MLORC_DTYPE_F16 ? f32_to_f16(w1[e]) : f32_to_bf16_rne(w1[e]);
+                }
                 size_t bytes;
-                unsigned char *s1 = new_state(one, R, C, dtype, storage, &bytes);
+                unsigned char *s1 = new_state_with(one, R, C, dtype, storage, param16, &bytes);
+                if (!s1) {
+                    EXPECT(0, "state init: %s", mlorc_last_error(one));
+                    continue;
+                }
                 unsigned char *s2 = malloc(bytes), *s3 = malloc(bytes), *mid = malloc(bytes);
                 memcpy(s2, s1, bytes), memcpy(s3, s1, bytes);
-                static float w1[R * C], w2[R * C], w3[R * C], wmid[R * C];
-                for (int e = 0; e < R * C; e++) w1[e] = bf16_to_f32(f32_to_bf16_rne(uniform()));
                 memcpy(w2, w1, sizeof w1), memcpy(w3, w1, sizeof w1);
                 int st = run(one, dtype, storage, R, C, 0, 3, w1, s1, bytes);
                 memcpy(mid, s1, bytes), memcpy(wmid, w1, sizeof w1);
                 st |= run(one, dtype, storage, R, C, 3, 3, w1, s1, bytes);
                 st |= run(two, dtype, storage, R, C, 0, 6, w2, s2, bytes);
                 st |= run(zero, dtype, storage, R, C, 0, 6, w3, s3, bytes);
-                EXPECT(st == 0, "%s %s dtype %d: a step failed: %s", rule_name(rules[r]), what, dtype, mlorc_last_error(one));
+                EXPECT(st == 0, "%s %s types %d: a step failed: %s / %s / %s", rule_name(rules[r]), what, types,
+                       mlorc_last_error(one), mlorc_last_error(two), mlorc_last_error(zero));
                 EXPECT(memcmp(w1, w2, sizeof w1) == 0 && memcmp(s1, s2, bytes) == 0,
-                       "%s %s dtype %d: 1 and 2 threads differ", rule_name(rules[r]), what, dtype);
+                       "%s %s types %d: 1 and 2 threads differ", rule_name(rules[r]), what, types);
                 EXPECT(memcmp(w1, w3, sizeof w1) == 0 && memcmp(s1, s3, bytes) == 0,
-                       "%s %s dtype %d: a handle with state_dtype 0 steps the bf16 state differently", rule_name(rules[r]),
-                       what, dtype);
+                       "%s %s types %d: a handle with state_dtype 0 steps the bf16 state differently", rule_name(rules[r]),
+                       what, types);
                 /* Resume: the bytes saved after step 3, continued by a fresh handle. */
                 mlorc_optimizer *fresh = handle(rules[r], 1, 1, 1);
                 st = run(fresh, dtype, storage, R, C, 3, 3, wmid, mid, bytes);
                 EXPECT(st == 0 && memcmp(w1, wmid, sizeof w1) == 0 && memcmp(s1, mid, bytes) == 0,
-                       "%s %s dtype %d: resume is not bit-exact", rule_name(rules[r]), what, dtype);
+                       "%s %s types %d: resume is not bit-exact", rule_name(rules[r]), what, types);
                 mlorc_state_info info;
-                EXPECT(mlorc_state_inspect(s1, bytes, &info) == 0 && info.step == 6 &&
-                           (info.dtype & MLORC_STATE_BF16_MOMENTS),
+                int expect = dtype | MLORC_STATE_BF16_MOMENTS | (master ? MLORC_STATE_MASTER_WEIGHTS : 0);
+                EXPECT(mlorc_state_inspect(s1, bytes, &info) == 0 && info.step == 6 && info.dtype == expect,
                        "%s %s: after 6 steps the state reads step %llu dtype %#x", rule_name(rules[r]), what,
                        (unsigned long long)info.step, info.dtype);
                 free(s1), free(s2), free(s3), free(mid);
