@@ -9,6 +9,13 @@
  * error over all samples; noise floor 1e-4) after STEPS/3, 2 STEPS/3 and
  * STEPS steps, and the state's bytes.
  *
+ * Then the risk of nearest rounding, measured directly: a dense AdamW second
+ * moment (beta2 = 0.999) fed gradients whose scale falls 100x over 3000
+ * steps (g = s_t * noise). Its decrement (1 - beta2)(v - g^2) is below half
+ * an ulp of bf16 (2^-9 v), so rounded to nearest it cannot fall. Prints the
+ * median ratio of the bf16 state's v to the fp32 state's at steps 1000,
+ * 2000 and 3000.
+ *
  *   bf16_state [STEPS [ADAMW_LR [LION_LR]]]    (defaults 1500, 1e-3, 1e-4)
  */
 #include <math.h>
@@ -79,6 +86,52 @@ static size_t train(int rule, int storage, int state_dtype, int stochastic, int 
     return bytes;
 }
 
+/* Dense AdamW's v at steps 1000, 2000, 3000 under a falling gradient scale; medians of v_bf16 / v_fp32. */
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+static void second_moment_tracking(int stochastic, double medians[3]) {
+    enum { TM = 64, TN = 256, TSTEPS = 3000 };
+    mlorc_optimizer *opt[2];
+    unsigned char *state[2];
+    size_t bytes[2];
+    static float w[2][TM * TN], g[TM * TN], ratio[TM * TN];
+    for (int k = 0; k < 2; k++) {
+        if (mlorc_create(&opt[k], MLORC_RULE_ADAMW) || mlorc_set_param(opt[k], MLORC_PARAM_STATE_DTYPE, k) ||
+            mlorc_set_param(opt[k], MLORC_PARAM_STOCHASTIC_ROUNDING, stochastic))
+            die(opt[k], "tracking handle");
+        mlorc_tensor_layout layout = {TM, TN, MLORC_DTYPE_F32, MLORC_STORAGE_DENSE};
+        mlorc_state_size(opt[k], &layout, &bytes[k]);
+        state[k] = malloc(bytes[k]);
+        if (mlorc_state_init(opt[k], &layout, 3, state[k], bytes[k])) die(opt[k], "tracking state");
+        memset(w[k], 0, sizeof w[k]);
+    }
+    for (int t = 0; t < TSTEPS; t++) {
+        float scale = (float)pow(0.01, (double)t / (TSTEPS - 1));
+        for (int e = 0; e < TM * TN; e++) g[e] = scale * gauss();
+        for (int k = 0; k < 2; k++) {
+            mlorc_tensor x = {w[k], g, state[k], bytes[k], TM, TN, MLORC_DTYPE_F32, 0};
+            if (mlorc_step(opt[k], &x, 1, 1e-6)) die(opt[k], "tracking step");
+        }
+        if ((t + 1) % 1000 == 0) {
+            const unsigned char *v32 = state[0] + MLORC_STATE_HEADER_BYTES + 4 * TM * TN;
+            const unsigned char *v16 = state[1] + MLORC_STATE_HEADER_BYTES + 2 * TM * TN;
+            for (int e = 0; e < TM * TN; e++) {
+                float a, b;
+                uint16_t h;
+                uint32_t bits;
+                memcpy(&a, v32 + 4 * e, 4), memcpy(&h, v16 + 2 * e, 2);
+                bits = (uint32_t)h << 16, memcpy(&b, &bits, 4);
+                ratio[e] = b / a;
+            }
+            qsort(ratio, TM * TN, sizeof ratio[0], cmp_float);
+            medians[(t + 1) / 1000 - 1] = ratio[TM * TN / 2];
+        }
+    }
+    for (int k = 0; k < 2; k++) free(state[k]), mlorc_free(opt[k]);
+}
+
 int main(int argc, char **argv) {
     int steps = argc > 1 ? atoi(argv[1]) : 1500;
     double adamw_lr = argc > 2 ? atof(argv[2]) : 1e-3, lion_lr = argc > 3 ? atof(argv[3]) : 1e-4;
@@ -113,5 +166,11 @@ int main(int argc, char **argv) {
                 printf("%-6s lr %-7g %-12s %-17s %8zu bytes  %.6f  %.6f  %.6f\n", rules[r].name, rules[r].lr,
                        storages[s].name, states[k].name, bytes, losses[0], losses[1], losses[2]);
             }
+    printf("dense AdamW v under a gradient scale falling 100x over 3000 steps: median v_bf16 / v_fp32 at 1000 / 2000 / 3000\n");
+    for (int stochastic = 0; stochastic < 2; stochastic++) {
+        double medians[3];
+        second_moment_tracking(stochastic, medians);
+        printf("bf16 %-10s  %.4f  %.4f  %.4f\n", stochastic ? "stochastic" : "nearest", medians[0], medians[1], medians[2]);
+    }
     return 0;
 }
