@@ -2,9 +2,10 @@
  * bench_step: times one libmlorc optimizer step on a single rows x cols
  * tensor and measures the extra memory a step needs.
  *
- *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS [DTYPE]]
- *     RULE adamw|lion, STORAGE lowrank|dense, DTYPE f32 (default)|bf16
- *     (bf16 parameter and gradient, stochastic rounding: the defaults)
+ *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS [TYPES]]
+ *     RULE adamw|lion, STORAGE lowrank|dense, TYPES f32 (default) | bf16
+ *     (bf16 parameters and gradients) | bf16-state (fp32 tensors, bf16
+ *     state: MLORC_PARAM_STATE_DTYPE) | bf16-all (both)
  *
  * Prints one line of JSON: median / min step time (ms) over STEPS timed steps
  * after 3 warm-up steps, state bytes, handle scratch bytes, and the peak
@@ -71,7 +72,7 @@ static long long step_peak_growth(mlorc_optimizer *opt, mlorc_tensor *t) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS [f32|bf16]]\n", argv[0]);
+        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS [f32|bf16|bf16-state|bf16-all]]\n", argv[0]);
         return 2;
     }
     int rule = strcmp(argv[1], "lion") == 0 ? MLORC_RULE_LION : MLORC_RULE_ADAMW;
@@ -79,29 +80,30 @@ int main(int argc, char **argv) {
     int rank = atoi(argv[3]), threads = atoi(argv[6]);
     int64_t rows = atoll(argv[4]), cols = atoll(argv[5]);
     int steps = argc > 7 ? atoi(argv[7]) : 20;
-    int bf16 = argc > 8 && strcmp(argv[8], "bf16") == 0;
-    int dtype = bf16 ? MLORC_DTYPE_BF16 : MLORC_DTYPE_F32;
-    size_t n = (size_t)(rows * cols), element = bf16 ? 2 : 4;
+    const char *types = argc > 8 ? argv[8] : "f32";
+    int bf16_tensors = strcmp(types, "bf16") == 0 || strcmp(types, "bf16-all") == 0;
+    int bf16_state = strcmp(types, "bf16-state") == 0 || strcmp(types, "bf16-all") == 0;
+    int dtype = bf16_tensors ? MLORC_DTYPE_BF16 : MLORC_DTYPE_F32;
+    size_t n = (size_t)(rows * cols);
 
     mlorc_optimizer *opt = NULL;
     if (mlorc_create(&opt, rule)) return 1;
     CHECK(mlorc_set_param(opt, MLORC_PARAM_RANK, rank));
     CHECK(mlorc_set_param(opt, MLORC_PARAM_THREADS, threads));
+    if (bf16_state) CHECK(mlorc_set_param(opt, 30 /* MLORC_PARAM_STATE_DTYPE */, 1));
 
-    unsigned char *w = malloc(n * element), *g = malloc(n * element);
+    float *w = malloc(n * sizeof *w), *g = malloc(n * sizeof *g);
     if (!w || !g) return 1;
     for (size_t i = 0; i < n; i++) {
-        float wi = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-        float gi = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
-        if (bf16) { /* truncated to bf16: any bf16 values do */
+        w[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        g[i] = (float)((i * 40503u) % 997) * 1e-3f - 0.5f;
+    }
+    if (bf16_tensors) { /* the top halves of the same values, packed in place */
+        uint16_t *w16 = (uint16_t *)w, *g16 = (uint16_t *)g;
+        for (size_t i = 0; i < n; i++) {
             uint32_t wb, gb;
-            memcpy(&wb, &wi, 4);
-            memcpy(&gb, &gi, 4);
-            ((uint16_t *)w)[i] = (uint16_t)(wb >> 16);
-            ((uint16_t *)g)[i] = (uint16_t)(gb >> 16);
-        } else {
-            ((float *)w)[i] = wi;
-            ((float *)g)[i] = gi;
+            memcpy(&wb, &w[i], 4), memcpy(&gb, &g[i], 4);
+            w16[i] = (uint16_t)(wb >> 16), g16[i] = (uint16_t)(gb >> 16);
         }
     }
     mlorc_tensor_layout layout = {rows, cols, dtype, storage};
@@ -127,10 +129,10 @@ int main(int argc, char **argv) {
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     size_t scratch = 0;
     CHECK(mlorc_scratch_bytes(opt, &scratch));
-    printf("{\"rule\": \"%s\", \"storage\": \"%s\", \"dtype\": \"%s\", \"rank\": %d, \"rows\": %lld, "
-           "\"cols\": %lld, \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"state_bytes\": %zu, "
+    printf("{\"rule\": \"%s\", \"storage\": \"%s\", \"rank\": %d, \"rows\": %lld, \"cols\": %lld, "
+           "\"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"state_bytes\": %zu, "
            "\"scratch_bytes\": %zu, \"first_step_extra_bytes\": %lld, \"peak_extra_bytes\": %lld}\n",
-           argv[1], argv[2], bf16 ? "bf16" : "f32", rank, (long long)rows, (long long)cols, threads,
+           argv[1], argv[2], rank, (long long)rows, (long long)cols, threads,
            times[steps / 2], times[0], state_bytes, scratch, first_extra, warm_extra);
     free(times); free(state); free(w); free(g);
     mlorc_free(opt);

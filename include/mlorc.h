@@ -191,9 +191,9 @@ typedef enum mlorc_storage {
 /* Element type of parameters and gradients. Arithmetic is fp32 whatever the
  * element type: half-precision values are widened when loaded, and new
  * weights are rounded when stored (MLORC_PARAM_STOCHASTIC_ROUNDING). Moments
- * and factors are stored fp32. Half precision is supported by AdamW, Lion and
- * ADOPT (dense and low-rank storage); the other rules give
- * MLORC_ERROR_UNSUPPORTED_DTYPE. */
+ * and factors are stored fp32, or bf16 with MLORC_PARAM_STATE_DTYPE. Half
+ * precision is supported by AdamW, Lion and ADOPT (dense and low-rank
+ * storage); the other rules give MLORC_ERROR_UNSUPPORTED_DTYPE. */
 typedef enum mlorc_dtype {
     MLORC_DTYPE_F32 = 0,  /* IEEE-754 binary32 */
     MLORC_DTYPE_BF16 = 1, /* bfloat16: the top 16 bits of a binary32 */
@@ -208,6 +208,10 @@ typedef enum mlorc_dtype {
 /* In mlorc_state_info.dtype only: the state keeps fp32 master weights
  * (MLORC_PARAM_MASTER_WEIGHTS); dtype & 0xff is the parameter's dtype. */
 #define MLORC_STATE_MASTER_WEIGHTS 0x100
+
+/* In mlorc_state_info.dtype only: the state's moments (dense) or factors
+ * U, s, V (low-rank) are stored bf16 (MLORC_PARAM_STATE_DTYPE). */
+#define MLORC_STATE_BF16_MOMENTS 0x200
 
 /* Hyperparameters and settings, set per handle with mlorc_set_param().
  * Values are doubles; integer-valued keys (rank, counts, seeds, strides and
@@ -284,13 +288,27 @@ typedef enum mlorc_param {
                                          it and writes its rounding to the parameter. 0
                                          (default): the step rounds the updated parameter
                                          itself. Integer [0, 1] */
-    MLORC_PARAM_STOCHASTIC_ROUNDING = 29 /* how new bf16 weights (or a master's value) are
+    MLORC_PARAM_STOCHASTIC_ROUNDING = 29, /* how new bf16 weights (or a master's value) are
                                          rounded: 1 (default) stochastically, with bits from
                                          the counter-based generator keyed by (seed, tensor
                                          id, step, element), so rounding is the same for any
                                          thread count, on resume and on every data-parallel
                                          rank; 0 to nearest even. f16 always rounds to
-                                         nearest even. Integer [0, 1] */
+                                         nearest even. Integer [0, 1]. It also rounds
+                                         bf16 moments and factors (STATE_DTYPE), with
+                                         bits of their own */
+    MLORC_PARAM_STATE_DTYPE = 30         /* AdamW, Lion, ADOPT: the element type of the
+                                         moments (dense) and factors U, s, V (low-rank)
+                                         of states initialised from now on:
+                                         MLORC_DTYPE_F32 (0, default) or MLORC_DTYPE_BF16
+                                         (1: half the state). Fixed in the state like the
+                                         rank (MLORC_STATE_BF16_MOMENTS in
+                                         mlorc_state_info.dtype): a step follows the state,
+                                         whatever the handle's value. Arithmetic stays
+                                         fp32; only the stored values are rounded, as
+                                         STOCHASTIC_ROUNDING says. Master weights stay
+                                         fp32. Other rules give MLORC_ERROR_UNKNOWN_PARAM.
+                                         Integer [0, 1] */
 } mlorc_param;
 
 /* ----------------------------------------------------------------- handle */
@@ -366,7 +384,10 @@ typedef struct mlorc_tensor_layout {
  * where CAME's statistics are S = 2(m+n) for a matrix and S = m+n for a
  * vector (rows or cols == 1), and k = MLORC_PARAM_STATS_STRIDE. Oversampling
  * changes only which storage MLORC_STORAGE_AUTO picks, not the size. fp32
- * master weights of a bf16/f16 parameter (MLORC_PARAM_MASTER_WEIGHTS) add mn. */
+ * master weights of a bf16/f16 parameter (MLORC_PARAM_MASTER_WEIGHTS) add mn.
+ * With MLORC_PARAM_STATE_DTYPE = MLORC_DTYPE_BF16 (AdamW, Lion, ADOPT) the
+ * moments take 2 bytes each: MLORC_STATE_HEADER_BYTES + 4 * ceil(F / 2)
+ * (+ 4mn for master weights), F as in the table. */
 int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                      size_t *out_bytes);
 
@@ -378,7 +399,7 @@ int mlorc_state_size(const mlorc_optimizer *opt, const mlorc_tensor_layout *layo
  * only states initialised later. The state holds no pointers: it may be
  * copied, saved and reloaded byte for byte.
  *
- * A state holds the rule, shape, dtype, storage, rank, tensor id, step count
+ * A state holds the rule, shape, dtype, storage, rank, moments' dtype, tensor id, step count
  * (and the statistics stride of the D-adaptation rules), but no other
  * hyperparameter: betas, eps, weight decay, seed, power iterations, the
  * update options... come from the handle at every step, and a state is
@@ -403,7 +424,8 @@ typedef struct mlorc_state_info {
     uint32_t layout_version; /* MLORC_STATE_LAYOUT_VERSION of the writer */
     int32_t rule;            /* mlorc_rule */
     int32_t storage;         /* resolved: MLORC_STORAGE_DENSE or _LOWRANK */
-    int32_t dtype;           /* mlorc_dtype */
+    int32_t dtype;           /* mlorc_dtype, | MLORC_STATE_MASTER_WEIGHTS,
+                                | MLORC_STATE_BF16_MOMENTS */
     int64_t rows;
     int64_t cols;
     int64_t rank;            /* 0 for dense storage */

@@ -143,6 +143,7 @@ check api_test build_and_run_c api_test "${LINK_MLORC[@]}" -lm
 check train_test build_and_run_c train_test "${LINK_MLORC[@]}" -lm
 check group_test build_and_run_c group_test "${LINK_MLORC[@]}" -lm
 check half_test build_and_run_c half_test "${LINK_MLORC[@]}" -lm
+check state_dtype_test build_and_run_c state_dtype_test "${LINK_MLORC[@]}" -lm
 check outputs_test build_and_run_c outputs_test "${LINK_MLORC[@]}" -lm
 check step_args_test build_and_run_c step_args_test "${LINK_MLORC[@]}" -lm
 check state_header_test build_and_run_c state_header_test "${LINK_MLORC[@]}" -lm

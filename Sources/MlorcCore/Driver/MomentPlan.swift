@@ -36,8 +36,12 @@ struct MomentPlan<Rule: MomentRule>: BatchPlan {
     func finish() { adaptation?.finish() }
 }
 
-/// One tensor of a MomentPlan. Each phase dispatches once on the tensor's
-/// element types to code generic over them (TensorElements).
+/// One tensor of a MomentPlan. Each phase picks one of two compiled paths:
+/// fp32 everywhere (weights, gradient, moments: FP32Dense / FP32Access), or
+/// the one path for every other combination of element types, which branches
+/// on them at run time (Rule.OtherDense / Rule.OtherWeights: AnyDense /
+/// AnyElementAccess for the rules that take them). Compiling a path per
+/// combination had multiplied the build time.
 struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     enum Storage { case dense, factors, projection }
 
@@ -54,70 +58,29 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     }
 
     private var elements: Int { tensor.header.rows * tensor.header.cols }
-
-    mutating func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
-        switch tensor.elements {
-        case .f32: try prepare(F32Tensors.self, &context)
-        case .bf16: try prepare(BF16Tensors.self, &context)
-        case .bf16WithF32Grad: try prepare(BF16WithF32Grad.self, &context)
-        case .f16: try prepare(F16Tensors.self, &context)
-        case .f16WithF32Grad: try prepare(F16WithF32Grad.self, &context)
-        case .masterBF16: try prepare(MasterBF16.self, &context)
-        case .masterBF16WithF32Grad: try prepare(MasterBF16WithF32Grad.self, &context)
-        case .masterF16: try prepare(MasterF16.self, &context)
-        case .masterF16WithF32Grad: try prepare(MasterF16WithF32Grad.self, &context)
-        }
-    }
-
-    mutating func verify(_ context: inout StepContext) throws(MlorcError) -> String? {
-        switch tensor.elements {
-        case .f32: try verify(F32Tensors.self, &context)
-        case .bf16: try verify(BF16Tensors.self, &context)
-        case .bf16WithF32Grad: try verify(BF16WithF32Grad.self, &context)
-        case .f16: try verify(F16Tensors.self, &context)
-        case .f16WithF32Grad: try verify(F16WithF32Grad.self, &context)
-        case .masterBF16: try verify(MasterBF16.self, &context)
-        case .masterBF16WithF32Grad: try verify(MasterBF16WithF32Grad.self, &context)
-        case .masterF16: try verify(MasterF16.self, &context)
-        case .masterF16WithF32Grad: try verify(MasterF16WithF32Grad.self, &context)
-        }
-    }
-
-    mutating func commit(_ context: inout StepContext) throws(MlorcError) {
-        switch tensor.elements {
-        case .f32: try commit(F32Tensors.self, &context)
-        case .bf16: try commit(BF16Tensors.self, &context)
-        case .bf16WithF32Grad: try commit(BF16WithF32Grad.self, &context)
-        case .f16: try commit(F16Tensors.self, &context)
-        case .f16WithF32Grad: try commit(F16WithF32Grad.self, &context)
-        case .masterBF16: try commit(MasterBF16.self, &context)
-        case .masterBF16WithF32Grad: try commit(MasterBF16WithF32Grad.self, &context)
-        case .masterF16: try commit(MasterF16.self, &context)
-        case .masterF16WithF32Grad: try commit(MasterF16WithF32Grad.self, &context)
-        }
-    }
-
-    /// How the caller's parameter is rounded: stochastically for bf16 with
-    /// MLORC_PARAM_STOCHASTIC_ROUNDING, else to nearest even.
-    private func rounding<E: TensorElements>(_: E.Type) -> WeightRounding {
-        guard E.Stored.usesRandomBits, hyper.stochasticRounding else { return .nearest }
-        return WeightRounding(stochastic: true, seed: hyper.seed, tensorID: tensor.header.tensorID,
-                              step: tensor.header.step + 1)
-    }
+    /// The low-rank passes see fp32 factors (bf16 ones are widened into the
+    /// region), so only the weights' and gradient's types choose their path.
+    private var lowRankFP32: Bool { tensor.elements == .f32 }
+    private var denseFP32: Bool { tensor.elements == .f32 && !tensor.header.bf16Moments }
 
     /// The low-rank passes: the fp32 fast path, or the one for every other
     /// element type (compiled once, not per type).
-    private func lowRank<E: TensorElements, A: WeightAccess>(_: E.Type, _: A.Type) -> LowRankStep<Rule, A> {
-        LowRankStep<Rule, A>(rule: rule, tensor: tensor, hyper: hyper, region: region, rounding: rounding(E.self))
+    private func lowRank<A: WeightAccess>(_: A.Type) -> LowRankStep<Rule, A> {
+        LowRankStep<Rule, A>(rule: rule, tensor: tensor, hyper: hyper, region: region,
+                             rounding: tensor.weightRounding(hyper))
     }
 
-    private func dense<E: TensorElements>(_: E.Type) -> DenseStep<Rule, E> {
-        DenseStep<Rule, E>(rule: rule, tensor: tensor, rounding: rounding(E.self))
+    private func dense<A: DenseAccess>(_: A.Type) -> DenseStep<Rule, A> {
+        DenseStep<Rule, A>(rule: rule, tensor: tensor, hyper: hyper)
     }
 
-    private mutating func prepare<E: TensorElements>(_: E.Type, _ context: inout StepContext) throws(MlorcError) -> Bool {
+    mutating func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
+        // An fp32-only rule's "other" path is its fp32 one (MomentRule.OtherDense): only fp32 may reach it.
+        precondition(ObjectIdentifier(Rule.OtherDense.self) != ObjectIdentifier(FP32Dense.self) || tensor.elements == .f32
+                         && !tensor.header.bf16Moments, "a non-fp32 tensor reached an fp32-only rule")
         if hyper.orthograd || hyper.clipNorm > 0 {
-            let sums = Self.gradientTotals(tensor, E.self, context)
+            let sums = gradientTotals(tensor.denseTensor(hyper), rows: tensor.header.rows,
+                                      cols: tensor.header.cols, context)
             rule.modifiers.setGradientTransform(gg: sums.x, wg: sums.y, ww: sums.z,
                                                 orthograd: hyper.orthograd, clipNorm: hyper.clipNorm)
             guard sums.x.isFinite && sums.y.isFinite && sums.z.isFinite else { return false }
@@ -125,92 +88,101 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
         switch storage {
         case .factors:
             let parts = context.parts(for: elements)
-            return tensor.elements == .f32
-                ? try lowRank(E.self, FP32Access.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
-                : try lowRank(E.self, AnyElementAccess.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
+            return lowRankFP32
+                ? try lowRank(FP32Access.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
+                : try lowRank(Rule.OtherWeights.self).sketch(workspace: &context.workspace, pool: context.pool, parts: parts)
         case .dense:
             // verify's scan sees a non-finite gradient too; a reduction over
             // the batch must not see one first.
-            return writeStatistics == nil || dense(E.self).gradientIsFinite(context)
+            return writeStatistics == nil || dense(FP32Dense.self).gradientIsFinite(context)
         case .projection:
             return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).gradientIsWithinBound(context)
         }
     }
 
-    private mutating func verify<E: TensorElements>(_: E.Type, _ context: inout StepContext) throws(MlorcError) -> String? {
+    mutating func verify(_ context: inout StepContext) throws(MlorcError) -> String? {
         guard rule.stepSize.isFinite, rule.decayRate.isFinite else {
             return "the step size \(rule.stepSize) or decay rate \(rule.decayRate) overflows float (lr too large)"
         }
-        let notFinite = "the new weights or moments would not be finite in \(dtypeName(E.Stored.dtype)) (check the state, the gradient's scale and lr)"
+        let notFinite = "the new weights or moments would not be finite in \(dtypeName(tensor.header.paramDtype)) (check the state, the gradient's scale and lr)"
         switch storage {
         case .dense:
-            if hyper.cautious { rule.modifiers.cautiousScale = dense(E.self).cautiousScale(context) }
-            return dense(E.self).verify(context)
+            if denseFP32 {
+                if hyper.cautious { rule.modifiers.cautiousScale = dense(FP32Dense.self).cautiousScale(context) }
+                return dense(FP32Dense.self).verify(context)
+            }
+            if hyper.cautious { rule.modifiers.cautiousScale = dense(Rule.OtherDense.self).cautiousScale(context) }
+            return dense(Rule.OtherDense.self).verify(context)
         case .factors:
-            let w = OutputBounds.maxMagnitude(E.Param.self, tensor.weights(E.self), count: elements, context: context)
-            let g = OutputBounds.maxMagnitude(E.Grad.self, tensor.grad(E.self), count: elements, context: context)
+            let w = OutputBounds.maxMagnitude(tensor.elements.kernelParam, tensor.kernelWeights, count: elements, context: context)
+            let g = OutputBounds.maxMagnitude(tensor.elements.grad, tensor.gradient, count: elements, context: context)
             guard w.isFinite else { return "the weights contain NaN or infinity" }
             let parts = context.parts(for: elements)
-            let finite = tensor.elements == .f32
-                ? try lowRank(E.self, FP32Access.self).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
-                                                                      pool: context.pool, parts: parts)
-                : try lowRank(E.self, AnyElementAccess.self).outputsAreFinite(weightBound: w, gradBound: g,
-                                                                            workspace: &context.workspace,
-                                                                            pool: context.pool, parts: parts)
+            let finite = lowRankFP32
+                ? try lowRank(FP32Access.self).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
+                                                              pool: context.pool, parts: parts)
+                : try lowRank(Rule.OtherWeights.self).outputsAreFinite(weightBound: w, gradBound: g,
+                                                                    workspace: &context.workspace,
+                                                                    pool: context.pool, parts: parts)
             return finite ? nil : notFinite
         case .projection:
             return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).verify(context)
         }
     }
 
-    private mutating func commit<E: TensorElements>(_: E.Type, _ context: inout StepContext) throws(MlorcError) {
+    mutating func commit(_ context: inout StepContext) throws(MlorcError) {
         writeStatistics?(tensor, rule)
         let parts = context.parts(for: elements)
         switch storage {
         case .factors:
-            if tensor.elements == .f32 {
-                try lowRank(E.self, FP32Access.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+            if lowRankFP32 {
+                try lowRank(FP32Access.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
             } else {
-                try lowRank(E.self, AnyElementAccess.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
+                try lowRank(Rule.OtherWeights.self).update(workspace: &context.workspace, pool: context.pool, parts: parts)
             }
         case .projection:
             try GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
                 .update(workspace: &context.workspace, pool: context.pool, parts: parts)
         case .dense:
-            dense(E.self).update(context)
+            if denseFP32 { dense(FP32Dense.self).update(context) } else { dense(Rule.OtherDense.self).update(context) }
         }
-        if E.hasMaster { writeBackMaster(E.self, context) }
+        if tensor.elements.hasMaster { writeBackMaster(tensor, rounding: tensor.weightRounding(hyper), context) }
     }
 
-    /// The parameter ← the rounding of the updated master weights.
-    private func writeBackMaster<E: TensorElements>(_: E.Type, _ context: StepContext) {
-        let n = elements, p = context.parts(for: n), rounding = rounding(E.self)
-        let master = UnsafePointer(tensor.weights(E.self)), param = tensor.stored(E.self)
+}
+
+/// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count
+/// independent), through the fp32 path when weights and gradient are fp32.
+func gradientTotals(_ t: DenseTensor, rows: Int, cols: Int, _ context: StepContext) -> SIMD3<Double> {
+    let p = min(context.parts(for: rows * cols), rows)
+    let fp32 = t.weightKind == .f32 && t.gradKind == .f32
+    var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
+    perRow.withUnsafeMutableBufferPointer { sums in
         context.pool.run(parts: p) { part in
-            let range = partition(n, parts: p, part: part, align: 8)
-            var e = range.lowerBound
-            while e < range.upperBound {
-                let count = min(8, range.upperBound - e)
-                E.Stored.store8(E.Param.load8(master + e, count), param + e, count,
-                                random: E.Stored.usesRandomBits ? rounding.random(at: e) : nil)
-                e += 8
+            let range = partition(rows, parts: p, part: part)
+            if fp32 {
+                gradientSums(FP32Dense.self, t, cols: cols, rows: range, into: sums.baseAddress!)
+            } else {
+                gradientSums(AnyDense.self, t, cols: cols, rows: range, into: sums.baseAddress!)
             }
         }
     }
+    let total = perRow.reduce(SIMD4<Double>.zero, +)
+    return SIMD3(total.x, total.y, total.z)
+}
 
-    /// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count independent).
-    private static func gradientTotals<E: TensorElements>(_ t: Optimizer.Prepared, _: E.Type,
-                                                          _ context: StepContext) -> SIMD3<Double> {
-        let rows = t.header.rows, cols = t.header.cols, p = min(context.parts(for: rows * cols), rows)
-        var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
-        perRow.withUnsafeMutableBufferPointer { sums in
-            context.pool.run(parts: p) { part in
-                gradientSums(E.self, weights: t.weights(E.self), grad: t.grad(E.self), cols: cols,
-                             rows: partition(rows, parts: p, part: part), into: sums.baseAddress!)
-            }
+/// The parameter ← the rounding of the updated fp32 master weights.
+func writeBackMaster(_ tensor: Optimizer.Prepared, rounding: WeightRounding, _ context: StepContext) {
+    let n = tensor.header.rows * tensor.header.cols, p = context.parts(for: n), kind = tensor.elements.stored
+    let master = UnsafePointer(tensor.kernelWeights.assumingMemoryBound(to: Float.self)), param = tensor.param
+    context.pool.run(parts: p) { part in
+        let range = partition(n, parts: p, part: part, align: 8)
+        var e = range.lowerBound
+        while e < range.upperBound {
+            let count = min(8, range.upperBound - e)
+            kind.store8(F32.load8(master + e, count), param, e, count, rounding: rounding)
+            e += 8
         }
-        let total = perRow.reduce(SIMD4<Double>.zero, +)
-        return SIMD3(total.x, total.y, total.z)
     }
 }
 

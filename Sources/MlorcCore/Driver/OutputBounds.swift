@@ -24,6 +24,15 @@ enum OutputBounds {
         return magnitude(ofBits: worst.max() ?? 0)
     }
 
+    /// maxMagnitude of a buffer whose element type is known at run time.
+    static func maxMagnitude(_ kind: ElementKind, _ p: UnsafeRawPointer, count: Int, context: StepContext) -> Double {
+        switch kind {
+        case .f32: maxMagnitude(F32.self, p.assumingMemoryBound(to: Float.self), count: count, context: context)
+        case .bf16: maxMagnitude(BF16.self, p.assumingMemoryBound(to: UInt16.self), count: count, context: context)
+        case .f16: maxMagnitude(F16.self, p.assumingMemoryBound(to: Float16.self), count: count, context: context)
+        }
+    }
+
     /// The magnitude whose bit pattern `bits` is (NaN reads as +inf).
     static func magnitude(ofBits bits: Int32) -> Double {
         let x = Float(bitPattern: UInt32(bitPattern: bits))
@@ -66,6 +75,36 @@ func maxMagnitudeBits<E: Element>(_: E.Type, _ p: UnsafePointer<E.Scalar>, _ ran
         e += 8
     }
     return max(a.max(), b.max())
+}
+
+/// maxMagnitudeBits of a buffer whose element type is known at run time
+/// (one branch, outside the loop).
+func maxMagnitudeBits(_ kind: ElementKind, _ p: UnsafeRawPointer, _ range: Range<Int>) -> Int32 {
+    switch kind {
+    case .f32: maxMagnitudeBits(F32.self, p.assumingMemoryBound(to: Float.self), range)
+    case .bf16: maxMagnitudeBits(BF16.self, p.assumingMemoryBound(to: UInt16.self), range)
+    case .f16: maxMagnitudeBits(F16.self, p.assumingMemoryBound(to: Float16.self), range)
+    }
+}
+
+/// Whether any of p[range] is below zero (-0 and NaN are not), for a
+/// buffer whose element type is known at run time (one branch, outside the loop).
+func anyNegative(_ kind: ElementKind, _ p: UnsafeRawPointer, _ range: Range<Int>) -> Bool {
+    switch kind {
+    case .f32: anyNegative(F32.self, p.assumingMemoryBound(to: Float.self), range)
+    case .bf16: anyNegative(BF16.self, p.assumingMemoryBound(to: UInt16.self), range)
+    case .f16: anyNegative(F16.self, p.assumingMemoryBound(to: Float16.self), range)
+    }
+}
+
+@inline(__always)
+private func anyNegative<E: Element>(_: E.Type, _ p: UnsafePointer<E.Scalar>, _ range: Range<Int>) -> Bool {
+    var e = range.lowerBound
+    while e < range.upperBound {
+        if any(E.load8(p + e, min(8, range.upperBound - e)) .< SIMD8(repeating: 0)) { return true }
+        e += 8
+    }
+    return false
 }
 
 /// The lanes of an 8-lane chunk below `count` (the rest, padding, read as 0).

@@ -1,9 +1,9 @@
-/// The element-type seam. Parameters and gradients may be stored in any
-/// element type; inside the kernels every value is fp32 SIMD8 (moments,
-/// factors and arithmetic). The type matters only where a kernel loads 8
-/// lanes of a parameter or gradient and where it stores 8 lanes of new
-/// weights. A new element type is one conformance (a file here), its cases
-/// in TensorElementKind and in the dispatch of MomentTensorStep.
+/// The element-type seam. Parameters, gradients and (bf16 states) moments
+/// may be stored in any element type; inside the kernels every value is fp32
+/// SIMD8. The type matters only where a kernel loads or stores 8 lanes. A
+/// new element type is one conformance (a file here), its cases in
+/// TensorElementKind and in ElementKind, which the kernels' one non-fp32
+/// path branches on.
 protocol Element {
     /// The scalar as it lies in memory.
     associatedtype Scalar
@@ -30,44 +30,6 @@ extension Element {
     static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Scalar>, _ count: Int) {
         store8(v, p, count, random: nil)
     }
-}
-
-/// The element types of one tensor of a step: what the kernels read and
-/// write as the weights (Param: the parameter, or its fp32 master copy),
-/// the gradient, and the caller's parameter (Stored; Param without a master).
-protocol TensorElements {
-    associatedtype Param: Element
-    associatedtype Grad: Element
-    associatedtype Stored: Element = Param
-    /// Whether the weights are an fp32 master copy of a half-precision parameter.
-    static var hasMaster: Bool { get }
-}
-
-extension TensorElements {
-    static var hasMaster: Bool { false }
-}
-
-enum F32Tensors: TensorElements { typealias Param = F32; typealias Grad = F32 }
-enum BF16Tensors: TensorElements { typealias Param = BF16; typealias Grad = BF16 }
-enum BF16WithF32Grad: TensorElements { typealias Param = BF16; typealias Grad = F32 }
-enum F16Tensors: TensorElements { typealias Param = F16; typealias Grad = F16 }
-enum F16WithF32Grad: TensorElements { typealias Param = F16; typealias Grad = F32 }
-/// Master weights: the kernels step the fp32 master; the parameter gets its rounding.
-enum MasterBF16: TensorElements {
-    typealias Param = F32; typealias Grad = BF16; typealias Stored = BF16
-    static var hasMaster: Bool { true }
-}
-enum MasterBF16WithF32Grad: TensorElements {
-    typealias Param = F32; typealias Grad = F32; typealias Stored = BF16
-    static var hasMaster: Bool { true }
-}
-enum MasterF16: TensorElements {
-    typealias Param = F32; typealias Grad = F16; typealias Stored = F16
-    static var hasMaster: Bool { true }
-}
-enum MasterF16WithF32Grad: TensorElements {
-    typealias Param = F32; typealias Grad = F32; typealias Stored = F16
-    static var hasMaster: Bool { true }
 }
 
 /// The combinations the library steps, from a tensor's dtype field and its
@@ -118,9 +80,9 @@ func dtypeName(_ dtype: Int32) -> String {
     return dtype & 0x100 != 0 ? "\(base) with f32 gradient" : base
 }
 
-/// An element type known at run time: what the low-rank passes, compiled
-/// once, branch on (predictably: one type per tensor) at each 8-lane load
-/// and store of a weight or gradient.
+/// An element type known at run time: what the kernels' non-fp32 paths
+/// (AnyDense, AnyElementAccess), compiled once per rule, branch on
+/// (predictably: one type per buffer) at each 8-lane load and store.
 enum ElementKind {
     case f32, bf16, f16
 

@@ -21,6 +21,15 @@ struct WeightRounding {
         self.init(key: stochastic ? Self.key(seed: seed ^ 0x474E_444E_554F_5253, tensorID: tensorID, step: step) : nil)
     }
 
+    /// The bits that round moment k of a bf16 state (dense values, or the
+    /// factors U, s, Vt indexed as they lie in the payload): "SRMOMNT0" + k,
+    /// a domain apart from the weights' and from the other moment's.
+    static func moment(_ k: Int, stochastic: Bool, seed: UInt64, tensorID: UInt64, step: UInt64) -> WeightRounding {
+        guard stochastic else { return .nearest }
+        let domain: UInt64 = 0x30_544E_4D4F_4D52_53 &+ UInt64(k) << 56
+        return WeightRounding(key: key(seed: seed ^ domain, tensorID: tensorID, step: step))
+    }
+
     private static func key(seed: UInt64, tensorID: UInt64, step: UInt64) -> (UInt32, UInt32) {
         let mix = SketchGenerator.splitMix64
         let k = mix(mix(seed ^ mix(tensorID &+ 0x9E37_79B9_7F4A_7C15)) ^ step)

@@ -56,11 +56,13 @@ package final class Optimizer {
         let stride = rule.adaptsStepSize ? hyper.statsStride : 0
         // fp32 master weights for a half-precision parameter (an fp32 one needs none).
         let master = hyper.masterWeights && paramDtype != F32.dtype
+        let bf16Moments = hyper.bf16State && rule.entry.bf16State
         guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r, master: master,
-                                       statsStride: stride) != nil else {
+                                       bf16Moments: bf16Moments, statsStride: stride) != nil else {
             throw MlorcError(.invalidShape, "state of a \(rows)x\(cols) tensor would overflow the address space")
         }
         let dtype = UInt32(paramDtype) | (master ? StateFormat.Header.masterFlag : 0)
+            | (bf16Moments ? StateFormat.Header.bf16MomentsFlag : 0)
         return StateFormat.Header(rule: rule, storage: storage, dtype: dtype, rows: rows, cols: cols,
                                   rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID, statsStride: stride)
     }

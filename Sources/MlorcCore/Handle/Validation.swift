@@ -30,32 +30,24 @@ extension Optimizer {
         let state: UnsafeMutableRawPointer
         var header: StateFormat.Header
 
-        /// The weights the kernels step: the fp32 master copy when the state
-        /// keeps one, else the parameter.
-        func weights<E: TensorElements>(_: E.Type) -> UnsafeMutablePointer<E.Param.Scalar> {
-            (E.hasMaster ? UnsafeMutableRawPointer(payload + header.masterOffset) : param)
-                .assumingMemoryBound(to: E.Param.Scalar.self)
-        }
-        /// The weights the kernels step, untyped (see weights(_:)).
+        /// The weights the kernels step (of type elements.kernelParam): the
+        /// fp32 master copy when the state keeps one, else the parameter.
         var kernelWeights: UnsafeMutableRawPointer {
             elements.hasMaster ? UnsafeMutableRawPointer(payload + header.masterOffset) : param
         }
-        /// The caller's parameter.
-        func stored<E: TensorElements>(_: E.Type) -> UnsafeMutablePointer<E.Stored.Scalar> {
-            param.assumingMemoryBound(to: E.Stored.Scalar.self)
-        }
-        func grad<E: TensorElements>(_: E.Type) -> UnsafePointer<E.Grad.Scalar> {
-            gradient.assumingMemoryBound(to: E.Grad.Scalar.self)
-        }
         /// The fp32 views, for the storages whose kernels read fp32 only (their
         /// registry entries refuse other element types).
-        var weights: UnsafeMutablePointer<Float> { weights(F32Tensors.self) }
-        var grad: UnsafePointer<Float> { grad(F32Tensors.self) }
+        var weights: UnsafeMutablePointer<Float> { param.assumingMemoryBound(to: Float.self) }
+        var grad: UnsafePointer<Float> { gradient.assumingMemoryBound(to: Float.self) }
 
         var payload: UnsafeMutablePointer<Float> {
             (state + StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
         }
         func moment(_ k: Int) -> UnsafeMutablePointer<Float> { payload + k * header.floatsPerMoment }
+        /// Moment k's values in their element type (header.momentKind).
+        func momentBytes(_ k: Int) -> UnsafeMutableRawPointer {
+            UnsafeMutableRawPointer(payload) + k * header.bytesPerMoment
+        }
     }
 
     func validate(_ a: TensorArgs) throws(MlorcError) -> Prepared {

@@ -20,6 +20,8 @@ package struct Hyperparameters {
     /// Half-precision parameters: fp32 master weights in new states; how new
     /// bf16 weights are rounded (stochastically, or to nearest even).
     package var masterWeights = false, stochasticRounding = true
+    /// New states keep their moments (or factors) in bf16 (MLORC_PARAM_STATE_DTYPE = 1).
+    package var bf16State = false
     /// β3: CAME's EMA of the instability; Prodigy's EMA of its statistics
     /// (defaults set per rule below).
     package var beta3 = 0.0
@@ -66,6 +68,7 @@ package struct Hyperparameters {
         case .mofasgdMaxValue: mofasgdMaxValue
         case .masterWeights: masterWeights ? 1 : 0
         case .stochasticRounding: stochasticRounding ? 1 : 0
+        case .stateDtype: bf16State ? 1 : 0
         case .beta3: beta3
         case .eps2: eps2
         case .cameClip: cameClip
@@ -80,12 +83,16 @@ package struct Hyperparameters {
     /// on error nothing changes.
     package mutating func set(_ key: ParamKey, _ value: Double, rule: RuleKind) throws(MlorcError) {
         guard let range = Self.bounds(rule: rule, key: key) else {
+            if key == .stateDtype {
+                throw MlorcError(.unknownParam, "parameter state_dtype (bf16 moments) does not apply to \(rule.entry.name): only AdamW, Lion and ADOPT store their state in bf16")
+            }
             throw MlorcError(.unknownParam, "parameter \(key.name) does not apply to this rule")
         }
         // growth_rate alone may be +inf (no cap, its default).
         guard value.isFinite || (key == .growthRate && value == .infinity), range.contains(value) else {
+            let hint = key == .stateDtype ? " (MLORC_DTYPE_F32 = 0 or MLORC_DTYPE_BF16 = 1)" : ""
             throw MlorcError(.paramOutOfRange,
-                             "\(key.name) = \(value) is outside [\(range.lowerBound), \(range.upperBound)]")
+                             "\(key.name) = \(value) is outside [\(range.lowerBound), \(range.upperBound)]\(hint)")
         }
         if key.isInteger && value.rounded(.towardZero) != value {
             throw MlorcError(.paramOutOfRange, "\(key.name) must be an integer, got \(value)")
@@ -118,6 +125,7 @@ package struct Hyperparameters {
         case .mofasgdMaxValue: mofasgdMaxValue = value
         case .masterWeights: masterWeights = value != 0
         case .stochasticRounding: stochasticRounding = value != 0
+        case .stateDtype: bf16State = value != 0
         case .beta3: beta3 = value
         case .eps2: eps2 = value
         case .cameClip: cameClip = value

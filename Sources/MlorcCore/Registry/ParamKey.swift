@@ -29,6 +29,7 @@ package enum ParamKey: Int32, CaseIterable {
     case mofasgdMaxValue = 27
     case masterWeights = 28
     case stochasticRounding = 29
+    case stateDtype = 30
 
     var name: String {
         switch self {
@@ -61,6 +62,7 @@ package enum ParamKey: Int32, CaseIterable {
         case .mofasgdMaxValue: "mofasgd_max_value"
         case .masterWeights: "master_weights"
         case .stochasticRounding: "stochastic_rounding"
+        case .stateDtype: "state_dtype"
         }
     }
 
@@ -68,7 +70,7 @@ package enum ParamKey: Int32, CaseIterable {
         switch self {
         case .rank, .oversampling, .powerIterations, .biasCorrection, .seed, .threads, .adoptClip,
              .grams, .atan2, .cautious, .orthograd, .galoreInterval, .statsStride, .mofasgdReciprocal,
-             .masterWeights, .stochasticRounding: true
+             .masterWeights, .stochasticRounding, .stateDtype: true
         default: false
         }
     }

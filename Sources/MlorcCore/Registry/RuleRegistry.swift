@@ -24,6 +24,8 @@ enum RuleRegistry {
     static let directionOptions: [ParamKey: ClosedRange<Double>] = [.grams: flag, .cautious: flag]
     static let adaptation: [ParamKey: ClosedRange<Double>] = [.d0: 1e-12...1e6, .statsStride: 1...1_048_576]
     static let halfPrecision: [ParamKey: ClosedRange<Double>] = [.masterWeights: flag, .stochasticRounding: flag]
+    /// MLORC_PARAM_STATE_DTYPE: f32 (0) or bf16 (1) moments and factors (entries with bf16State).
+    static let stateDtype: [ParamKey: ClosedRange<Double>] = [.stateDtype: flag]
 
     static func keys(_ groups: [ParamKey: ClosedRange<Double>]...) -> [ParamKey: ClosedRange<Double>] {
         groups.reduce(into: [:]) { all, group in all.merge(group) { _, new in new } }

@@ -8,6 +8,8 @@ import CVectorMath
 /// weight decay applied before the update. With the atan2 option the direction
 /// is (4/π)·atan2(m̂, √v̂) (no ε).
 struct AdamWRule: MomentRule {
+    typealias OtherDense = AnyDense  // half precision and bf16 states (its entry)
+    typealias OtherWeights = AnyElementAccess
     static let momentCount = 2
     static func isNonNegative(_ k: Int) -> Bool { k == 1 }
 

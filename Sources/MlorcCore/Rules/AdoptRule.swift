@@ -11,6 +11,8 @@ import CVectorMath
 /// The first step only initialises v = g² (no update, no weight decay).
 /// m depends on the previous v, so it is not linear in g.
 struct AdoptRule: MomentRule {
+    typealias OtherDense = AnyDense  // half precision and bf16 states (its entry)
+    typealias OtherWeights = AnyElementAccess
     static let momentCount = 2
     static func isNonNegative(_ k: Int) -> Bool { k == 1 }
     static func isLinear(_ k: Int) -> Bool { false }

@@ -2,6 +2,8 @@ import CVectorMath
 
 /// Lion (Chen et al. 2023): direction sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g.
 struct LionRule: MomentRule {
+    typealias OtherDense = AnyDense  // half precision and bf16 states (its entry)
+    typealias OtherWeights = AnyElementAccess
     static let momentCount = 1
     static func isNonNegative(_ k: Int) -> Bool { false }
 

@@ -34,6 +34,14 @@ protocol MomentRule {
     /// then checked exactly. Used to prove, before anything is written, that
     /// a step writes only finite values.
     func outputBounds(grad g: Double, moments: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)?
+
+    /// The kernels' path for tensors that are not fp32 throughout: AnyDense
+    /// and AnyElementAccess for the rules whose entries take half precision
+    /// or a bf16 state; by default the fp32 paths again, so that no second
+    /// copy of the kernels is compiled for rules that step fp32 only
+    /// (validation refuses other tensors before they reach a kernel).
+    associatedtype OtherDense: DenseAccess = FP32Dense
+    associatedtype OtherWeights: WeightAccess = FP32Access
 }
 
 extension MomentRule {

@@ -12,6 +12,9 @@
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
+/// The moments are fp32, or bf16 (dtype bit 9, MLORC_STATE_BF16_MOMENTS: the
+/// same elements at 2 bytes each, the moments' bytes padded to a multiple
+/// of 4); fp32 master weights (dtype bit 8) end the payload.
 /// A rule's registry entry (RuleEntry.payloadFloats) gives its layout: a
 /// storage may lay out its low-rank payload its own way and append
 /// statistics after the moments (see the storage's and rule's files).
@@ -55,12 +58,19 @@ enum StateFormat {
         /// Whether the payload ends with fp32 master weights (dtype bit 8).
         var masterWeights: Bool { dtype & Self.masterFlag != 0 }
         static let masterFlag: UInt32 = 0x100
+        /// Whether the moments (factors) are stored bf16 (dtype bit 9).
+        var bf16Moments: Bool { dtype & Self.bf16MomentsFlag != 0 }
+        static let bf16MomentsFlag: UInt32 = 0x200
+        /// The moments' element type.
+        var momentKind: ElementKind { bf16Moments ? .bf16 : .f32 }
+        /// Bytes of one moment's payload.
+        var bytesPerMoment: Int { floatsPerMoment * (bf16Moments ? 2 : 4) }
         /// Where the master weights start in the payload, in floats.
         var masterOffset: Int { (payloadBytes - 4 * rows * cols) / 4 }
 
         var payloadBytes: Int {
             StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank, master: masterWeights,
-                                     statsStride: statsStride)!
+                                     bf16Moments: bf16Moments, statsStride: statsStride)!
         }
         /// Floats of all moments, where the statistics of D-adaptation start.
         var momentFloats: Int { momentCount * floatsPerMoment }
@@ -70,9 +80,14 @@ enum StateFormat {
     /// Payload size in bytes, or nil on overflow (the rule's registry entry
     /// gives its layout).
     static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int, master: Bool = false,
-                             statsStride: Int = 0) -> Int? {
-        guard let floats = rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank,
+                             bf16Moments: Bool = false, statsStride: Int = 0) -> Int? {
+        guard var floats = rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank,
                                                     statsStride: statsStride) else { return nil }
+        if bf16Moments {
+            // 2 bytes per moment element, padded to whole floats; the statistics stay fp32.
+            let extra = rule.entry.extraFloats(rows, cols, statsStride)
+            floats = (floats - extra + 1) / 2 + extra
+        }
         // Master weights: rows·cols floats more (rows·cols <= Int64.max / 16: no overflow).
         let (bytes, o) = (4 * (floats + (master ? rows * cols : 0))).addingReportingOverflow(headerBytes)
         return o ? nil : bytes - headerBytes
@@ -133,10 +148,13 @@ enum StateFormat {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
         }
         // The parameter's dtype, with the master flag only for a half-precision
-        // parameter of a rule that takes one.
+        // parameter of a rule that takes one, bf16 moments only for a rule that keeps them.
         let dtype = u32(20), param = Int32(dtype & 0xFF), master = dtype & Header.masterFlag != 0
-        guard dtype & ~(0xFF | Header.masterFlag) == 0, [F32.dtype, BF16.dtype, F16.dtype].contains(param),
-              param == F32.dtype || rule.entry.halfPrecision, !master || param != F32.dtype else {
+        let bf16Moments = dtype & Header.bf16MomentsFlag != 0
+        guard dtype & ~(0xFF | Header.masterFlag | Header.bf16MomentsFlag) == 0,
+              [F32.dtype, BF16.dtype, F16.dtype].contains(param),
+              param == F32.dtype || rule.entry.halfPrecision, !master || param != F32.dtype,
+              !bf16Moments || rule.entry.bf16State else {
             throw MlorcError(.stateCorrupted, "state header names an unknown dtype \(dtype)")
         }
         // 2^53 steps cannot be reached: a larger counter was not written by a step.
@@ -147,7 +165,7 @@ enum StateFormat {
                             rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72),
                             statsStride: Int(u64(80)))
         guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank),
-                                         master: header.masterWeights,
+                                         master: header.masterWeights, bf16Moments: header.bf16Moments,
                                          statsStride: header.statsStride),
               UInt64(payload) == u64(64) else {
             throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")
@@ -184,12 +202,31 @@ enum StateFormat {
     /// The MLorc factors of every moment: singular values in [0, 1e30],
     /// orthonormal factors within ±orthonormalBound.
     static func checkMomentFactors(_ h: Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
+        if h.bf16Moments { return try checkBF16MomentFactors(h, UnsafeRawPointer(payload)) }
         for k in 0..<h.momentCount {
             let f = Factors(h, payload: UnsafeMutablePointer(mutating: payload), moment: k)
             var singularOK = true
             for a in 0..<h.rank where !(f.s[a] >= 0 && f.s[a] <= 1e30) { singularOK = false }  // NaN fails too
             guard singularOK, allWithin(f.u, count: h.rows * h.rank, bound: orthonormalBound),
                   allWithin(f.vt, count: h.rank * h.cols, bound: orthonormalBound) else {
+                throw MlorcError(.stateCorrupted, "state factors of moment \(k) are out of range (not written by a step)")
+            }
+        }
+    }
+}
+
+extension StateFormat {
+    /// checkMomentFactors for bf16 factors (the same elements at 2 bytes each).
+    static func checkBF16MomentFactors(_ h: Header, _ payload: UnsafeRawPointer) throws(MlorcError) {
+        let p = payload.assumingMemoryBound(to: UInt16.self), u = h.rows * h.rank
+        @inline(__always) func value(_ e: Int) -> Float { Float(bitPattern: UInt32(p[e]) << 16) }
+        for k in 0..<h.momentCount {
+            let base = k * h.floatsPerMoment
+            var ok = true
+            for a in 0..<h.rank where !(value(base + u + a) >= 0 && value(base + u + a) <= 1e30) { ok = false }
+            for e in 0..<u where !(abs(value(base + e)) <= orthonormalBound) { ok = false }
+            for e in 0..<(h.rank * h.cols) where !(abs(value(base + u + h.rank + e)) <= orthonormalBound) { ok = false }
+            guard ok else {
                 throw MlorcError(.stateCorrupted, "state factors of moment \(k) are out of range (not written by a step)")
             }
         }

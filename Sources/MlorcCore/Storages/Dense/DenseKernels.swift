@@ -1,58 +1,53 @@
 import CVectorMath
 
 /// Dense storage: the rule applied element by element to full-size moments
-/// held in the state (the rule exactly as its paper states it). Parameters and
-/// gradients go through their element type E; moments are fp32.
-func denseUpdate<Rule: MomentRule, E: TensorElements>(
-    _ rule: Rule, _: E.Type, weights: UnsafeMutablePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,
-    m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>?, range: Range<Int>, rounding: WeightRounding
-) {
+/// held in the state (the rule exactly as its paper states it). Every load
+/// and store goes through A (DenseAccess): the fp32 path or the one for any
+/// element types of weights, gradient and moments.
+func denseUpdate<Rule: MomentRule, A: DenseAccess>(_ rule: Rule, _: A.Type, _ t: DenseTensor, range: Range<Int>) {
     let full = range.lowerBound + (range.count / 8) * 8
     var e = range.lowerBound
-    if let v {
+    if Rule.momentCount > 1 {
         while e < full {
-            var mv = F32.load8(m + e, 8), vv = F32.load8(v + e, 8)
-            let w = denseLanes(rule, E.Param.load8(weights + e, 8), E.Grad.load8(grad + e, 8), &mv, &vv)
-            F32.store8(mv, m + e, 8); F32.store8(vv, v + e, 8); E.Param.store8(w, weights + e, 8, random: E.Param.usesRandomBits ? rounding.random(at: e) : nil)
+            var mv = A.loadMoment(t, 0, e, 8), vv = A.loadMoment(t, 1, e, 8)
+            let w = denseLanes(rule, A.loadWeights(t, e, 8), A.loadGrad(t, e, 8), &mv, &vv)
+            A.storeMoment(mv, t, 0, e, 8); A.storeMoment(vv, t, 1, e, 8); A.storeWeights(w, t, e, 8)
             e += 8
         }
     } else {
         while e < full {
-            var mv = F32.load8(m + e, 8), unused = SIMD8<Float>(repeating: 0)
-            let w = denseLanes(rule, E.Param.load8(weights + e, 8), E.Grad.load8(grad + e, 8), &mv, &unused)
-            F32.store8(mv, m + e, 8); E.Param.store8(w, weights + e, 8, random: E.Param.usesRandomBits ? rounding.random(at: e) : nil)
+            var mv = A.loadMoment(t, 0, e, 8), unused = SIMD8<Float>(repeating: 0)
+            let w = denseLanes(rule, A.loadWeights(t, e, 8), A.loadGrad(t, e, 8), &mv, &unused)
+            A.storeMoment(mv, t, 0, e, 8); A.storeWeights(w, t, e, 8)
             e += 8
         }
     }
     // The last < 8 elements go through the same code on zero-padded lanes.
     let tail = range.upperBound - full
     if tail > 0 {
-        var mv = F32.load8(m + full, tail), vv = v.map { F32.load8($0 + full, tail) } ?? .zero
-        let w = denseLanes(rule, E.Param.load8(weights + full, tail), E.Grad.load8(grad + full, tail), &mv, &vv)
-        F32.store8(mv, m + full, tail); if let v { F32.store8(vv, v + full, tail) }
-        E.Param.store8(w, weights + full, tail, random: E.Param.usesRandomBits ? rounding.random(at: full) : nil)
+        var mv = A.loadMoment(t, 0, full, tail), vv = Rule.momentCount > 1 ? A.loadMoment(t, 1, full, tail) : .zero
+        let w = denseLanes(rule, A.loadWeights(t, full, tail), A.loadGrad(t, full, tail), &mv, &vv)
+        A.storeMoment(mv, t, 0, full, tail); if Rule.momentCount > 1 { A.storeMoment(vv, t, 1, full, tail) }
+        A.storeWeights(w, t, full, tail)
     }
 }
 
 /// A read-only rehearsal of denseUpdate over range: the largest magnitude
-/// bits of the new weights and moments it would write (NaN above +inf), and
-/// of the gradient. The same lane arithmetic, so the verdict is exact.
-func denseOutputBits<Rule: MomentRule, E: TensorElements>(
-    _ rule: Rule, _: E.Type, weights: UnsafePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,
-    m: UnsafePointer<Float>, v: UnsafePointer<Float>?, range: Range<Int>, rounding: WeightRounding
-) -> (outputs: Int32, grad: Int32) {
+/// bits of the new weights and moments it would write, as stored (NaN above
+/// +inf), and of the gradient. The same lane arithmetic, so the verdict is exact.
+func denseOutputBits<Rule: MomentRule, A: DenseAccess>(_ rule: Rule, _: A.Type, _ t: DenseTensor,
+                                                       range: Range<Int>) -> (outputs: Int32, grad: Int32) {
     var outputs = SIMD8<Int32>(repeating: 0), gradient = outputs
     var e = range.lowerBound
     while e < range.upperBound {
         let count = min(8, range.upperBound - e)
-        var mv = F32.load8(m + e, count), vv = v.map { F32.load8($0 + e, count) } ?? .zero
-        let g = E.Grad.load8(grad + e, count)
-        let w = denseLanes(rule, E.Param.load8(weights + e, count), g, &mv, &vv)
+        var mv = A.loadMoment(t, 0, e, count), vv = Rule.momentCount > 1 ? A.loadMoment(t, 1, e, count) : .zero
+        let g = A.loadGrad(t, e, count)
+        let w = denseLanes(rule, A.loadWeights(t, e, count), g, &mv, &vv)
         gradient = maskedMagnitudeBits(gradient, g, count)
-        let stored = E.Stored.roundTrip(w, random: E.Stored.usesRandomBits ? rounding.random(at: e) : nil)
-        outputs = maskedMagnitudeBits(outputs, stored, count)
-        outputs = maskedMagnitudeBits(outputs, mv, count)
-        if v != nil { outputs = maskedMagnitudeBits(outputs, vv, count) }
+        outputs = maskedMagnitudeBits(outputs, A.stored(w, t, e), count)
+        outputs = maskedMagnitudeBits(outputs, A.storedMoment(mv, t, 0, e), count)
+        if Rule.momentCount > 1 { outputs = maskedMagnitudeBits(outputs, A.storedMoment(vv, t, 1, e), count) }
         e += 8
     }
     return (outputs.max(), gradient.max())
@@ -70,18 +65,16 @@ private func denseLanes<Rule: MomentRule>(_ rule: Rule, _ w: SIMD8<Float>, _ g: 
 
 /// How many elements of range cautious masking keeps under `rule` (a
 /// read-only rehearsal of denseUpdate: same moments, same direction).
-func denseCautiousKept<Rule: MomentRule, E: TensorElements>(
-    _ rule: Rule, _: E.Type, weights: UnsafePointer<E.Param.Scalar>, grad: UnsafePointer<E.Grad.Scalar>,
-    m: UnsafePointer<Float>, v: UnsafePointer<Float>?, range: Range<Int>
-) -> Int {
+func denseCautiousKept<Rule: MomentRule, A: DenseAccess>(_ rule: Rule, _: A.Type, _ t: DenseTensor,
+                                                         range: Range<Int>) -> Int {
     var kept = 0
     var e = range.lowerBound
     while e < range.upperBound {
         let count = min(8, range.upperBound - e)
-        var g = E.Grad.load8(grad + e, count)
-        if rule.modifiers.transformsGradient { g = rule.modifiers.gradient(g, weights: E.Param.load8(weights + e, count)) }
-        var mv = F32.load8(m + e, count)
-        var vv = v.map { F32.load8($0 + e, count) } ?? .zero
+        var g = A.loadGrad(t, e, count)
+        if rule.modifiers.transformsGradient { g = rule.modifiers.gradient(g, weights: A.loadWeights(t, e, count)) }
+        var mv = A.loadMoment(t, 0, e, count)
+        var vv = Rule.momentCount > 1 ? A.loadMoment(t, 1, e, count) : .zero
         let u = rule.apply(&mv, &vv, g)
         let keptLanes = rule.modifiers.cautiousKept(u, g)
         for lane in 0..<count { kept += Int(keptLanes[lane]) }
@@ -92,17 +85,17 @@ func denseCautiousKept<Rule: MomentRule, E: TensorElements>(
 
 /// Σg², Σw·g and Σw² over rows of a rows x cols tensor, one entry per row
 /// (summed in double; the caller adds rows in order, so the totals do not
-/// depend on how rows were split between threads).
-func gradientSums<E: TensorElements>(_: E.Type, weights: UnsafePointer<E.Param.Scalar>,
-                                     grad: UnsafePointer<E.Grad.Scalar>, cols: Int, rows: Range<Int>,
-                                     into sums: UnsafeMutablePointer<SIMD4<Double>>) {
+/// depend on how rows were split between threads). Not generic over the
+/// rule: two copies in all (FP32Dense, AnyDense).
+func gradientSums<A: DenseAccess>(_: A.Type, _ t: DenseTensor, cols: Int, rows: Range<Int>,
+                                  into sums: UnsafeMutablePointer<SIMD4<Double>>) {
     for i in rows {
         var gg = SIMD8<Float>(repeating: 0), wg = gg, ww = gg
         var e = i * cols
         let end = e + cols
         while e < end {
             let count = min(8, end - e)
-            let g = E.Grad.load8(grad + e, count), w = E.Param.load8(weights + e, count)
+            let g = A.loadGrad(t, e, count), w = A.loadWeights(t, e, count)
             gg = gg.addingProduct(g, g); wg = wg.addingProduct(w, g); ww = ww.addingProduct(w, w)
             e += 8
         }

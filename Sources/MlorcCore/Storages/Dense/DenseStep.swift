@@ -1,26 +1,29 @@
 /// Dense storage of a MomentRule: full-size moments in the state, the rule
-/// applied element by element (the rule exactly, no compression).
-struct DenseStep<Rule: MomentRule, E: TensorElements> {
+/// applied element by element (the rule exactly, no compression). A is the
+/// fp32 path or the one for every other element type (DenseAccess.swift).
+struct DenseStep<Rule: MomentRule, A: DenseAccess> {
     let rule: Rule
-    let tensor: Optimizer.Prepared
-    var rounding = WeightRounding.nearest
+    let tensor: DenseTensor
+    let elements: Int
 
-    private var elements: Int { tensor.header.rows * tensor.header.cols }
+    init(rule: Rule, tensor: Optimizer.Prepared, hyper: Hyperparameters) {
+        self.rule = rule
+        self.tensor = tensor.denseTensor(hyper)
+        elements = tensor.header.rows * tensor.header.cols
+    }
 
     /// Pass 1: whether every gradient entry is finite.
     func gradientIsFinite(_ context: StepContext) -> Bool {
-        gradientIsWithin(.greatestFiniteMagnitude, tensor, E.self, context)
+        gradientIsWithin(.greatestFiniteMagnitude, tensor.gradKind, tensor.grad, count: elements, context)
     }
 
     /// Cautious masking's scale, elements / (kept + 1), counted over the tensor.
     func cautiousScale(_ context: StepContext) -> Float {
         let n = elements, p = context.parts(for: n), t = tensor, rule = rule
-        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
         var kept = [Int](repeating: 0, count: p)
         kept.withUnsafeMutableBufferPointer { keptp in
             context.pool.run(parts: p) { part in
-                keptp[part] = denseCautiousKept(rule, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
-                                                range: partition(n, parts: p, part: part, align: 8))
+                keptp[part] = denseCautiousKept(rule, A.self, t, range: partition(n, parts: p, part: part, align: 8))
             }
         }
         return Float(Double(n) / Double(kept.reduce(0, +) + 1))
@@ -31,16 +34,15 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
     /// read-only scan prove the outputs finite where they can; otherwise a
     /// rehearsal of `update` decides exactly.
     func verify(_ context: StepContext) -> String? {
-        let n = elements, p = context.parts(for: n), t = tensor
-        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
+        let n = elements, p = context.parts(for: n), t = tensor, two = Rule.momentCount > 1
         var scans = [SIMD4<Int32>](repeating: .zero, count: p)
         scans.withUnsafeMutableBufferPointer { out in
             context.pool.run(parts: p) { part in
                 let range = partition(n, parts: p, part: part, align: 8)
-                out[part] = SIMD4(maxMagnitudeBits(E.Param.self, t.weights(E.self), range),
-                                  maxMagnitudeBits(E.Grad.self, t.grad(E.self), range),
-                                  maxMagnitudeBits(F32.self, m, range),
-                                  v.map { maxMagnitudeBits(F32.self, $0, range) } ?? 0)
+                out[part] = SIMD4(maxMagnitudeBits(t.weightKind, t.weights, range),
+                                  maxMagnitudeBits(t.gradKind, t.grad, range),
+                                  maxMagnitudeBits(t.momentKind, t.moments[0], range),
+                                  two ? maxMagnitudeBits(t.momentKind, t.moments[1], range) : 0)
             }
         }
         let bits = scans.reduce(SIMD4<Int32>.zero) { SIMD4($0.x > $1.x ? $0.x : $1.x, $0.y > $1.y ? $0.y : $1.y,
@@ -52,16 +54,12 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         if !moments[0].isFinite || !moments[1].isFinite { return "the state's moments contain NaN or infinity" }
         // A negative second moment (a dense state is caller memory) is not
         // covered by magnitude bounds: its square root is NaN. Rehearse then.
-        if let v, Rule.momentCount > 1, Rule.isNonNegative(1) {
+        if two, Rule.isNonNegative(1) {
             var negative = [Bool](repeating: false, count: p)
             negative.withUnsafeMutableBufferPointer { out in
                 context.pool.run(parts: p) { part in
-                    let range = partition(n, parts: p, part: part, align: 8)
-                    var e = range.lowerBound
-                    while e < range.upperBound && !out[part] {
-                        out[part] = any(F32.load8(v + e, min(8, range.upperBound - e)) .< SIMD8(repeating: 0))
-                        e += 8
-                    }
+                    out[part] = anyNegative(t.momentKind, UnsafeRawPointer(t.moments[1]),
+                                            partition(n, parts: p, part: part, align: 8))
                 }
             }
             if negative.contains(true) { return rehearse(context) }
@@ -71,8 +69,9 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
         let scale = modifiers.cautiousScale != 0 ? Double(modifiers.cautiousScale) : 1
         if let b = rule.outputBounds(grad: gradient, moments: moments) {
             let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
-            // The direction is an fp32 intermediate too (before the step size scales it).
-            if weights <= E.Stored.provenBound, max(b.moments[0], b.moments[1], b.direction * scale) <= OutputBounds.proven {
+            // The direction is an fp32 intermediate too (before the step size
+            // scales it). bf16 moments share fp32's range: the same bound holds.
+            if weights <= t.storedKind.provenBound, max(b.moments[0], b.moments[1], b.direction * scale) <= OutputBounds.proven {
                 return nil
             }
         }
@@ -82,12 +81,10 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
     /// The exact verdict: the update's arithmetic run without writing.
     private func rehearse(_ context: StepContext) -> String? {
         let n = elements, p = context.parts(for: n), t = tensor, rule = rule
-        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
         var bits = [(outputs: Int32, grad: Int32)](repeating: (0, 0), count: p)
         bits.withUnsafeMutableBufferPointer { out in
             context.pool.run(parts: p) { part in
-                out[part] = denseOutputBits(rule, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
-                                            range: partition(n, parts: p, part: part, align: 8), rounding: rounding)
+                out[part] = denseOutputBits(rule, A.self, t, range: partition(n, parts: p, part: part, align: 8))
             }
         }
         if OutputBounds.magnitude(ofBits: bits.map(\.grad).max()!).isInfinite {
@@ -103,25 +100,23 @@ struct DenseStep<Rule: MomentRule, E: TensorElements> {
     /// cautious scale, counted in verify).
     func update(_ context: StepContext) {
         let n = elements, p = context.parts(for: n), t = tensor
-        let m = t.moment(0), v = Rule.momentCount > 1 ? t.moment(1) : nil
         let updating = rule
         context.pool.run(parts: p) { part in
-            denseUpdate(updating, E.self, weights: t.weights(E.self), grad: t.grad(E.self), m: m, v: v,
-                        range: partition(n, parts: p, part: part, align: 8), rounding: rounding)
+            denseUpdate(updating, A.self, t, range: partition(n, parts: p, part: part, align: 8))
         }
     }
 }
 
-/// Whether every gradient entry of `t` has magnitude <= bound (NaN fails),
-/// checked in parallel parts.
-func gradientIsWithin<E: TensorElements>(_ bound: Float, _ t: Optimizer.Prepared, _: E.Type,
-                                         _ context: StepContext) -> Bool {
-    let n = t.header.rows * t.header.cols, p = context.parts(for: n)
+/// Whether every gradient entry (n of `kind` at `grad`) has magnitude <= bound
+/// (NaN fails), checked in parallel parts.
+func gradientIsWithin(_ bound: Float, _ kind: ElementKind, _ grad: UnsafeRawPointer, count n: Int,
+                      _ context: StepContext) -> Bool {
+    let p = context.parts(for: n)
     var ok = [Bool](repeating: true, count: p)
     ok.withUnsafeMutableBufferPointer { okp in
         context.pool.run(parts: p) { part in
             let range = partition(n, parts: p, part: part, align: 8)
-            okp[part] = allWithin(E.Grad.self, t.grad(E.self) + range.lowerBound, count: range.count, bound: bound)
+            okp[part] = maxMagnitudeBits(kind, grad, range) <= Int32(bitPattern: bound.bitPattern)
         }
     }
     return !ok.contains(false)

@@ -30,7 +30,7 @@ struct GaLoreStep<Rule: MomentRule> {
     /// entries: entries above 1e14 could overflow them, so they are refused
     /// like non-finite ones (the state stays valid).
     func gradientIsWithinBound(_ context: StepContext) -> Bool {
-        gradientIsWithin(1e14, prepared, F32Tensors.self, context)
+        gradientIsWithin(1e14, .f32, prepared.gradient, count: prepared.header.rows * prepared.header.cols, context)
     }
 
     /// Before the commit: bounds that prove the new weights and projected

@@ -7,6 +7,10 @@
 ///           column pass → W updated and B_k = Q_kᵀ A_k; B_k = Ũ Σ Ṽᵀ;
 ///           new factors U = Q Ũ[:, :r], s = Σ[:r], Vt = Ṽᵀ[:r].
 /// Only O((rows + cols)·l) scratch; no full-size matrix is ever built.
+///
+/// A bf16 state's factors are widened into the region by `sketch` and the
+/// passes read that fp32 copy; `update` rounds the new factors back into the
+/// state (O((rows + cols)·rank) each way, not per element of the tensor).
 struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
     let rule: Rule
     let prepared: Optimizer.Prepared
@@ -23,8 +27,13 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
         RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.rows, cols: h.cols)
     }
 
-    /// Floats of a tensor's region: its pass-1 results, kept for pass 2.
+    /// Floats of a tensor's region: its pass-1 results, kept for pass 2, and
+    /// the fp32 copy of a bf16 state's factors.
     static func regionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+        sketchRegionFloats(h, hyper) + (h.bf16Moments ? (Rule.momentCount * h.floatsPerMoment + 15) / 16 * 16 : 0)
+    }
+
+    private static func sketchRegionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
         let ml = h.rows * sketchWidth(h, hyper)
         let round = { (x: Int) in (x + 15) / 16 * 16 }
         return Rule.momentCount * round(ml) + round(ml) + 2 * round(2 * h.rows)
@@ -36,7 +45,8 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
         prepared = p
         self.hyper = hyper
         let h = p.header
-        func factors(_ k: Int) -> Factors { Factors(h, payload: p.payload, moment: min(k, Rule.momentCount - 1)) }
+        let factorPayload = h.bf16Moments ? region + Self.sketchRegionFloats(h, hyper) : p.payload
+        func factors(_ k: Int) -> Factors { Factors(h, payload: factorPayload, moment: min(k, Rule.momentCount - 1)) }
         tensor = LowRankTensor(rows: h.rows, cols: h.cols, rank: h.rank, sketchWidth: Self.sketchWidth(h, hyper),
                                weights: p.kernelWeights, weightKind: p.elements.kernelParam,
                                grad: p.gradient, gradKind: p.elements.grad, storedKind: p.elements.stored,
@@ -64,6 +74,7 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
 
     /// Pass 1: reads only. Returns false if the gradient is not finite.
     func sketch(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
+        if prepared.header.bf16Moments { widenFactors() }
         // Ω[b, j] is normal number b·cols + j of this (seed, tensor, step).
         let staging = try workspace.floats(.staging, l * n), omega = try workspace.floats(.omega, l * n)
         RandomizedSVD.drawTestMatrix(seed: hyper.seed, tensorID: prepared.header.tensorID,
@@ -235,6 +246,31 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
                        out: panel, updateWeights: true, scratch: scratch + part * stride, kept: keptBase + part)
         }
         for k in 0..<mc { try refreshFactors(k, b: panel[k], workspace: &workspace) }
+        if prepared.header.bf16Moments { roundFactors() }
+    }
+
+    /// A bf16 state's factors, widened (exactly) into their fp32 copy.
+    private func widenFactors() {
+        let h = prepared.header, copy = tensor.factors.first.u
+        let stored = UnsafeRawPointer(prepared.payload).assumingMemoryBound(to: UInt16.self)
+        for e in 0..<(mc * h.floatsPerMoment) { copy[e] = Float(bitPattern: UInt32(stored[e]) << 16) }
+    }
+
+    /// The new factors rounded into the bf16 state: moment k's element e (U,
+    /// s, Vt as they lie in the payload) takes the bits of element e of
+    /// moment k's rounding stream.
+    private func roundFactors() {
+        let h = prepared.header, n = h.floatsPerMoment
+        for k in 0..<mc {
+            let copy = UnsafePointer(tensor.factors[k].u), stored = prepared.momentBytes(k)
+            let rounding = prepared.momentRounding(k, hyper)
+            var e = 0
+            while e < n {
+                let count = min(8, n - e)
+                ElementKind.bf16.store8(F32.load8(copy + e, count), stored, e, count, rounding: rounding)
+                e += 8
+            }
+        }
     }
 
     /// B_k (an l x cols panel; row-major it is B_kᵀ as cols x l column-major)

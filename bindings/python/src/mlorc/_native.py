@@ -81,6 +81,7 @@ PARAMS = {
     "mofasgd_max_value": _mlorc.PARAM_MOFASGD_MAX_VALUE,
     "master_weights": _mlorc.PARAM_MASTER_WEIGHTS,
     "stochastic_rounding": _mlorc.PARAM_STOCHASTIC_ROUNDING,
+    "state_dtype": _mlorc.PARAM_STATE_DTYPE,
 }
 INTEGER_PARAMS = {"rank", "oversampling", "power_iterations", "bias_correction", "seed", "threads",
                   "adopt_clip", "grams", "atan2", "cautious", "orthograd", "galore_interval", "stats_stride",
