@@ -199,7 +199,7 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
     }
 
     /// Σg², Σw·g, Σw² of a tensor (rows summed in order: thread-count independent).
-    private static func gradientTotals<E: TensorElements>(_ t: Optimizer.Prepared, _: E.Type,
+    static func gradientTotals<E: TensorElements>(_ t: Optimizer.Prepared, _: E.Type,
                                                           _ context: StepContext) -> SIMD3<Double> {
         let rows = t.header.rows, cols = t.header.cols, p = min(context.parts(for: rows * cols), rows)
         var perRow = [SIMD4<Double>](repeating: .zero, count: rows)
