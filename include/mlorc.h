@@ -111,7 +111,9 @@ typedef enum mlorc_status {
                                           are not finite; step refused */
     MLORC_ERROR_OUT_OF_MEMORY = 12,    /* scratch allocation failed */
     MLORC_ERROR_LINALG = 13,           /* LAPACK reported a failure */
-    MLORC_ERROR_UNSUPPORTED_DTYPE = 14 /* dtype not supported by this build */
+    MLORC_ERROR_UNSUPPORTED_DTYPE = 14, /* dtype not supported by this build */
+    MLORC_ERROR_REDUCTION = 15         /* mlorc_step_sharded: the reducer returned nonzero,
+                                          or its sums are inconsistent; step refused */
 } mlorc_status;
 
 /* A static, NUL-terminated description of a status code (never NULL; an
@@ -550,6 +552,103 @@ int mlorc_group_state_check(const void *group, size_t group_bytes, mlorc_group_i
  * rules refuse NULL with MLORC_ERROR_NULL_POINTER, and mlorc_step with it. */
 int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t count, double lr, void *group,
                      size_t group_bytes);
+
+/* -------------------------------------------------------- sharded steps */
+
+/* Exact MLorc on matrices split by rows between ranks (ZeRO-3 / FSDP style:
+ * each rank holds its rows of W, G and the factor U, and its rows of dense
+ * moments; s, V and the sketch matrices are replicated). The rank calls
+ * mlorc_step_sharded with its shards of the same global tensors in the same
+ * order; the step exchanges only small sums through the handle's reducer.
+ * AdamW, Lion and ADOPT, f32 tensors, dense and low-rank storage; the other
+ * rules refuse the sharded calls with MLORC_ERROR_INVALID_ARGUMENT naming the
+ * rule, and half-precision tensors are MLORC_ERROR_UNSUPPORTED_DTYPE. */
+
+/* Sums `count` doubles of `buffer` in place across all shards (ranks) of a
+ * step; every rank must get the same result, bit for bit (e.g. a reduction
+ * in a fixed order). Called on the thread that called mlorc_step_sharded, in
+ * the same order with the same counts on every rank (one call per phase of
+ * the step for the whole batch, about 5 calls per step plus 3 per power
+ * iteration). Returns 0, or nonzero to fail the step: the step is then
+ * refused with MLORC_ERROR_REDUCTION and nothing changes. A failure must be
+ * reported on every rank of that call (as MPI_Allreduce errors are);
+ * otherwise the other ranks wait in their next call.
+ *
+ * An MPI reducer:
+ *     static int mpi_sum(void *user, double *buffer, size_t count) {
+ *         MPI_Comm comm = *(MPI_Comm *)user;
+ *         return MPI_Allreduce(MPI_IN_PLACE, buffer, (int)count, MPI_DOUBLE,
+ *                              MPI_SUM, comm) == MPI_SUCCESS ? 0 : 1;
+ *     }
+ *     mlorc_set_reducer(opt, mpi_sum, &comm);
+ * (MPI_SUM's order is fixed per communicator and count in common MPI
+ * builds; NCCL's ncclAllReduce on doubles gives every rank the same bits.) */
+typedef int (*mlorc_reduce_fn)(void *user, double *buffer, size_t count);
+
+/* Sets the handle's reducer and its `user` pointer (passed back at each
+ * call, never dereferenced by the library); NULL `reduce` clears it. Without
+ * a reducer mlorc_step_sharded takes only shards that are whole matrices. */
+int mlorc_set_reducer(mlorc_optimizer *opt, mlorc_reduce_fn reduce, void *user);
+
+/* A tensor that is rows [row_begin, row_begin + tensor.rows) of a
+ * global_rows x cols matrix (tensor.rows, or layout->rows, may be 0 on a rank
+ * with no rows; its param and grad may then be NULL). The shards of the
+ * ranks must partition the rows: each row on exactly one rank. A shard out
+ * of range (global_rows outside [1, 2^31 - 1], row_begin < 0, row_begin +
+ * rows > global_rows) is MLORC_ERROR_INVALID_ARGUMENT; shards of the ranks
+ * that overlap or leave rows out are refused by the step on every rank as
+ * MLORC_ERROR_INVALID_ARGUMENT (checked with the row count and two 16-bit row
+ * hashes summed over the ranks: a wrong partition passes with probability
+ * about 2^-32). */
+typedef struct mlorc_shard {
+    int64_t global_rows;
+    int64_t row_begin;
+} mlorc_shard;
+
+/* mlorc_state_size for a shard: `layout` gives the shard (rows = its rows).
+ * MLORC_STORAGE_AUTO and the rank bounds follow the global shape, so every
+ * rank decides alike; the state holds the shard's rows of U (or of the
+ * dense moments) and the whole s and V: the table of mlorc_state_size with
+ * m = the shard's rows. */
+int mlorc_state_size_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
+                             const mlorc_shard *shard, size_t *out_bytes);
+
+/* mlorc_state_init_with_param for a shard (`param` is read only with master
+ * weights, which the sharded step does not take in this version: pass NULL).
+ * The state records global_rows and row_begin in header bytes 96..127 (with
+ * their own checksum; zero in the state of a whole matrix), and a step with
+ * another shard description is refused as MLORC_ERROR_STATE_MISMATCH naming
+ * the tensor; mlorc_step refuses a shard's state the same way. A shard that
+ * is the whole matrix gives exactly the state of mlorc_state_init. */
+int mlorc_state_init_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
+                             const mlorc_shard *shard, uint64_t tensor_id, const void *param, void *state,
+                             size_t state_bytes);
+
+/* One step of `count` tensors, tensor i being shards[i] of its matrix (the
+ * other arguments as mlorc_step_group; group must be NULL for the rules
+ * that take a sharded step). Every rank passes the same count, lr, handle
+ * settings and tensors (its shards of them, with states at the same step).
+ *
+ * Without a reducer every shard must be its whole matrix, and the call is
+ * exactly mlorc_step (bit for bit). With one, the step is the MLorc step of
+ * the whole matrices up to rounding: the sums over rows are reassociated
+ * and Q = orth(Y) comes from CholeskyQR2 in fp64 (Householder QR of the
+ * gathered Y where Y is too ill-conditioned for it). Replicated results (s,
+ * V) are bit-identical on every rank when the ranks run the same library
+ * build on the same kind of CPU.
+ *
+ * All-or-nothing on every rank: any rank's refusal (a bad argument or state,
+ * a shard description that does not match, a non-finite gradient, outputs
+ * that would not be finite, a reducer failure) refuses the step everywhere
+ * with nothing changed; the other ranks report "refused on another rank"
+ * with the status of that refusal where it is known. Bytes exchanged per
+ * step and low-rank matrix (rows x n, sketch width l = rank + oversampling,
+ * k moments, q power iterations): 8 k (1 + q) (l(l+1) + l n) (two packed
+ * Gram matrices and Q^T A, or A^T Q, per QR), plus 144 bytes per tensor (152
+ * with MLORC_PARAM_CAUTIOUS) and 16 per call for the checks; dense tensors
+ * exchange only those. */
+int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const mlorc_shard *shards, size_t count,
+                       double lr, void *group, size_t group_bytes);
 
 #ifdef __cplusplus
 }

@@ -208,3 +208,66 @@ func groupInfo(_ g: GroupDescription) -> mlorc_group_info {
         outInfo?.pointee = info
     }
 }
+
+// MARK: sharded steps
+
+@c @implementation public func mlorc_set_reducer(_ opt: OpaquePointer!, _ reduce: mlorc_reduce_fn!,
+                                                 _ user: UnsafeMutableRawPointer!) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    guard let reduce else {
+        handle.optimizer.reducer = nil
+        return 0
+    }
+    handle.optimizer.reducer = { buffer, count in reduce(user, buffer, count) }
+    return 0
+}
+
+func coreShard(_ shard: UnsafePointer<mlorc_shard>?) throws(MlorcError) -> ShardArgs {
+    guard let s = shard?.pointee else { throw MlorcError(.nullPointer, "shard is NULL") }
+    return ShardArgs(globalRows: s.global_rows, rowBegin: s.row_begin)
+}
+
+@c @implementation public func mlorc_state_size_sharded(_ opt: OpaquePointer!, _ layout: UnsafePointer<mlorc_tensor_layout>!,
+                                                        _ shard: UnsafePointer<mlorc_shard>!,
+                                                        _ outBytes: UnsafeMutablePointer<Int>!) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        let size = try handle.optimizer.stateSize(try coreLayout(layout), shard: try coreShard(shard))
+        guard let outBytes else { throw MlorcError(.nullPointer, "out_bytes is NULL") }
+        outBytes.pointee = size
+    }
+}
+
+@c @implementation public func mlorc_state_init_sharded(
+    _ opt: OpaquePointer!, _ layout: UnsafePointer<mlorc_tensor_layout>!, _ shard: UnsafePointer<mlorc_shard>!,
+    _ tensorID: UInt64, _ param: UnsafeRawPointer!, _ state: UnsafeMutableRawPointer!, _ stateBytes: Int
+) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        try handle.optimizer.initState(try coreLayout(layout), tensorID: tensorID, state: state, bytes: stateBytes,
+                                       param: param, shard: try coreShard(shard))
+    }
+}
+
+@c @implementation public func mlorc_step_sharded(_ opt: OpaquePointer!, _ tensors: UnsafePointer<mlorc_tensor>!,
+                                                  _ shards: UnsafePointer<mlorc_shard>!, _ count: Int, _ lr: Double,
+                                                  _ group: UnsafeMutableRawPointer!, _ groupBytes: Int) -> Int32 {
+    guard let handle = Handle.from(opt) else { return MlorcError.Code.nullPointer.rawValue }
+    return status(handle) { () throws(MlorcError) in
+        let requested = UInt(bitPattern: count)
+        guard requested <= UInt(MLORC_MAX_STEP_TENSORS) else {
+            throw MlorcError(.invalidArgument, "count \(requested) is above MLORC_MAX_STEP_TENSORS (\(MLORC_MAX_STEP_TENSORS))"
+                             + (count < 0 ? "; its top bit is set (a negative value converted to size_t?)" : ""))
+        }
+        guard count == 0 || tensors != nil else { throw MlorcError(.nullPointer, "tensors is NULL with count \(count)") }
+        guard count == 0 || shards != nil else { throw MlorcError(.nullPointer, "shards is NULL with count \(count)") }
+        let args = UnsafeBufferPointer(start: tensors, count: count).map { t in
+            TensorArgs(param: t.param, grad: t.grad, state: t.state, stateBytes: t.state_bytes,
+                       rows: t.rows, cols: t.cols, dtype: t.dtype, reserved: t.reserved)
+        }
+        let places = UnsafeBufferPointer(start: shards, count: count).map { s in
+            ShardArgs(globalRows: s.global_rows, rowBegin: s.row_begin)
+        }
+        try handle.optimizer.stepSharded(args, shards: places, lr: lr, group: group, groupBytes: groupBytes)
+    }
+}

@@ -59,6 +59,7 @@ func statusText(_ code: Int32) -> StaticString {
     case 12: "out of memory"
     case 13: "linear algebra (LAPACK) failure"
     case 14: "unsupported dtype"
+    case 15: "the reducer failed or returned inconsistent sums; step refused"
     default: "unknown status"
     }
 }

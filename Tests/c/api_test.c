@@ -164,11 +164,11 @@ static void test_version(void) {
 }
 
 static void test_status_strings(void) {
-    const int unknown[] = {-1, 15, 16, 100, -2147483647 - 1, 2147483647};
-    const char *known[15];
+    const int unknown[] = {-1, 16, 17, 100, -2147483647 - 1, 2147483647};
+    const char *known[16];
     int i, j;
     current = NULL;
-    for (i = MLORC_OK; i <= MLORC_ERROR_UNSUPPORTED_DTYPE; ++i) {
+    for (i = MLORC_OK; i <= MLORC_ERROR_REDUCTION; ++i) {
         known[i] = mlorc_status_string(i);
         CHECK(known[i] != NULL);
         CHECK(known[i][0] != '\0');

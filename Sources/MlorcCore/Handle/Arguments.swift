@@ -25,3 +25,14 @@ package struct TensorArgs {
 package enum StorageRequest: Int32 {
     case auto = 0, dense = 1, lowRank = 2
 }
+
+/// Where a tensor lies in a matrix split by rows between ranks (mlorc_shard):
+/// rows [rowBegin, rowBegin + rows) of a globalRows x cols matrix.
+package struct ShardArgs {
+    package var globalRows: Int64, rowBegin: Int64
+    package init(globalRows: Int64, rowBegin: Int64) { (self.globalRows, self.rowBegin) = (globalRows, rowBegin) }
+}
+
+/// A reducer (mlorc_set_reducer): sums `count` doubles in place across the
+/// ranks of a sharded step; nonzero refuses the step.
+package typealias Reducer = (_ buffer: UnsafeMutablePointer<Double>, _ count: Int) -> Int32

@@ -16,6 +16,7 @@ package struct MlorcError: Error, Equatable {
         case outOfMemory = 12
         case linearAlgebra = 13
         case unsupportedDtype = 14
+        case reduction = 15
     }
 
     package let code: Code

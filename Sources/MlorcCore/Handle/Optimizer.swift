@@ -4,6 +4,8 @@ package final class Optimizer {
     package let rule: RuleKind
     package var hyper: Hyperparameters
     var workspace = Workspace()
+    /// Sums the sharded step's reductions across ranks (nil: none set).
+    package var reducer: Reducer?
     /// Worker threads, started at the first step that can use them and
     /// restarted when MLORC_PARAM_THREADS changes.
     private var threadPool: ThreadPool?
@@ -28,15 +30,21 @@ package final class Optimizer {
     // MARK: state
 
     /// The header a fresh state for `layout` gets, after the storage policy.
-    func freshHeader(_ layout: TensorLayout, tensorID: UInt64) throws(MlorcError) -> StateFormat.Header {
-        try Self.checkShape(rows: layout.rows, cols: layout.cols)
+    func freshHeader(_ layout: TensorLayout, tensorID: UInt64, shard: ShardArgs? = nil) throws(MlorcError) -> StateFormat.Header {
+        // A shard: storage and rank bounds follow the whole matrix (every rank agrees).
+        let place = try shard.flatMap { s throws(MlorcError) in try Self.checkShard(rows: layout.rows, cols: layout.cols, s) }
+        if shard != nil { try checkShardable(dtype: place != nil ? layout.dtype & ~0x100 : nil) }
+        if place != nil && hyper.bf16State && rule.entry.bf16State {
+            throw MlorcError(.unsupportedDtype, "sharded states are fp32 in this version: set MLORC_PARAM_STATE_DTYPE to 0 for them")
+        }
+        try Self.checkShape(rows: place.map { Int64($0.globalRows) } ?? layout.rows, cols: layout.cols)
         // The layout's dtype is the parameter's (a GRAD_F32 flag is ignored here).
         let paramDtype = layout.dtype & ~0x100
         try checkDtype(paramDtype)
         guard let request = StorageRequest(rawValue: layout.storage) else {
             throw MlorcError(.invalidArgument, "storage \(layout.storage) is not an mlorc_storage value")
         }
-        let rows = Int(layout.rows), cols = Int(layout.cols), r = hyper.rank
+        let localRows = Int(layout.rows), rows = place?.globalRows ?? localRows, cols = Int(layout.cols), r = hyper.rank
         let storage: StateFormat.Storage
         switch request {
         case .dense: storage = .dense
@@ -57,25 +65,26 @@ package final class Optimizer {
         // fp32 master weights for a half-precision parameter (an fp32 one needs none).
         let master = hyper.masterWeights && paramDtype != F32.dtype
         let bf16Moments = hyper.bf16State && rule.entry.bf16State
-        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: r, master: master,
+        guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: localRows, cols: cols, rank: r, master: master,
                                        bf16Moments: bf16Moments, statsStride: stride) != nil else {
-            throw MlorcError(.invalidShape, "state of a \(rows)x\(cols) tensor would overflow the address space")
+            throw MlorcError(.invalidShape, "state of a \(localRows)x\(cols) tensor would overflow the address space")
         }
         let dtype = UInt32(paramDtype) | (master ? StateFormat.Header.masterFlag : 0)
             | (bf16Moments ? StateFormat.Header.bf16MomentsFlag : 0)
-        return StateFormat.Header(rule: rule, storage: storage, dtype: dtype, rows: rows, cols: cols,
-                                  rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID, statsStride: stride)
+        return StateFormat.Header(rule: rule, storage: storage, dtype: dtype, rows: localRows, cols: cols,
+                                  rank: storage == .lowRank ? r : 0, step: 0, tensorID: tensorID, statsStride: stride,
+                                  globalRows: place?.globalRows ?? 0, rowBegin: place?.rowBegin ?? 0)
     }
 
-    package func stateSize(_ layout: TensorLayout) throws(MlorcError) -> Int {
-        try freshHeader(layout, tensorID: 0).totalBytes
+    package func stateSize(_ layout: TensorLayout, shard: ShardArgs? = nil) throws(MlorcError) -> Int {
+        try freshHeader(layout, tensorID: 0, shard: shard).totalBytes
     }
 
     /// A fresh state: zero moments, step 0; with master weights, `param`'s
     /// values widened into them (required then, not read otherwise).
     package func initState(_ layout: TensorLayout, tensorID: UInt64, state: UnsafeMutableRawPointer?,
-                           bytes: Int, param: UnsafeRawPointer? = nil) throws(MlorcError) {
-        var header = try freshHeader(layout, tensorID: tensorID)
+                           bytes: Int, param: UnsafeRawPointer? = nil, shard: ShardArgs? = nil) throws(MlorcError) {
+        var header = try freshHeader(layout, tensorID: tensorID, shard: shard)
         guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
         guard bytes >= header.totalBytes else {
             throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; a \(header.rows)x\(header.cols) tensor needs \(header.totalBytes)")

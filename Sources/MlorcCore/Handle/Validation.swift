@@ -21,6 +21,28 @@ extension Optimizer {
         }
     }
 
+    /// Where a shard lies, checked against its matrix: nil for a shard that
+    /// is the whole matrix (it is stepped and stored as one).
+    static func checkShard(rows: Int64, cols: Int64, _ s: ShardArgs) throws(MlorcError) -> (globalRows: Int, rowBegin: Int)? {
+        guard (1...StateFormat.maxDimension).contains(s.globalRows) else {
+            throw MlorcError(.invalidArgument, "shard global_rows \(s.globalRows) is out of range [1, \(StateFormat.maxDimension)]")
+        }
+        guard (0...s.globalRows).contains(rows), (0...s.globalRows - rows).contains(s.rowBegin) else {
+            throw MlorcError(.invalidArgument, "shard rows [\(s.rowBegin), \(s.rowBegin) + \(rows)) are out of range of the \(s.globalRows) rows of the matrix")
+        }
+        return rows == s.globalRows ? nil : (Int(s.globalRows), Int(s.rowBegin))
+    }
+
+    /// Whether this handle's rule (and a dtype) can be stepped on row shards.
+    func checkShardable(dtype: Int32? = nil) throws(MlorcError) {
+        guard rule.entry.sharded else {
+            throw MlorcError(.invalidArgument, "rule \(rule.entry.name) has no sharded step (mlorc_step_sharded and mlorc_state_init_sharded take AdamW, Lion and ADOPT)")
+        }
+        if let dtype, dtype != F32.dtype {
+            throw MlorcError(.unsupportedDtype, "the sharded step takes f32 tensors only in this version, not \(dtypeName(dtype))")
+        }
+    }
+
     /// A validated tensor of a step.
     struct Prepared {
         let param: UnsafeMutableRawPointer
@@ -50,7 +72,13 @@ extension Optimizer {
         }
     }
 
-    func validate(_ a: TensorArgs) throws(MlorcError) -> Prepared {
+    func validate(_ a: TensorArgs, place: (globalRows: Int, rowBegin: Int)? = nil) throws(MlorcError) -> Prepared {
+        var a = a
+        // A shard without rows has no elements: its pointers are never read.
+        if place != nil && a.rows == 0 {
+            if a.param == nil { a.param = emptyTensor }
+            if a.grad == nil { a.grad = UnsafeRawPointer(emptyTensor) }
+        }
         guard let param = a.param else { throw MlorcError(.nullPointer, "param is NULL") }
         guard let grad = a.grad else { throw MlorcError(.nullPointer, "grad is NULL") }
         guard let state = a.state else { throw MlorcError(.nullPointer, "state is NULL") }
@@ -59,7 +87,7 @@ extension Optimizer {
             throw MlorcError(.unsupportedDtype, "dtype \(a.dtype) is not an mlorc_dtype, optionally | MLORC_DTYPE_GRAD_F32 for a half-precision parameter")
         }
         try checkDtype(a.dtype & 0xFF)
-        try Self.checkShape(rows: a.rows, cols: a.cols)
+        try Self.checkShape(rows: place.map { Int64($0.globalRows) } ?? a.rows, cols: a.cols)
         let paramBytes = a.dtype & 0xFF == F32.dtype ? 4 : 2, gradBytes = a.dtype & 0x100 != 0 ? 4 : paramBytes
         for (name, p, bytes) in [("param", UnsafeRawPointer(param), paramBytes), ("grad", grad, gradBytes),
                                  ("state", UnsafeRawPointer(state), 4)]
@@ -76,6 +104,11 @@ extension Optimizer {
         }
         guard header.rows == Int(a.rows), header.cols == Int(a.cols) else {
             throw MlorcError(.stateMismatch, "state is for a \(header.rows)x\(header.cols) tensor, not \(a.rows)x\(a.cols)")
+        }
+        guard header.globalRows == place?.globalRows ?? 0, header.rowBegin == place?.rowBegin ?? 0 else {
+            func describe(_ g: Int, _ b: Int, _ r: Int) -> String { g == 0 ? "the whole matrix" : "rows [\(b), \(b + r)) of \(g)" }
+            throw MlorcError(.stateMismatch, "state is for \(describe(header.globalRows, header.rowBegin, header.rows)), not \(describe(place?.globalRows ?? 0, place?.rowBegin ?? 0, Int(a.rows)))"
+                             + (place == nil ? " (a shard's state is stepped by mlorc_step_sharded with that shard)" : ""))
         }
         guard header.paramDtype == a.dtype & 0xFF else {
             throw MlorcError(.stateMismatch, "state is for \(dtypeName(header.paramDtype)) parameters, not \(dtypeName(a.dtype & 0xFF))")
@@ -97,10 +130,12 @@ extension Optimizer {
         }
         for (i, t) in tensors.enumerated() {
             let elements = UInt(t.header.rows * t.header.cols)
+            if elements > 0 {
             let paramEnd = UInt(bitPattern: t.param) + elements * UInt(t.elements.paramBytes)
             let gradEnd = UInt(bitPattern: t.gradient) + elements * UInt(t.elements.gradBytes)
             spans.append(Span(start: UInt(bitPattern: t.param), end: paramEnd, writable: true, tensor: i, name: "param"))
             spans.append(Span(start: UInt(bitPattern: t.gradient), end: gradEnd, writable: false, tensor: i, name: "grad"))
+            }
             spans.append(Span(start: UInt(bitPattern: t.state), end: UInt(bitPattern: t.state) + UInt(t.header.totalBytes), writable: true, tensor: i, name: "state"))
         }
         spans.sort { $0.start < $1.start }
@@ -116,3 +151,6 @@ extension Optimizer {
         }
     }
 }
+
+/// What a shard without rows points at when its param or grad is NULL.
+private let emptyTensor = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)

@@ -37,6 +37,10 @@ struct RuleEntry {
     /// Steps a validated batch (the rule's plan run by the batch driver).
     let step: (_ optimizer: Optimizer, _ tensors: [Optimizer.Prepared], _ lr: Double,
                _ group: GroupBinding?) throws(MlorcError) -> Void
+    /// Steps a batch of row shards (mlorc_step_sharded); nil: the rule has no
+    /// sharded step and refuses one.
+    var shardedStep: ((_ optimizer: Optimizer, _ batch: ShardedBatch, _ lr: Double) throws(MlorcError) -> Void)?
+    var sharded: Bool { shardedStep != nil }
 
     /// Floats of the payload of a rows x cols tensor, or nil if its bytes
     /// would not fit in memory's address space together with the header.

@@ -8,7 +8,10 @@
 ///     72 payload checksum u64 (low-rank only; 0 for dense)
 ///     80 statistics stride u64 (D-adaptation rules; 0 for the others)
 ///     88 header checksum u64 over bytes 0..<88
-///     96..<128 reserved: zero (read refuses anything else)
+///     96..<128 zero for a state of a whole matrix; for a row shard
+///        (mlorc_state_init_sharded): 96 global rows i64, 104 first row i64,
+///        112 shard checksum u64 over bytes 0..<112, 120..<128 zero.
+///        Read refuses anything else. Old states (all zero) stay valid.
 ///
 /// Payload, per moment in rule order: low-rank U (rows x rank, row-major),
 /// s (rank), Vt (rank x cols in Panel layout); dense: rows x cols values.
@@ -46,8 +49,17 @@ enum StateFormat {
         var tensorID: UInt64
         var payloadChecksum: UInt64 = 0
         var statsStride = 0
+        /// A row shard: rows [rowBegin, rowBegin + rows) of a globalRows x
+        /// cols matrix. 0 (and rowBegin 0) for a whole matrix.
+        var globalRows = 0
+        var rowBegin = 0
 
         var momentCount: Int { rule.momentCount }
+        /// Whether the state holds a row shard (mlorc_state_init_sharded).
+        var isShard: Bool { globalRows != 0 }
+        /// The rows of the whole matrix: what decides storage, rank bounds
+        /// and the sketch width, on every shard alike.
+        var shapeRows: Int { isShard ? globalRows : rows }
 
         /// Floats in one moment's payload (MLorc and dense storage).
         var floatsPerMoment: Int {
@@ -110,6 +122,11 @@ enum StateFormat {
         state.storeBytes(of: UInt64(h.statsStride), toByteOffset: 80, as: UInt64.self)
         let sum = Checksum.of(UnsafeRawPointer(state), count: 88)
         state.storeBytes(of: sum, toByteOffset: 88, as: UInt64.self)
+        if h.isShard {
+            state.storeBytes(of: Int64(h.globalRows), toByteOffset: 96, as: Int64.self)
+            state.storeBytes(of: Int64(h.rowBegin), toByteOffset: 104, as: Int64.self)
+            state.storeBytes(of: Checksum.of(UnsafeRawPointer(state), count: 112), toByteOffset: 112, as: UInt64.self)
+        }
     }
 
     /// Reads and validates a header and, for low-rank storage, the payload
@@ -132,18 +149,30 @@ enum StateFormat {
         guard Checksum.of(state, count: 88) == u64(88) else {
             throw MlorcError(.stateCorrupted, "state header checksum does not match (header corrupted)")
         }
-        // Not checksummed (existing states keep their sums), but never written
-        // non-zero: any other value there is damage.
+        // Zero (existing states keep their sums) or a shard description sealed
+        // by its own checksum: any other value there is damage.
+        var globalRows = 0, rowBegin = 0
         if let bad = (96..<headerBytes).first(where: { state.load(fromByteOffset: $0, as: UInt8.self) != 0 }) {
-            throw MlorcError(.stateCorrupted, "state header reserved byte \(bad) is \(state.load(fromByteOffset: bad, as: UInt8.self)), not 0 (bytes 96..127 must be zero: header corrupted)")
+            let sealed = u64(120) == 0 && Checksum.of(state, count: 112) == u64(112)
+            guard sealed else {
+                throw MlorcError(.stateCorrupted, "state header reserved byte \(bad) is \(state.load(fromByteOffset: bad, as: UInt8.self)), not 0 (bytes 96..127 must be zero, or a shard description with its checksum: header corrupted)")
+            }
+            let g = Int64(bitPattern: u64(96)), b = Int64(bitPattern: u64(104)), r = Int64(bitPattern: u64(24))
+            guard (1...maxDimension).contains(g), (0...g).contains(b), (0...g - b).contains(r), r != g else {
+                throw MlorcError(.stateCorrupted, "state header's shard (rows [\(b), \(b) + \(r)) of \(g)) is inconsistent")
+            }
+            (globalRows, rowBegin) = (Int(g), Int(b))
         }
         guard let rule = RuleKind(rawValue: Int32(bitPattern: u32(12))),
               let storage = Storage(rawValue: u32(16)) else {
             throw MlorcError(.stateCorrupted, "state header names an unknown rule or storage")
         }
         let rows = Int64(bitPattern: u64(24)), cols = Int64(bitPattern: u64(32)), rank = Int64(bitPattern: u64(40))
-        guard (1...maxDimension).contains(rows), (1...maxDimension).contains(cols), rows * cols <= Int64.max / 16,
-              storage == .dense ? rank == 0 : (1...min(rows, cols)).contains(rank),
+        // A shard may hold no rows; the rank is bounded by the whole matrix.
+        let shapeRows = globalRows != 0 ? Int64(globalRows) : rows
+        guard ((globalRows != 0 ? 0 : 1)...maxDimension).contains(rows), (1...maxDimension).contains(cols),
+              shapeRows * cols <= Int64.max / 16,
+              storage == .dense ? rank == 0 : (1...min(shapeRows, cols)).contains(rank),
               rule.entry.groupState ? (1...UInt64(DAdaptation.maxStride)).contains(u64(80)) : u64(80) == 0 else {
             throw MlorcError(.stateCorrupted, "state header has inconsistent shape or rank")
         }
@@ -163,7 +192,7 @@ enum StateFormat {
         }
         let header = Header(rule: rule, storage: storage, dtype: u32(20), rows: Int(rows), cols: Int(cols),
                             rank: Int(rank), step: u64(48), tensorID: u64(56), payloadChecksum: u64(72),
-                            statsStride: Int(u64(80)))
+                            statsStride: Int(u64(80)), globalRows: globalRows, rowBegin: rowBegin)
         guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank),
                                          master: header.masterWeights, bf16Moments: header.bf16Moments,
                                          statsStride: header.statsStride),
@@ -190,7 +219,7 @@ enum StateFormat {
     /// weights were written.
     static func checkFactors(_ h: Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
         let entry = h.rule.entry
-        if entry.lowRankRankFactor * h.rank > min(h.rows, h.cols) {
+        if entry.lowRankRankFactor * h.rank > min(h.shapeRows, h.cols) {
             throw MlorcError(.stateCorrupted, "\(entry.name) state rank \(h.rank) exceeds min(rows, cols) / \(entry.lowRankRankFactor) (not written by this library)")
         }
         try entry.checkLowRankPayload(h, payload)

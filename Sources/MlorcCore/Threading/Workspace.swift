@@ -18,6 +18,7 @@ struct Workspace {
         case threadScratch // per-thread accumulators
         case factorResults // factors computed in prepare and written in commit (per-tensor regions)
         case columnPartials // per-chunk column sums (chunks x cols, or chunks x l x cols)
+        case reductions    // the buffer of a sharded step's reduction (fp64)
     }
 
     private var buffers = [UnsafeMutableRawPointer?](repeating: nil, count: Slot.allCases.count)

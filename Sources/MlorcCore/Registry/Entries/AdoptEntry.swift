@@ -10,5 +10,9 @@ extension RuleRegistry {
             let h = optimizer.hyper
             var plan = MomentPlan(hyper: h, lowRank: .factors) { t in AdoptRule(h, lr: lr, step: t) }
             try optimizer.drive(&plan, tensors)
+        },
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in
+            let h = optimizer.hyper
+            try optimizer.driveSharded(batch) { t in AdoptRule(h, lr: lr, step: t) }
         })
 }

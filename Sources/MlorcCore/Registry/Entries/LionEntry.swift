@@ -10,5 +10,9 @@ extension RuleRegistry {
             let h = optimizer.hyper
             var plan = MomentPlan(hyper: h, lowRank: .factors) { _ in LionRule(h, lr: lr) }
             try optimizer.drive(&plan, tensors)
+        },
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in
+            let h = optimizer.hyper
+            try optimizer.driveSharded(batch) { _ in LionRule(h, lr: lr) }
         })
 }

@@ -17,14 +17,18 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
     let tensor: LowRankTensor<A>
     let hyper: Hyperparameters
     let region: UnsafeMutablePointer<Float>  // this tensor's region (regionFloats), kept from sketch to update
+    /// The fix constants c when they come from elsewhere (a sharded step sums
+    /// the negative-entry statistics over every rank); nil: from this tensor's rows.
+    var fixOverride: PerMoment<Float>?
 
     var mc: Int { Rule.momentCount }
     var m: Int { tensor.rows }
     var n: Int { tensor.cols }
     var l: Int { tensor.sketchWidth }
 
+    /// From the whole matrix's shape: every shard of a matrix sketches alike.
     static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
-        RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.rows, cols: h.cols)
+        RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.shapeRows, cols: h.cols)
     }
 
     /// Floats of a tensor's region: its pass-1 results, kept for pass 2, and
@@ -56,18 +60,18 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
     }
 
     // Views into this tensor's region.
-    private var roundedML: Int { (m * l + 15) / 16 * 16 }
-    private func y(_ k: Int) -> UnsafeMutablePointer<Float> { region + k * roundedML }
-    private var yNeg: UnsafeMutablePointer<Float> { region + mc * roundedML }
-    private var rowSum: UnsafeMutablePointer<Double> {
+    var roundedML: Int { (m * l + 15) / 16 * 16 }
+    func y(_ k: Int) -> UnsafeMutablePointer<Float> { region + k * roundedML }
+    var yNeg: UnsafeMutablePointer<Float> { region + mc * roundedML }
+    var rowSum: UnsafeMutablePointer<Double> {
         UnsafeMutableRawPointer(region + (mc + 1) * roundedML).assumingMemoryBound(to: Double.self)
     }
-    private var rowCount: UnsafeMutablePointer<Double> {
+    var rowCount: UnsafeMutablePointer<Double> {
         UnsafeMutableRawPointer(region + (mc + 1) * roundedML + (2 * m + 15) / 16 * 16).assumingMemoryBound(to: Double.self)
     }
-    private var ys: PerMoment<UnsafeMutablePointer<Float>> { PerMoment(y(0), y(min(1, mc - 1))) }
+    var ys: PerMoment<UnsafeMutablePointer<Float>> { PerMoment(y(0), y(min(1, mc - 1))) }
 
-    private func threadScratch(_ parts: Int, _ workspace: inout Workspace) throws(MlorcError) -> (UnsafeMutablePointer<Float>, Int) {
+    func threadScratch(_ parts: Int, _ workspace: inout Workspace) throws(MlorcError) -> (UnsafeMutablePointer<Float>, Int) {
         let stride = passScratchFloats(rank: tensor.rank, sketchWidth: l)
         return (try workspace.floats(.threadScratch, stride * parts), stride)
     }
@@ -102,9 +106,11 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
             // moment): c comes first, from the factors alone, then every moment is
             // rebuilt and sketched with it (yNeg stays 0).
             let rowSum = rowSum, rowCount = rowCount
-            pool.run(parts: parts) { part in
-                negativeStatistics(t, rows: partition(t.rows, parts: parts, part: part), rowSum: rowSum,
-                                   rowCount: rowCount, scratch: scratch + part * stride)
+            if fixOverride == nil {
+                pool.run(parts: parts) { part in
+                    negativeStatistics(t, rows: partition(t.rows, parts: parts, part: part), rowSum: rowSum,
+                                       rowCount: rowCount, scratch: scratch + part * stride)
+                }
             }
             yNeg.initialize(repeating: 0, count: m * l)
             let c = fixConstants(), sketch = PerMoment(UnsafePointer(omega), UnsafePointer(omega)), ys = ys
@@ -135,7 +141,9 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
         for k in 0..<mc {
             moments[k] = OutputBounds.factorBound(tensor.factors[k], rows: m, cols: n, rank: tensor.rank)
         }
-        let scale = hyper.cautious ? Double(m * n) : 1  // cautious masking scales by at most N / 1
+        // Cautious masking scales by at most N / 1, or by the scale a sharded step counted over every rank.
+        let preset = rule.modifiers.cautiousScale != 0
+        let scale = hyper.cautious ? (preset ? Double(rule.modifiers.cautiousScale) : Double(m * n)) : 1
         if let b = rule.outputBounds(grad: gradient, moments: moments) {
             let weights = w * (1 + Double(rule.decayRate)) + Double(rule.stepSize) * b.direction * scale
             // The direction is an fp32 intermediate too (before the step size scales it).
@@ -150,7 +158,7 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
         let keptBase = UnsafeMutablePointer<Int>.allocate(capacity: parts)
         keptBase.initialize(repeating: 0, count: parts)
         defer { keptBase.deallocate() }
-        if hyper.cautious {
+        if hyper.cautious && !preset {
             let counting = rule
             pool.run(parts: parts) { part in
                 columnPass(counting, t, cols: partition(t.cols, parts: parts, part: part, align: 8), q: q, c: c,
@@ -172,7 +180,8 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
 
     /// c_k = mean |R_ij| over the negative entries of the previous second
     /// moment (0 if none), from the per-row statistics summed in row order.
-    private func fixConstants() -> PerMoment<Float> {
+    func fixConstants() -> PerMoment<Float> {
+        if let fixOverride { return fixOverride }
         var c = PerMoment<Float>(repeating: 0)
         for k in 0..<mc where Rule.isNonNegative(k) {
             var sum = 0.0, count = 0.0

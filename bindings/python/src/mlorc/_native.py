@@ -47,6 +47,7 @@ STATUSES = {
     "out_of_memory": _mlorc.ERROR_OUT_OF_MEMORY,
     "linalg": _mlorc.ERROR_LINALG,
     "unsupported_dtype": _mlorc.ERROR_UNSUPPORTED_DTYPE,
+    "reduction": _mlorc.ERROR_REDUCTION,
 }
 STATUS_NAMES = {code: name for name, code in STATUSES.items()}
 
