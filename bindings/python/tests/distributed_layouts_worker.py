@@ -1,8 +1,9 @@
 """One rank of the DTensor layout refusals (run by test_torch_layouts.py
-through distributed_launch.py): FSDP2 (dim-0 shards, rows that do not divide
-by the world size), HSDP's 2-D mesh, tensor parallel's column- and row-wise
-shards, replicated and partial DTensors. Each is refused when the optimizer
-is built, naming the parameter and the layout."""
+through distributed_launch.py): FSDP2 shards with a rule that has no sharded
+step and mixed with plain parameters in one group, HSDP's 2-D mesh, tensor
+parallel's row-wise shards, replicated and partial DTensors. Each is refused
+when the optimizer is built, naming the parameter and the layout (FSDP2's
+dim-0 shards themselves are stepped: test_torch_fsdp.py)."""
 import datetime
 import json
 import os
@@ -17,9 +18,9 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, 
 import mlorc
 
 
-def refusal(params):
+def refusal(params, make=mlorc.torch.AdamW):
     try:
-        mlorc.torch.AdamW(params, lr=1e-3)
+        make(params, lr=1e-3)
     except TypeError as e:
         return str(e)
     raise AssertionError("the optimizer was built")
@@ -44,12 +45,11 @@ def main():
         fsdp = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
         fully_shard(fsdp, mesh=mesh)
         assert isinstance(fsdp[0].weight, DTensor)
-        messages["fsdp2"] = refusal(fsdp.named_parameters())
-        expect(messages["fsdp2"], "parameter '0.weight' is a DTensor sharded on dim 0", "Shard(dim=0)",
-               f"device mesh of shape ({world},)", "fully_shard", "sharded step is not built yet",
-               "mlorc.torch.named(model)")
-        messages["fsdp2 unnamed"] = refusal(list(fsdp.parameters()))
-        expect(messages["fsdp2 unnamed"], "parameter 0 is a DTensor sharded on dim 0")
+        messages["fsdp2 came"] = refusal(fsdp.named_parameters(), mlorc.torch.CAME)
+        expect(messages["fsdp2 came"], "CAME has no sharded step for FSDP2 parameters", "AdamW, Lion and Adopt")
+        plain = torch.nn.Linear(4, 4)
+        messages["fsdp2 mixed"] = refusal([{"params": [fsdp[0].weight, plain.weight]}])
+        expect(messages["fsdp2 mixed"], "mixes FSDP2 parameters with plain ones", "parameter 1")
 
         hsdp = torch.nn.Sequential(torch.nn.Linear(8, 6))
         fully_shard(hsdp, mesh=init_device_mesh("cpu", (1, world), mesh_dim_names=("replicate", "shard")))
@@ -62,9 +62,6 @@ def main():
         messages["tensor parallel"] = refusal([("1.weight", tp[1].weight)])
         expect(messages["tensor parallel"], "parameter '1.weight' is a DTensor sharded on dim 1", "Shard(dim=1)",
                "RowwiseParallel", "does not support sharding on dim 1")
-        messages["tensor parallel, colwise"] = refusal([("0.weight", tp[0].weight)])
-        expect(messages["tensor parallel, colwise"], "parameter '0.weight' is a DTensor sharded on dim 0",
-               "ColwiseParallel")
         messages["replicated"] = refusal([("1.bias", tp[1].bias)])
         expect(messages["replicated"], "parameter '1.bias' is a replicated DTensor", "Replicate()")
 

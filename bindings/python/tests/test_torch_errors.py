@@ -110,8 +110,10 @@ def test_tensor_subclass_parameters_are_refused_at_construction():
         mlorc.torch.AdamW(lazy.named_parameters())
 
 
-def test_dtensor_parameters_are_refused_at_construction(tmp_path):
-    """A DTensor on a one-process gloo group (file store: no network)."""
+def test_dtensor_layouts_on_one_process(tmp_path):
+    """A DTensor on a one-process gloo group (file store: no network): dim-1
+    shards are refused when the optimizer is built; dim-0 shards (FSDP2's
+    layout) are stepped, here as the whole matrix."""
     import datetime
 
     import torch.distributed as dist
@@ -121,10 +123,23 @@ def test_dtensor_parameters_are_refused_at_construction(tmp_path):
                             timeout=datetime.timedelta(seconds=30))
     try:
         mesh = DeviceMesh("cpu", [0])
-        sharded = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)]))
-        assert sharded.is_contiguous() and sharded.dtype == torch.float32  # passes every other check
-        with pytest.raises(TypeError, match="parameter 'layer.weight' is a DTensor sharded on dim 0 .*FSDP2's fully_shard"):
-            mlorc.torch.AdamW([("layer.weight", sharded)])
+        columns = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), mesh, [Shard(1)]))
+        with pytest.raises(TypeError, match="parameter 'layer.weight' is a DTensor sharded on dim 1"):
+            mlorc.torch.AdamW([("layer.weight", columns)])
+        start = torch.randn(16, 12)
+        rows = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Shard(0)]))
+        plain = torch.nn.Parameter(start.clone())
+        opt = mlorc.torch.AdamW([("layer.weight", rows)], lr=1e-2, rank=2, compress=True)
+        plain_opt = mlorc.torch.AdamW([("layer.weight", plain)], lr=1e-2, rank=2, compress=True)
+        for step in range(3):
+            g = torch.randn(16, 12, generator=torch.Generator().manual_seed(step))
+            rows.grad = distribute_tensor(g, mesh, [Shard(0)])
+            plain.grad = g
+            opt.step()
+            plain_opt.step()
+        assert not torch.equal(rows.to_local(), start)
+        # The sharded step's QR (CholeskyQR2 in fp64) differs from the plain one by rounding.
+        assert torch.allclose(rows.to_local(), plain.detach(), rtol=0, atol=1e-5)
     finally:
         dist.destroy_process_group()
 

@@ -4,6 +4,7 @@
  *   module.c   module init (version check), constants, handle-free functions
  *   handle.c   the Handle type (one mlorc_optimizer)
  *   step.c     the batched step: acquire buffers, one GIL release, release
+ *   sharded.c  sharded steps: a Python reducer, the sharded state and step
  *   buffers.c  buffer-protocol requests with format checks
  *   errors.c   library status -> mlorc.MlorcError
  */
@@ -21,6 +22,10 @@ typedef struct {
     /* Set while a native call runs without the GIL: the header allows one
      * thread per handle, so other threads are refused instead of racing. */
     int busy;
+    /* The reducer of sharded steps (a callable, or NULL) and the exception
+     * it raised during the current step, if any. */
+    PyObject *reducer;
+    PyObject *reducer_error;
 } HandleObject;
 
 extern PyTypeObject Handle_Type;
@@ -41,7 +46,25 @@ int get_element_buffer(PyObject *obj, Py_buffer *view, int writable, const char 
 int handle_check_idle(HandleObject *self);
 
 /* step.c */
+/* Buffers held for one tensor of a batch. */
+typedef struct {
+    Py_buffer param, grad, state;
+    int held; /* how many of the three are acquired, in that order */
+} HeldBuffers;
+/* Acquires tensor i's buffers into *h and fills *t; -1 with an exception
+ * set (release what *h holds either way). An item is (param, grad, state,
+ * rows, cols[, dtype]): dtype is mlorc_tensor.dtype (MLORC_DTYPE_F32 when
+ * absent), which says how the param and grad buffers are read; rows may be
+ * 0 with `allow_empty` (a rank's empty shard). */
+int step_prepare(PyObject *item, Py_ssize_t i, HeldBuffers *h, mlorc_tensor *t, int allow_empty);
+void step_release(HeldBuffers *held, Py_ssize_t count);
 PyObject *handle_step(HandleObject *self, PyObject *args);
+
+/* sharded.c */
+PyObject *handle_set_reducer(HandleObject *self, PyObject *reducer);
+PyObject *handle_state_size_sharded(HandleObject *self, PyObject *args);
+PyObject *handle_state_init_sharded(HandleObject *self, PyObject *args);
+PyObject *handle_step_sharded(HandleObject *self, PyObject *args);
 
 /* module.c */
 PyObject *state_info_dict(const mlorc_state_info *info);

@@ -26,11 +26,15 @@ static PyObject *Handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     }
     self->opt = opt;
     self->busy = 0;
+    self->reducer = NULL;
+    self->reducer_error = NULL;
     return (PyObject *)self;
 }
 
 static void Handle_dealloc(HandleObject *self) {
     mlorc_free(self->opt);
+    Py_XDECREF(self->reducer);
+    Py_XDECREF(self->reducer_error);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -179,6 +183,16 @@ static PyMethodDef Handle_methods[] = {
     {"group_state_init", (PyCFunction)Handle_group_state_init, METH_O,
      "group_state_init(group): write a fresh group state into a writable buffer\n"
      "of GROUP_STATE_BYTES (D-adaptation rules)."},
+    {"set_reducer", (PyCFunction)handle_set_reducer, METH_O,
+     "set_reducer(callable or None): the reducer of sharded steps, called with a\n"
+     "writable memoryview of doubles to sum in place across the ranks."},
+    {"state_size_sharded", (PyCFunction)handle_state_size_sharded, METH_VARARGS,
+     "state_size_sharded(rows, cols, storage, dtype, global_rows, row_begin) -> int bytes."},
+    {"state_init_sharded", (PyCFunction)handle_state_init_sharded, METH_VARARGS,
+     "state_init_sharded(state, rows, cols, tensor_id, storage, dtype, global_rows, row_begin)."},
+    {"step_sharded", (PyCFunction)handle_step_sharded, METH_VARARGS,
+     "step_sharded(tensors, lr): one mlorc_step_sharded over\n"
+     "[(param, grad, state, rows, cols, dtype, global_rows, row_begin), ...]."},
     {"scratch_bytes", (PyCFunction)Handle_scratch_bytes, METH_NOARGS,
      "scratch_bytes() -> int: scratch memory held by the handle."},
     {"last_error", (PyCFunction)Handle_last_error, METH_NOARGS,

@@ -4,13 +4,7 @@
 
 #include "ext.h"
 
-/* Buffers held for one tensor of the batch. */
-typedef struct {
-    Py_buffer param, grad, state;
-    int held; /* how many of the three are acquired, in that order */
-} Held;
-
-static void release(Held *held, Py_ssize_t count) {
+void step_release(HeldBuffers *held, Py_ssize_t count) {
     for (Py_ssize_t i = 0; i < count; i++) {
         if (held[i].held > 2) PyBuffer_Release(&held[i].state);
         if (held[i].held > 1) PyBuffer_Release(&held[i].grad);
@@ -18,11 +12,7 @@ static void release(Held *held, Py_ssize_t count) {
     }
 }
 
-/* Acquires tensor i's buffers into *h and fills *t; -1 with an exception set.
- * An item is (param, grad, state, rows, cols[, dtype]): dtype is
- * mlorc_tensor.dtype (MLORC_DTYPE_F32 when absent), which says how the
- * param and grad buffers are read. */
-static int prepare(PyObject *item, Py_ssize_t i, Held *h, mlorc_tensor *t) {
+int step_prepare(PyObject *item, Py_ssize_t i, HeldBuffers *h, mlorc_tensor *t, int allow_empty) {
     PyObject *param, *grad, *state;
     long long rows, cols;
     int dtype = MLORC_DTYPE_F32;
@@ -34,7 +24,7 @@ static int prepare(PyObject *item, Py_ssize_t i, Held *h, mlorc_tensor *t) {
         return -1;
     }
     if (!PyArg_ParseTuple(item, "OOOLL|i", &param, &grad, &state, &rows, &cols, &dtype)) return -1;
-    if (rows < 1 || cols < 1 || rows > INT64_MAX / 4 / cols) {
+    if (rows < (allow_empty ? 0 : 1) || cols < 1 || rows > INT64_MAX / 4 / cols) {
         PyErr_Format(PyExc_ValueError, "tensor %zd: shape %lldx%lld is invalid", i, rows, cols);
         return -1;
     }
@@ -93,7 +83,7 @@ PyObject *handle_step(HandleObject *self, PyObject *args) {
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = NULL;
     /* Calloc so that every Held starts with held = 0. */
-    Held *held = PyMem_Calloc((size_t)(count > 0 ? count : 1), sizeof *held);
+    HeldBuffers *held = PyMem_Calloc((size_t)(count > 0 ? count : 1), sizeof *held);
     mlorc_tensor *tensors = PyMem_Calloc((size_t)(count > 0 ? count : 1), sizeof *tensors);
     Py_ssize_t prepared = 0;
     if (held == NULL || tensors == NULL) {
@@ -101,8 +91,8 @@ PyObject *handle_step(HandleObject *self, PyObject *args) {
         goto done;
     }
     for (; prepared < count; prepared++) {
-        if (prepare(PySequence_Fast_GET_ITEM(seq, prepared), prepared, &held[prepared],
-                    &tensors[prepared]) < 0) {
+        if (step_prepare(PySequence_Fast_GET_ITEM(seq, prepared), prepared, &held[prepared],
+                         &tensors[prepared], 0) < 0) {
             prepared++; /* its partly held buffers are released below */
             goto done;
         }
@@ -121,7 +111,7 @@ PyObject *handle_step(HandleObject *self, PyObject *args) {
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    if (held != NULL) release(held, prepared);
+    if (held != NULL) step_release(held, prepared);
     PyMem_Free(held);
     PyMem_Free(tensors);
     Py_DECREF(seq);

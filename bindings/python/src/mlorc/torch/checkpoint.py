@@ -15,7 +15,7 @@ from .. import _native
 from .._policy import resolved_storage
 from .fixed_settings import check_unchanged
 from .tensor_ids import is_name_id, name_id
-from .tensors import dtype_of, layout_of, state_tensor_ok
+from .tensors import dtype_of, state_tensor_ok
 
 STATE_KEY = "mlorc_state"
 GROUP_STATE_KEY = "mlorc_group_state"
@@ -107,7 +107,7 @@ def _validate_state(opt, p, tensor, what):
         raise ValueError(f"{what} is unusable: {e}") from e
     if info["rule"] != opt._rule:
         raise ValueError(f"{what} belongs to rule {info['rule']}, but this optimizer is {opt._rule}")
-    rows, cols = layout_of(p)
+    rows, cols = opt._layout(p)  # an FSDP2 parameter's state holds its shard's rows
     dtype = _native.DTYPE_NAMES[dtype_of(p)]
     if info["dtype"] != dtype:
         raise ValueError(f"{what} is for a {info['dtype']} parameter, but the parameter is {p.dtype}: "
@@ -118,7 +118,9 @@ def _validate_state(opt, p, tensor, what):
     gi = opt._group_index[p]
     group, handle = opt.param_groups[gi], opt._handles[gi]
     opt._configure(handle, group)
-    expected = _native.STORAGE_NAMES[resolved_storage(handle, rows, cols, opt._storage[p])]
+    shard = opt._shards.get(p)
+    whole = (shard[0], shard[1]) if shard is not None else (rows, cols)  # AUTO decides by the whole matrix
+    expected = _native.STORAGE_NAMES[resolved_storage(handle, *whole, opt._storage[p])]
     if info["storage"] != expected:
         raise ValueError(f"{what} is {info['storage']}, but this optimizer's "
                          f"compress= policy stores it {expected}")

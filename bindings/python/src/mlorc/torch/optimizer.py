@@ -22,6 +22,7 @@ from .fixed_settings import check_unchanged, fixed_settings
 from .names import group_names
 from .tensor_ids import tensor_id
 from .torch_flags import check_flags
+from . import sharding
 from .tensors import check_param, dtype_of, grad_array, layout_of, param_array
 
 STATE_KEY = checkpoint.STATE_KEY
@@ -31,6 +32,8 @@ _MAX_THREADS = 256
 # (defaults, state, param_groups): everything but the native handles, which
 # hold no state and are re-created from the groups' settings.
 _COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names", "_fixed")
+# Rules with a sharded step (FSDP2 parameters; mlorc_step_sharded).
+_SHARDED_RULES = ("adamw", "lion", "adopt")
 
 
 class MlorcOptimizer(torch.optim.Optimizer):
@@ -58,6 +61,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         self._storage = {}        # param -> requested MLORC_STORAGE_*
         self._names = {}          # param -> name, when known (names.py)
         self._checked = {}        # param -> weakref to the state tensor last created or checked here
+        self._shards = {}         # FSDP2 param -> (global rows, cols, first row of this rank's shard)
         super().__init__(params, defaults)
         self._check_compress_names()
 
@@ -109,6 +113,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         first = len(self._positions)  # position of params[0] in the optimizer's global order
         names = group_names(gi, group, first)
         ids = self._new_tensor_ids(names, first)
+        shards = self._group_shards(gi, params, names, first, handle)
         storage = {}
         for j, p in enumerate(params):
             label = f"parameter {names[j]!r}" if names[j] is not None else f"parameter {first + j}"
@@ -119,7 +124,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
             request = storage_request(compress, names[j] if names[j] is not None else first + j, p, group["rank"])
             if p.numel() > 0:
                 try:
-                    handle.state_size(*layout_of(p), request, dtype_of(p))
+                    self._state_size(handle, p, request, shards.get(p))
                 except _native.MlorcError as e:
                     raise ValueError(f"{label} (shape {tuple(p.shape)}, {p.dtype}) cannot be stored as asked: "
                                      f"{e.message}") from e
@@ -138,6 +143,44 @@ class MlorcOptimizer(torch.optim.Optimizer):
             self._storage[p] = storage[p]
             if names[j] is not None:
                 self._names[p] = names[j]
+        self._shards.update(shards)
+
+    def _group_shards(self, gi, params, names, first, handle):
+        """{param: (global rows, cols, first row here)} for a group of FSDP2
+        parameters ({} for plain ones); a group is one or the other. Set up
+        the handle's reducer. Collective: every rank builds the group alike."""
+        sharded = [sharding.fsdp_shard(p) is not None for p in params]
+        if not any(sharded):
+            return {}
+        if not all(sharded):
+            j = sharded.index(False)
+            label = f"parameter {names[j]!r}" if names[j] is not None else f"parameter {first + j}"
+            raise TypeError(f"parameter group {gi} mixes FSDP2 parameters with plain ones ({label}): put the "
+                            "parameters of fully_shard modules in groups of their own")
+        if self._rule not in _SHARDED_RULES:
+            raise TypeError(f"{type(self).__name__} has no sharded step for FSDP2 parameters yet (AdamW, Lion and "
+                            "Adopt have): use DDP, or ZeroRedundancyOptimizer with mlorc.torch.named(model)")
+        groups = {sharding.fsdp_shard(p)[1] for p in params}
+        if len(groups) != 1:
+            raise TypeError(f"parameter group {gi} holds FSDP2 parameters of several device meshes: one group per mesh")
+        (process_group,) = groups
+        offsets = sharding.row_offsets(params, process_group)
+        handle.set_reducer(sharding.reducer(process_group))
+        return {p: sharding.global_layout(p) + (offset,) for p, offset in zip(params, offsets)}
+
+    def _layout(self, p):
+        """(rows, cols) of what this rank steps of p: its shard's, for FSDP2."""
+        shard = self._shards.get(p)
+        if shard is None:
+            return layout_of(p)
+        return sharding.local_layout(sharding.fsdp_shard(p)[0], shard[1])
+
+    def _state_size(self, handle, p, request, shard=None):
+        shard = self._shards.get(p) if shard is None else shard
+        if shard is None:
+            return handle.state_size(*layout_of(p), request, dtype_of(p))
+        rows, cols = sharding.local_layout(sharding.fsdp_shard(p)[0], shard[1])
+        return handle.state_size_sharded(rows, cols, request, dtype_of(p), shard[0], shard[2])
 
     def _new_tensor_ids(self, names, first):
         """The tensor ids of a new group's parameters; ValueError if one is
@@ -176,6 +219,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
     def __getstate__(self):
         """As torch's, plus the bookkeeping above. A callable compress= policy
         must itself be picklable to pickle the optimizer."""
+        if self._shards:
+            raise TypeError("an optimizer of FSDP2 parameters cannot be copied or pickled (its reducer holds a "
+                            "process group): save each rank's state_dict() instead")
         state = super().__getstate__()
         state["mlorc"] = {key: getattr(self, key) for key in _COPIED}
         return state
@@ -188,6 +234,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         if bookkeeping is not None:
             self.__dict__.update(bookkeeping)
+            self._shards = {}
             self._handles = [self._new_handle(gi, group) for gi, group in enumerate(self.param_groups)]
             self._checked = {}
             self._mark_all_checked()  # this optimizer's own states, copied
@@ -214,12 +261,17 @@ class MlorcOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         tensor = state.get(STATE_KEY)
         if tensor is None:
-            rows, cols = layout_of(p)
+            rows, cols = self._layout(p)
             request, dtype = self._storage[p], dtype_of(p)
-            tensor = torch.empty(handle.state_size(rows, cols, request, dtype), dtype=torch.uint8)
-            # The values of fp32 master weights (ignored without them).
-            param = param_array(p) if dtype != _native.DTYPES["f32"] else None
-            handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request, dtype, param)
+            tensor = torch.empty(self._state_size(handle, p, request), dtype=torch.uint8)
+            shard = self._shards.get(p)
+            if shard is not None:
+                handle.state_init_sharded(tensor.numpy(), rows, cols, self._tensor_ids[p], request, dtype,
+                                          shard[0], shard[2])
+            else:
+                # The values of fp32 master weights (ignored without them).
+                param = param_array(p) if dtype != _native.DTYPES["f32"] else None
+                handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request, dtype, param)
             state[STATE_KEY] = tensor
             self._mark_checked(p, tensor)
         elif not self._was_checked(p, tensor):
@@ -249,7 +301,7 @@ class MlorcOptimizer(torch.optim.Optimizer):
                 if tensor is not None:
                     total += tensor.numel()
                 elif p.numel() > 0:
-                    total += handle.state_size(*layout_of(p), self._storage[p], dtype_of(p))
+                    total += self._state_size(handle, p, self._storage[p])
         return total
 
     def dense_adamw_state_bytes(self):
@@ -300,7 +352,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
             label = self._label(p)
             check_param(p, label)
             grad = grad_array(p, label, negate=maximize)
-            batch.append((param_array(p), grad, self._state_array(p, handle)) + layout_of(p) + (dtype_of(p),))
+            item = (param_array(p), grad, self._state_array(p, handle)) + self._layout(p) + (dtype_of(p),)
+            shard = self._shards.get(p)
+            batch.append(item if shard is None else item + (shard[0], shard[2]))
             stepped.append(p)
         return handle, float(group["lr"]), batch, stepped, group
 
@@ -309,7 +363,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
         """One native call: all or nothing."""
         if batch:
             group_state = group.get(GROUP_STATE_KEY)
-            if group_state is None:
+            if len(batch[0]) == 8:  # FSDP2 shards: every rank steps them together
+                handle.step_sharded(batch, lr)
+            elif group_state is None:
                 handle.step(batch, lr)
             else:
                 handle.step(batch, lr, group_state.numpy())
@@ -342,6 +398,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
         gi = self._group_index.get(p)
         if gi is None:
             raise ValueError("step_param: this tensor is not a parameter of this optimizer")
+        if p in self._shards:
+            raise RuntimeError("step_param: FSDP2 parameters are stepped together by every rank; call step()")
         if self._adapts_step_size:
             raise RuntimeError(f"step_param: {type(self).__name__} estimates its step size over the whole "
                                "parameter group in one step; call step() instead")
@@ -356,6 +414,9 @@ class MlorcOptimizer(torch.optim.Optimizer):
         if self._adapts_step_size:
             raise RuntimeError(f"register_step_hooks: {type(self).__name__} estimates its step size over "
                                "the whole parameter group in one step; call step() instead")
+        if self._shards:
+            raise RuntimeError("register_step_hooks: FSDP2 parameters are stepped together by every rank in one "
+                               "step(); call step() instead")
 
         def hook(p):
             self.step_param(p)

@@ -12,6 +12,7 @@ import torch
 
 from .. import _native
 from .._shapes import matrix_shape
+from .sharding import fsdp_shard
 
 # The parameter dtypes libmlorc steps, as mlorc_dtype codes.
 DTYPES = {torch.float32: _native.DTYPES["f32"], torch.bfloat16: _native.DTYPES["bf16"],
@@ -40,7 +41,8 @@ def _check_plain(t, what):
 
 def _dtensor_refusal(t, what):
     """Why a DTensor's layout is refused, naming the layout (None for other
-    tensor types): mlorc steps plain tensors only, for now."""
+    tensor types, and for FSDP2's dim-0 shards on a 1-D mesh, which
+    sharding.py steps)."""
     dtensor = sys.modules.get("torch.distributed.tensor")  # loaded wherever a DTensor exists
     if dtensor is None or not isinstance(t, dtensor.DTensor):
         return None
@@ -50,10 +52,6 @@ def _dtensor_refusal(t, what):
         return (f"{what} is a DTensor on a {mesh.ndim}-D device mesh {where}, as HSDP or FSDP with tensor "
                 "parallelism makes; mlorc does not support multi-dimensional meshes yet")
     (placement,) = placements
-    if isinstance(placement, dtensor.Shard) and placement.dim == 0:
-        return (f"{what} is a DTensor sharded on dim 0 {where}, as FSDP2's fully_shard (or tensor parallel's "
-                "ColwiseParallel) makes; mlorc's sharded step is not built yet. For data parallelism use DDP, "
-                "or ZeroRedundancyOptimizer with mlorc.torch.named(model): both keep the parameters plain tensors")
     if isinstance(placement, dtensor.Shard):
         return (f"{what} is a DTensor sharded on dim {placement.dim} {where}, as tensor parallel's "
                 f"RowwiseParallel makes; mlorc does not support sharding on dim {placement.dim}")
@@ -64,8 +62,11 @@ def _dtensor_refusal(t, what):
 
 
 def check_param(p, label):
-    """Raises TypeError / ValueError, saying what to do, unless `p` can be
-    updated in place."""
+    """Raises TypeError / ValueError, saying what to do, unless `p` (or, for
+    an FSDP2 parameter, its local shard) can be updated in place."""
+    shard = fsdp_shard(p)
+    if shard is not None:
+        p = shard[0]
     _check_plain(p, label)
     if p.layout != torch.strided:
         raise TypeError(f"{label} has layout {p.layout}; mlorc updates dense (strided) tensors only")
@@ -107,6 +108,12 @@ def grad_array(p, label, negate=False):
     parameter's dtype). Gradients are only read, so a non-contiguous one may
     be copied (the step is not lost)."""
     g = p.grad
+    shard = fsdp_shard(p)
+    if shard is not None:  # FSDP2: the gradient is sharded like the parameter
+        local = fsdp_shard(g) if g is not None else None
+        if local is None:
+            raise TypeError(f"{label} is an FSDP2 shard, but its gradient is not sharded like it")
+        g, p = local[0], shard[0]
     _check_plain(g, f"the gradient of {label}")
     if g.layout != torch.strided:
         raise TypeError(f"{label} has a {g.layout} gradient; mlorc needs dense gradients")
@@ -128,8 +135,10 @@ def _array(t):
 
 
 def param_array(p):
-    """The parameter's own memory as an array (no copy; check_param first)."""
-    return _array(p.detach())
+    """The parameter's own memory (its local shard's, for FSDP2) as an array
+    (no copy; check_param first)."""
+    shard = fsdp_shard(p)
+    return _array((shard[0] if shard is not None else p).detach())
 
 
 def dtype_of(p):
