@@ -349,12 +349,20 @@ struct CAMEStep {
         let decayRate = Float(lr * hyper.weightDecay), step = Float(lr)
         let confidence: UnsafeMutablePointer<Float>? = isVector ? nil : confidenceCol
         let confidenceRow = confidenceRow, vector = isVector
-        forEachRow(inPlace: !lowRank) { i, row, part, weightBuffer in
-            let weightRow = w.row(i, 0..<n, buffer: weightBuffer)
-            cameUpdateRow(weightRow, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
-                          colFactor: confidence)
-            w.finish(i, 0..<n, weightRow)
-            for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+        if let w = w.fp32 {  // fp32: the rows in place
+            forEachRow(inPlace: !lowRank) { i, row, part, _ in
+                cameUpdateRow(w + i * n, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
+                              colFactor: confidence)
+                for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+            }
+        } else {
+            forEachRow(inPlace: !lowRank) { i, row, part, weightBuffer in
+                let weightRow = w.row(i, 0..<n, buffer: weightBuffer)
+                cameUpdateRow(weightRow, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
+                              colFactor: confidence)
+                w.finish(i, 0..<n, weightRow)
+                for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+            }
         }
         if lowRank {
             try RandomizedSVD.storeLeadingTriplets(transposedB: reduced, q: y, rows: m, cols: n, width: l,

@@ -164,7 +164,23 @@ struct GaLoreStep<Rule: MomentRule> {
     /// (G P)ᵀ for m > n (R[a, i] = G[i, :]·Pᵀ[a, :], rows split).
     private func project(into out: UnsafeMutablePointer<Float>, pool: ThreadPool, parts: Int, buffers: RowBuffers) {
         let m = m, n = n, r = r, p = projection, g = grad
-        if projectsRows {
+        if let g = g.fp32 {  // fp32: the rows in place
+            if projectsRows {
+                pool.run(parts: parts) { part in
+                    let cols = partition(n, parts: parts, part: part, align: 8)
+                    for a in 0..<r { for j in cols { out[a * n + j] = 0 } }
+                    for i in 0..<m {
+                        for a in 0..<r { axpy(p[a * m + i], g + i * n, out + a * n, cols) }
+                    }
+                }
+            } else {
+                pool.run(parts: parts) { part in
+                    for i in partition(m, parts: parts, part: part) {
+                        for a in 0..<r { out[a * m + i] = dot(g + i * n, p + a * n, n) }
+                    }
+                }
+            }
+        } else if projectsRows {
             pool.run(parts: parts) { part in
                 let cols = partition(n, parts: parts, part: part, align: 8), buffer = buffers.grad(part)
                 for a in 0..<r { for j in cols { out[a * n + j] = 0 } }
@@ -187,6 +203,22 @@ struct GaLoreStep<Rule: MomentRule> {
     /// W ← W − lr·λ·W − P·D (m <= n) or − Dᵀ Pᵀ (m > n), D the scaled direction.
     private func applyUpdate(_ d: UnsafeMutablePointer<Float>, pool: ThreadPool, parts: Int, buffers: RowBuffers) {
         let m = m, n = n, r = r, p = projection, w = weights, decay = rule.decayRate, rowsSide = projectsRows
+        if let w = w.fp32 {  // fp32: the rows in place
+            pool.run(parts: parts) { part in
+                for i in partition(m, parts: parts, part: part) {
+                    let row = w + i * n
+                    if decay != 0 { axpy(-decay, row, row, 0..<n) }
+                    for a in 0..<r {
+                        if rowsSide {
+                            axpy(-p[a * m + i], d + a * n, row, 0..<n)
+                        } else {
+                            axpy(-d[a * m + i], p + a * n, row, 0..<n)
+                        }
+                    }
+                }
+            }
+            return
+        }
         pool.run(parts: parts) { part in
             let buffer = buffers.weights(part)
             for i in partition(m, parts: parts, part: part) {

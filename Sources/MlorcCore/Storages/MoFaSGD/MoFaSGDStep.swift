@@ -160,16 +160,28 @@ struct MoFaSGDStep {
         // kept for R = QᵀX; Q_U, Q_V are their orthonormalised copies.
         let xu = try workspace.floats(.panels, k * (m + n)), xv = xu + k * m
         for i in 0..<m { for a in 0..<r { xu[i + a * m] = u[i * r + a] } }
-        pool.run(parts: parts) { part in  // GV: rows split
-            let buffer = buffers.grad(part)
-            for i in partition(m, parts: parts, part: part) {
-                MoFaSGDKernels.rowTimesFactors(g.row(i, buffer: buffer), vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+        if let g = g.fp32 {  // fp32: the rows in place
+            pool.run(parts: parts) { part in  // GV: rows split
+                for i in partition(m, parts: parts, part: part) {
+                    MoFaSGDKernels.rowTimesFactors(g + i * n, vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+                }
+            }
+        } else {
+            pool.run(parts: parts) { part in
+                let buffer = buffers.grad(part)
+                for i in partition(m, parts: parts, part: part) {
+                    MoFaSGDKernels.rowTimesFactors(g.row(i, buffer: buffer), vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+                }
             }
         }
         xv.update(from: vt, count: r * n)  // V's columns are Vᵀ's rows
         pool.run(parts: parts) { part in  // GᵀU: columns split
-            MoFaSGDKernels.transposedProduct(g, u, rows: m, k: r, n: n, cols: partition(n, parts: parts, part: part, align: 8),
-                                             into: xv + r * n, buffer: buffers.grad(part))
+            let cols = partition(n, parts: parts, part: part, align: 8)
+            if let g32 = g.fp32 {
+                MoFaSGDKernels.transposedProduct(g32, u, rows: m, k: r, n: n, cols: cols, into: xv + r * n)
+            } else {
+                MoFaSGDKernels.transposedProduct(g, u, rows: m, k: r, n: n, cols: cols, into: xv + r * n, buffer: buffers.grad(part)!)
+            }
         }
         let qu = try workspace.floats(.gradSketch, k * m), qv = try workspace.floats(.projectionSketch, k * n)
         qu.update(from: xu, count: k * m)
@@ -300,7 +312,16 @@ struct MoFaSGDStep {
         let u = result, s = result + m * k, vt = s + k
         let coef = (0..<k).map { Float(lr) * directionWeight(s[$0]) }
         let buffers = try rowBuffers(&workspace, parts: parts)
-        pool.run(parts: parts) { part in
+        if let w = w.fp32 {
+            pool.run(parts: parts) { part in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowCoef in
+                    for i in partition(m, parts: parts, part: part) {
+                        for a in 0..<k { rowCoef[a] = coef[a] * u[i * k + a] }
+                        MoFaSGDKernels.updateRow(w + i * n, decayRate: decayRate, coef: rowCoef.baseAddress!, vt, k: k, n: n)
+                    }
+                }
+            }
+        } else { pool.run(parts: parts) { part in
             let buffer = buffers.weights(part)
             withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowCoef in
                 for i in partition(m, parts: parts, part: part) {
@@ -310,7 +331,7 @@ struct MoFaSGDStep {
                     w.finish(i, 0..<n, row)
                 }
             }
-        }
+        } }
         if header.storage == .lowRank {
             payload.update(from: result, count: k * (m + n + 1))
         } else {
