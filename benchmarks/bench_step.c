@@ -3,7 +3,7 @@
  * tensor and measures the extra memory a step needs.
  *
  *   bench_step RULE STORAGE RANK ROWS COLS THREADS [STEPS [TYPES]]
- *     RULE adamw|lion, STORAGE lowrank|dense, TYPES f32 (default) | bf16
+ *     RULE adamw|lion|adopt|galore|came|mofasgd, STORAGE lowrank|dense, TYPES f32 (default) | bf16
  *     (bf16 parameters and gradients) | bf16-state (fp32 tensors, bf16
  *     state: MLORC_PARAM_STATE_DTYPE) | bf16-all (both)
  *
@@ -72,10 +72,21 @@ static long long step_peak_growth(mlorc_optimizer *opt, mlorc_tensor *t) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s adamw|lion lowrank|dense RANK ROWS COLS THREADS [STEPS [f32|bf16|bf16-state|bf16-all]]\n", argv[0]);
+        fprintf(stderr, "usage: %s adamw|lion|adopt|galore|came|mofasgd lowrank|dense RANK ROWS COLS THREADS [STEPS [f32|bf16|bf16-state|bf16-all]]\n", argv[0]);
         return 2;
     }
-    int rule = strcmp(argv[1], "lion") == 0 ? MLORC_RULE_LION : MLORC_RULE_ADAMW;
+    /* The rules that step without a group state. */
+    static const struct { const char *name; int rule; } rules[] = {
+        {"adamw", MLORC_RULE_ADAMW}, {"lion", MLORC_RULE_LION}, {"adopt", MLORC_RULE_ADOPT},
+        {"galore", MLORC_RULE_GALORE_ADAMW}, {"came", MLORC_RULE_CAME}, {"mofasgd", MLORC_RULE_MOFASGD},
+    };
+    int rule = 0;
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
+        if (strcmp(argv[1], rules[i].name) == 0) rule = rules[i].rule;
+    if (!rule) {
+        fprintf(stderr, "unknown rule %s (adamw, lion, adopt, galore, came, mofasgd)\n", argv[1]);
+        return 2;
+    }
     int storage = strcmp(argv[2], "dense") == 0 ? MLORC_STORAGE_DENSE : MLORC_STORAGE_LOWRANK;
     int rank = atoi(argv[3]), threads = atoi(argv[6]);
     int64_t rows = atoll(argv[4]), cols = atoll(argv[5]);

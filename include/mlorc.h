@@ -193,9 +193,12 @@ typedef enum mlorc_storage {
 /* Element type of parameters and gradients. Arithmetic is fp32 whatever the
  * element type: half-precision values are widened when loaded, and new
  * weights are rounded when stored (MLORC_PARAM_STOCHASTIC_ROUNDING). Moments
- * and factors are stored fp32, or bf16 with MLORC_PARAM_STATE_DTYPE. Half
- * precision is supported by AdamW, Lion and ADOPT (dense and low-rank
- * storage); the other rules give MLORC_ERROR_UNSUPPORTED_DTYPE. */
+ * and factors (and CAME's and the D-adaptation rules' statistics) are stored
+ * fp32, or (AdamW, Lion, ADOPT) bf16 with MLORC_PARAM_STATE_DTYPE. Every
+ * rule steps half precision on dense and low-rank storage: AdamW, Lion,
+ * ADOPT, GaLore-AdamW, CAME, Prodigy, DAdapt-Lion and MoFaSGD (earlier
+ * builds of 0.1 stepped only the first three; the others gave
+ * MLORC_ERROR_UNSUPPORTED_DTYPE). */
 typedef enum mlorc_dtype {
     MLORC_DTYPE_F32 = 0,  /* IEEE-754 binary32 */
     MLORC_DTYPE_BF16 = 1, /* bfloat16: the top 16 bits of a binary32 */
@@ -283,7 +286,7 @@ typedef enum mlorc_param {
                                          (use_ones_for_nonzero_s = False); integer [0, 1] */
     MLORC_PARAM_MOFASGD_MAX_VALUE = 27,  /* MoFaSGD only: clamp of 1/s in the reciprocal
                                          form, 1e4 (the authors' default); [1e-30, 1e30] */
-    /* Half-precision parameters (AdamW, Lion, ADOPT): */
+    /* Half-precision parameters (every rule): */
     MLORC_PARAM_MASTER_WEIGHTS = 28,     /* 1: states initialised from now on keep an fp32
                                          copy of a bf16/f16 parameter (4 bytes per element
                                          more; mlorc_state_init_with_param); the step updates

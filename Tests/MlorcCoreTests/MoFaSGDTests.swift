@@ -249,7 +249,7 @@ final class MoFaSGDTests: XCTestCase {
         XCTAssertEqual(try opt.stateSize(TensorLayout(rows: 1, cols: 3072)), 128 + 4 * 3072)
         for key in ParamKey.allCases {
             let applies = [ParamKey.beta1, .eps, .weightDecay, .rank, .oversampling, .powerIterations, .seed, .threads,
-                           .mofasgdReciprocal, .mofasgdMaxValue].contains(key)
+                           .mofasgdReciprocal, .mofasgdMaxValue, .masterWeights, .stochasticRounding].contains(key)
             XCTAssertEqual(Hyperparameters.bounds(rule: .mofasgd, key: key) != nil, applies, "\(key)")
         }
         XCTAssertEqual(opt.hyper.beta1, 0.9)

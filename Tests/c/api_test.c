@@ -379,6 +379,8 @@ static const mofasgd_spec mofasgd_specs[] = {
     {MLORC_PARAM_THREADS, 1, 1, 1, 256},
     {MLORC_PARAM_MOFASGD_RECIPROCAL, 1, 0, 0, 1},
     {MLORC_PARAM_MOFASGD_MAX_VALUE, 0, 1e4, 1e-30, 1e30},
+    {MLORC_PARAM_MASTER_WEIGHTS, 1, 0, 0, 1},
+    {MLORC_PARAM_STOCHASTIC_ROUNDING, 1, 1, 0, 1},
 };
 
 static void test_params_mofasgd(void) {

@@ -221,7 +221,7 @@ static void run_case(const golden_case *c, char *out, size_t out_size) {
 
 /* The registry's keys, bounds and defaults: "bounds/RULE/KEY" -> "min max
  * default" (%.17g) or the status of a key that does not apply. */
-#define MAX_KEY 30
+#define MAX_KEY 30 /* MLORC_PARAM_STATE_DTYPE; one past it checks an unknown key */
 static int bounds_cases(golden_case *cases, char (*digests)[96], int n) {
     for (int rule = 1; rule <= 8; rule++) {
         mlorc_optimizer *opt = NULL;

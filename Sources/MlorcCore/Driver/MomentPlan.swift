@@ -96,7 +96,9 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             // the batch must not see one first.
             return writeStatistics == nil || dense(FP32Dense.self).gradientIsFinite(context)
         case .projection:
-            return GaLoreStep(rule: rule, hyper: hyper, tensor: tensor).gradientIsWithinBound(context)
+            let galore = GaLoreStep(rule: rule, hyper: hyper, tensor: tensor)
+            try galore.reserveRowBuffers(&context.workspace, parts: context.parts(for: elements))
+            return galore.gradientIsWithinBound(context)
         }
     }
 
@@ -203,7 +205,8 @@ struct MomentAdaptation<Rule: MomentRule> {
     }
 
     static func statistics(_ t: Optimizer.Prepared, _ rule: Rule) -> DAdaptation.Tensor {
-        DAdaptation.Tensor(header: t.header, weights: t.weights, grad: t.grad, payload: t.payload, modifiers: rule.modifiers)
+        DAdaptation.Tensor(header: t.header, weights: t.kernelWeightRows, grad: t.gradRows, payload: t.payload,
+                           modifiers: rule.modifiers)
     }
 
     mutating func reduce(_ steps: inout [MomentTensorStep<Rule>], hyper: Hyperparameters) throws(MlorcError) {

@@ -17,7 +17,7 @@ extension Optimizer {
             throw MlorcError(.unsupportedDtype, "dtype \(dtype) is not an mlorc_dtype (f32 = 0, bf16 = 1, f16 = 2)")
         }
         guard dtype == F32.dtype || rule.entry.halfPrecision else {
-            throw MlorcError(.unsupportedDtype, "rule \(rule.entry.name) steps f32 parameters only, not \(dtypeName(dtype)) (half precision: AdamW, Lion, ADOPT)")
+            throw MlorcError(.unsupportedDtype, "rule \(rule.entry.name) steps f32 parameters only, not \(dtypeName(dtype))")
         }
     }
 

@@ -6,6 +6,8 @@ import CVectorMath
 /// the gradient in the direction does not: the reference's form);
 /// W ← W·(1 − dlr·λ) − dlr·direction.
 struct DAdaptLionRule: MomentRule {
+    typealias OtherDense = AnyDense  // half precision (its entry); bf16 states are refused
+    typealias OtherWeights = AnyElementAccess
     static let momentCount = 1
     static func isNonNegative(_ k: Int) -> Bool { false }
     static func isLinear(_ k: Int) -> Bool { true }

@@ -44,7 +44,9 @@ enum DAdaptation {
     /// previous momentum at an element (DAdapt-Lion's direction needs it).
     struct Tensor {
         let header: StateFormat.Header
-        let weights: UnsafePointer<Float>, grad: UnsafePointer<Float>
+        /// The weights the rule steps (the parameter, or its fp32 master) and
+        /// the gradient, in their element types (read widened).
+        let weights: ElementRows, grad: ElementRows
         let payload: UnsafeMutablePointer<Float>
         let modifiers: StepModifiers
 

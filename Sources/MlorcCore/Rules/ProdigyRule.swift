@@ -12,6 +12,8 @@ import CVectorMath
 /// bc = √(1−β2^k)/(1−β1^k) with bias correction (off by default), else 1.
 /// With the atan2 option the direction is (4/π)·atan2(m, √v) (no ε).
 struct ProdigyRule: MomentRule {
+    typealias OtherDense = AnyDense  // half precision (its entry); bf16 states are refused
+    typealias OtherWeights = AnyElementAccess
     static let momentCount = 2
     static func isNonNegative(_ k: Int) -> Bool { k == 1 }
     static func isLinear(_ k: Int) -> Bool { k == 0 }

@@ -4,8 +4,9 @@ extension RuleRegistry {
     static let came = RuleEntry(
         kind: .came, name: "CAME",
         defaults: [.beta1: 0.9, .beta2: 0.999, .beta3: 0.9999, .weightDecay: 0, .eps: 1e-30],  // eps is CAME's ε1
-        keys: keys(common, [.eps: flag, .beta3: beta, .eps2: 0...1, .cameClip: 1e-6...1e6]),
+        keys: keys(common, halfPrecision, [.eps: flag, .beta3: beta, .eps2: 0...1, .cameClip: 1e-6...1e6]),
         momentSlots: 1, groupState: false,
+        halfPrecision: true,
         extraFloats: { rows, cols, _ in CAMEStep.statisticsFloats(rows: rows, cols: cols) },
         checkLowRankPayload: { h, p throws(MlorcError) in
             try CAMEStep.checkStatistics(h, p)

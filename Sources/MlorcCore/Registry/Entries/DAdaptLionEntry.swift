@@ -4,8 +4,9 @@ extension RuleRegistry {
     static let dadaptLion = RuleEntry(
         kind: .dadaptLion, name: "DAdapt-Lion",
         defaults: [.beta1: 0.9, .beta2: 0.99, .weightDecay: 0],
-        keys: keys(common, gradientOptions, adaptation),
+        keys: keys(common, halfPrecision, gradientOptions, adaptation),
         momentSlots: DAdaptLionRule.momentCount, groupState: true,
+        halfPrecision: true,
         extraFloats: { rows, cols, stride in DAdaptation.statsFloats(.dadaptLion, elements: rows * cols, stride: stride) },
         step: { optimizer, tensors, lr, group throws(MlorcError) in
             guard let group else { preconditionFailure("the driver binds the group state of a group-state rule") }

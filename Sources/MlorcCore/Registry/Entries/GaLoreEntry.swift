@@ -4,9 +4,10 @@ extension RuleRegistry {
     static let galoreAdamW = RuleEntry(
         kind: .galoreAdamW, name: "GaLore-AdamW",
         defaults: [.beta1: 0.9, .beta2: 0.999, .weightDecay: 0.01],
-        keys: keys(common, gradientOptions,
+        keys: keys(common, halfPrecision, gradientOptions,
                    [.eps: flag, .biasCorrection: flag, .galoreScale: 0...1e6, .galoreInterval: 1...1e9]),
         momentSlots: AdamWRule.momentCount, groupState: false,
+        halfPrecision: true,
         lowRankMomentFloats: GaLoreStep<AdamWRule>.payloadFloats,
         checkLowRankPayload: GaLoreStep<AdamWRule>.checkPayload,
         step: { optimizer, tensors, lr, _ throws(MlorcError) in

@@ -7,9 +7,10 @@ extension RuleRegistry {
         // β and ε as in the authors' instruction-tuning configuration; no
         // weight decay in their optimizer (no beta2).
         defaults: [.beta1: 0.9, .beta2: 0, .weightDecay: 0, .eps: 1e-8],
-        keys: keys(common, [.eps: flag, .mofasgdReciprocal: flag, .mofasgdMaxValue: 1e-30...1e30])
+        keys: keys(common, halfPrecision, [.eps: flag, .mofasgdReciprocal: flag, .mofasgdMaxValue: 1e-30...1e30])
             .filter { $0.key != .beta2 },
         momentSlots: 1, groupState: false,
+        halfPrecision: true,
         lowRankRankFactor: 2,
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             var plan = MoFaSGDPlan(hyper: optimizer.hyper, lr: lr)

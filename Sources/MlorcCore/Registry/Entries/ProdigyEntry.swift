@@ -4,10 +4,11 @@ extension RuleRegistry {
     static let prodigy = RuleEntry(
         kind: .prodigy, name: "Prodigy",
         defaults: [.beta1: 0.9, .beta2: 0.999, .beta3: 0.999.squareRoot(), .weightDecay: 0, .biasCorrection: 0],
-        keys: keys(common, gradientOptions, directionOptions, adaptation,
+        keys: keys(common, halfPrecision, gradientOptions, directionOptions, adaptation,
                    [.eps: flag, .biasCorrection: flag, .atan2: flag, .beta3: beta, .dCoef: 1e-6...1e6,
                     .growthRate: 1...Double.infinity]),
         momentSlots: ProdigyRule.momentCount, groupState: true,
+        halfPrecision: true,
         extraFloats: { rows, cols, stride in DAdaptation.statsFloats(.prodigy, elements: rows * cols, stride: stride) },
         step: { optimizer, tensors, lr, group throws(MlorcError) in
             guard let group else { preconditionFailure("the driver binds the group state of a group-state rule") }

@@ -20,7 +20,10 @@ struct CAMETensorStep: TensorStep {
     func prepare(_ context: inout StepContext) throws(MlorcError) -> Bool {
         try step.prepare(workspace: &context.workspace, pool: context.pool)
     }
-    func verify(_ context: inout StepContext) throws(MlorcError) -> String? { step.verify(lr: lr, context: context) }
+    func verify(_ context: inout StepContext) throws(MlorcError) -> String? {
+        let c = context  // read-only view; the scratch is lent separately
+        return try step.verify(lr: lr, context: c, workspace: &context.workspace)
+    }
     func commit(_ context: inout StepContext) throws(MlorcError) {
         try step.commit(lr: lr, workspace: &context.workspace, pool: context.pool)
     }

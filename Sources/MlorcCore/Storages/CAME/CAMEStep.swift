@@ -108,11 +108,19 @@ struct CAMEStep {
     private var beta1: Float { Float(hyper.beta1) }
     private var oneMinusBeta1: Float { Float(1 - hyper.beta1) }
 
-    /// Two row buffers per chunk, `rowStride` floats apart: the previous moment
-    /// row (n floats, then the rank coefficients of its rebuild) and the new one.
+    /// The gradient's and the weights' rows as fp32 (in place for fp32;
+    /// half-precision rows are widened into buffers of their own).
+    private var grads: ElementRows { prepared.gradRows }
+    private var weights: WeightRows { prepared.weightRows(hyper) }
+
+    /// Row buffers per chunk, `chunkStride` floats apart: the previous moment
+    /// row (n floats, then the rank coefficients of its rebuild), the new one
+    /// (`rowStride` floats apart), then, for half precision, a widened
+    /// gradient row and a widened weight row.
     private var rowStride: Int { Self.round16(n + header.rank) }
+    private var chunkStride: Int { 2 * rowStride + grads.bufferFloats + weights.bufferFloats }
     private func rowBuffers(_ workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
-        try workspace.floats(.threadScratch, chunks * 2 * rowStride)
+        try workspace.floats(.threadScratch, chunks * chunkStride)
     }
 
     /// new = β·old + (1−β)·(sum/count + ε) for each entry, from per-entry sums.
@@ -149,15 +157,19 @@ struct CAMEStep {
     /// New statistics, factors, clipping scale and (low-rank) sketch MΩ.
     /// Returns false if the gradient or anything derived from it is not finite.
     func prepare(workspace: inout Workspace, pool: ThreadPool) throws(MlorcError) -> Bool {
-        let m = m, n = n, chunks = chunks, g = prepared.grad
+        let m = m, n = n, chunks = chunks, g = grads
         let rowSums = try workspace.raw(.gradSketch, 8 * m).assumingMemoryBound(to: Double.self)
         let columns = try workspace.floats(.columnPartials, chunks * n)
+        let buffers = try rowBuffers(&workspace), stride = rowStride, chunkStride = chunkStride
 
         // r', c' from the squares of G; a, b.
         pool.run(parts: chunks) { k in
             let part = columns + k * n
             part.initialize(repeating: 0, count: n)
-            for i in partition(m, parts: chunks, part: k) { rowSums[i] = cameSquareSums(g + i * n, n, columns: part) }
+            let gradBuffer = buffers + k * chunkStride + 2 * stride
+            for i in partition(m, parts: chunks, part: k) {
+                rowSums[i] = cameSquareSums(g.row(i, buffer: gradBuffer), n, columns: part)
+            }
         }
         Self.ema(oldStats, { rowSums[$0] }, count: m, over: n, beta: hyper.beta2, eps: hyper.eps, into: newStats)
         Self.ema(oldStats + m, { columnTotal(columns, $0) }, count: n, over: m, beta: hyper.beta2, eps: hyper.eps,
@@ -169,7 +181,10 @@ struct CAMEStep {
         // RMS(u) → the clipping scale 1 / max(1, RMS(u)/d).
         let a = rowFactor, b = colFactor
         pool.run(parts: chunks) { k in
-            for i in partition(m, parts: chunks, part: k) { rowSums[i] = cameNormalisedSquareSum(g + i * n, b, a[i], n) }
+            let gradBuffer = buffers + k * chunkStride + 2 * stride
+            for i in partition(m, parts: chunks, part: k) {
+                rowSums[i] = cameNormalisedSquareSum(g.row(i, buffer: gradBuffer), b, a[i], n)
+            }
         }
         var total = 0.0
         for i in 0..<m { total += rowSums[i] }
@@ -186,14 +201,15 @@ struct CAMEStep {
             RandomizedSVD.drawTestMatrix(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
                                          count: l * n, into: omega)
         }
-        let buffers = try rowBuffers(&workspace), stride = rowStride, previous = previous, y = y, vector = isVector
+        let previous = previous, y = y, vector = isVector
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
         pool.run(parts: chunks) { k in
-            let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride, part = columns + k * n
+            let prevBuffer = buffers + k * chunkStride, row = prevBuffer + stride, part = columns + k * n
+            let gradBuffer = prevBuffer + 2 * stride
             part.initialize(repeating: 0, count: n)
             for i in partition(m, parts: chunks, part: k) {
                 let prev = previous.row(i, buffer: prevBuffer)
-                rowSums[i] = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: prev, beta1: beta1,
+                rowSums[i] = cameMomentRow(g.row(i, buffer: gradBuffer), b, a[i] * scale, n, prev: prev, beta1: beta1,
                                            oneMinusBeta1: oneMinusBeta1, into: row,
                                            residualColumns: vector ? nil : part)
                 for c in 0..<l { y[i + c * m] = dot(row, omega + c * n, n) }
@@ -223,24 +239,29 @@ struct CAMEStep {
     /// where column j's gradients are tiny), max_j |M_ij| and max_j |w_ij|
     /// from one read-only scan of the row. An inconclusive bound (values near
     /// float's limit) refuses.
-    func verify(lr: Double, context: StepContext) -> String? {
+    func verify(lr: Double, context: StepContext, workspace: inout Workspace) throws(MlorcError) -> String? {
         if let problem = OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) { return problem }
-        let m = m, n = n, g = prepared.grad, w = prepared.weights, b = colFactor, a = rowFactor
+        let m = m, n = n, g = grads, w = weights, b = colFactor, a = rowFactor
         let scale = Double(scalars[0]), vector = isVector, lowRank = lowRank, f = lowRank ? factors : nil
         let r = header.rank, dense = prepared.payload
         var maxB: Float = 0
         if !vector { for j in 0..<n { maxB = max(maxB, confidenceCol[j]) } }
         let confidenceRow = confidenceRow, beta1 = hyper.beta1, decay = lr * hyper.weightDecay
         let parts = min(context.parts(for: m * n), m)
-        var worst = [Double](repeating: 0, count: parts)
+        let partStride = g.bufferFloats + w.bufferFloats
+        let buffers = try workspace.floats(.threadScratch, max(parts * partStride, 1))
+        // Per part: the bounds of the new weights and of the new moment.
+        var worst = [SIMD2<Double>](repeating: .zero, count: parts)
         worst.withUnsafeMutableBufferPointer { out in
             context.pool.run(parts: parts) { part in
-                var bound = 0.0
+                var bound = SIMD2<Double>.zero
+                let gradBuffer = buffers + part * partStride, weightBuffer = gradBuffer + g.bufferFloats
                 for i in partition(m, parts: parts, part: part) {
                     var gb = SIMD8<Float>(repeating: 0), wmax = gb, mmax = gb
+                    let gRow = g.row(i, buffer: gradBuffer), wRow = w.row(i, 0..<n, buffer: weightBuffer)
                     eachChunk(n) { j, c in
-                        gb = pointwiseMax(gb, magnitude8(load8(g + i * n + j, c)) * load8(b + j, c))
-                        wmax = pointwiseMax(wmax, magnitude8(load8(w + i * n + j, c)))
+                        gb = pointwiseMax(gb, magnitude8(load8(gRow + j, c)) * load8(b + j, c))
+                        wmax = pointwiseMax(wmax, magnitude8(load8(wRow + j, c)))
                         if !lowRank { mmax = pointwiseMax(mmax, magnitude8(load8(dense + i * n + j, c))) }
                     }
                     var previous = Double(mmax.max())
@@ -254,39 +275,44 @@ struct CAMEStep {
                     let confidence = vector ? 1 : Double(confidenceRow[i]) * Double(maxB)
                     let weights = Double(wmax.max()) * (1 + decay) + lr * moment * confidence
                     // NaN compares false: a non-finite input leaves the bound infinite.
-                    bound = max(weights, moment) <= .greatestFiniteMagnitude ? max(bound, weights, moment) : .infinity
+                    bound = max(weights, moment) <= .greatestFiniteMagnitude
+                        ? SIMD2(max(bound.x, weights), max(bound.y, moment)) : SIMD2(repeating: .infinity)
                 }
                 out[part] = bound
             }
         }
-        let bound = worst.max() ?? 0
-        return bound <= OutputBounds.proven
-            ? nil : "the new weights or moment could exceed float's range (row bound \(bound), lr \(lr))"
+        let bound = worst.reduce(SIMD2<Double>.zero) { SIMD2(max($0.x, $1.x), max($0.y, $1.y)) }
+        // The weights are bounded in the parameter's type (f16: 65504).
+        return bound.x <= w.stored.provenBound && max(bound.x, bound.y) <= OutputBounds.proven
+            ? nil : "the new weights or moment could exceed \(w.stored.rangeName)'s range (row bound \(max(bound.x, bound.y)), lr \(lr))"
     }
 
     // MARK: commit (writes)
 
     /// Writes the weights, the moment (in place, or new factors) and the statistics.
     func commit(lr: Double, workspace: inout Workspace, pool: ThreadPool) throws(MlorcError) {
-        let m = m, n = n, chunks = chunks, l = lowRank ? self.l : 0, g = prepared.grad, w = prepared.weights
+        let m = m, n = n, chunks = chunks, l = lowRank ? self.l : 0, g = grads, w = weights
         let a = rowFactor, b = colFactor, scale = scalars[0], previous = previous, y = y
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
-        let buffers = try rowBuffers(&workspace), stride = rowStride
+        let buffers = try rowBuffers(&workspace), stride = rowStride, chunkStride = chunkStride
         let partials = try workspace.floats(.columnPartials, max(chunks * l * n, 1))
         let reduced = try workspace.floats(.staging, max(l * n, 1))  // Σ_k partials, l x n row-major
 
         /// For each row i in order: its new M row (in place for dense storage),
-        /// handed to `body` with the chunk's partial panel (l x n).
-        func forEachRow(inPlace: Bool, _ body: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+        /// handed to `body` with the chunk's partial panel (l x n) and its
+        /// weight row buffer (half precision).
+        func forEachRow(inPlace: Bool,
+                        _ body: (Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
             pool.run(parts: chunks) { k in
-                let prevBuffer = buffers + k * 2 * stride, part = partials + k * l * n
+                let prevBuffer = buffers + k * chunkStride, part = partials + k * l * n
+                let gradBuffer = prevBuffer + 2 * stride, weightBuffer = gradBuffer + g.bufferFloats
                 part.initialize(repeating: 0, count: l * n)
                 for i in partition(m, parts: chunks, part: k) {
                     let prev = previous.row(i, buffer: prevBuffer)
                     let row = inPlace ? prev : prevBuffer + stride
-                    _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: prev, beta1: beta1,
+                    _ = cameMomentRow(g.row(i, buffer: gradBuffer), b, a[i] * scale, n, prev: prev, beta1: beta1,
                                       oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
-                    body(i, row, part)
+                    body(i, row, part, weightBuffer)
                 }
             }
             for e in 0..<(l * n) {
@@ -301,16 +327,17 @@ struct CAMEStep {
             try RandomizedSVD.powerIterations(
                 [y], rows: m, cols: n, width: l, count: hyper.powerIterations, workspace: &workspace,
                 transposeProducts: { _ throws(MlorcError) in
-                    forEachRow(inPlace: false) { i, row, part in
+                    forEachRow(inPlace: false) { i, row, part, _ in
                         for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
                     }
                     return [reduced]
                 },
                 products: { _, _ throws(MlorcError) in
                     pool.run(parts: chunks) { k in
-                        let prevBuffer = buffers + k * 2 * stride, row = prevBuffer + stride
+                        let prevBuffer = buffers + k * chunkStride, row = prevBuffer + stride
+                        let gradBuffer = prevBuffer + 2 * stride
                         for i in partition(m, parts: chunks, part: k) {
-                            _ = cameMomentRow(g + i * n, b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
+                            _ = cameMomentRow(g.row(i, buffer: gradBuffer), b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
                                               beta1: beta1, oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
                             for c in 0..<l { y[i + c * m] = dot(row, reduced + c * n, n) }
                         }
@@ -322,10 +349,20 @@ struct CAMEStep {
         let decayRate = Float(lr * hyper.weightDecay), step = Float(lr)
         let confidence: UnsafeMutablePointer<Float>? = isVector ? nil : confidenceCol
         let confidenceRow = confidenceRow, vector = isVector
-        forEachRow(inPlace: !lowRank) { i, row, part in
-            cameUpdateRow(w + i * n, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
-                          colFactor: confidence)
-            for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+        if let w = w.fp32 {  // fp32: the rows in place
+            forEachRow(inPlace: !lowRank) { i, row, part, _ in
+                cameUpdateRow(w + i * n, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
+                              colFactor: confidence)
+                for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+            }
+        } else {
+            forEachRow(inPlace: !lowRank) { i, row, part, weightBuffer in
+                let weightRow = w.row(i, 0..<n, buffer: weightBuffer)
+                cameUpdateRow(weightRow, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
+                              colFactor: confidence)
+                w.finish(i, 0..<n, weightRow)
+                for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+            }
         }
         if lowRank {
             try RandomizedSVD.storeLeadingTriplets(transposedB: reduced, q: y, rows: m, cols: n, width: l,

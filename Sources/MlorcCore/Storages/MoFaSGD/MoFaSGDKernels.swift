@@ -21,9 +21,11 @@ enum MoFaSGDKernels {
 
     /// x[b·n + j] = Σ_i u[i·k + b]·g[i·n + j] for j in `cols` (GᵀU, k columns
     /// of length n), rows taken four at a time to cut the traffic on x.
+    /// With `accumulate`, adds to x instead (half precision calls it per
+    /// block of four widened rows: the same order of sums).
     static func transposedProduct(_ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>, rows m: Int, k: Int, n: Int,
-                                  cols: Range<Int>, into x: UnsafeMutablePointer<Float>) {
-        for b in 0..<k { for j in cols { x[b * n + j] = 0 } }
+                                  cols: Range<Int>, into x: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        if !accumulate { for b in 0..<k { for j in cols { x[b * n + j] = 0 } } }
         var i = 0
         while i < m {
             let rows = min(4, m - i)
@@ -37,6 +39,20 @@ enum MoFaSGDKernels {
                 }
                 j += 8
             }
+            i += rows
+        }
+    }
+
+    /// transposedProduct of a gradient in another element type: blocks of
+    /// four rows widened into `buffer` (4·n floats).
+    static func transposedProduct(_ grad: ElementRows, _ u: UnsafePointer<Float>, rows m: Int, k: Int, n: Int,
+                                  cols: Range<Int>, into x: UnsafeMutablePointer<Float>, buffer: UnsafeMutablePointer<Float>) {
+        for b in 0..<k { for j in cols { x[b * n + j] = 0 } }
+        var i = 0
+        while i < m {
+            let rows = min(4, m - i)
+            for d in 0..<rows { _ = grad.row(i + d, cols, buffer: buffer + d * n) }
+            transposedProduct(buffer, u + i * k, rows: rows, k: k, n: n, cols: cols, into: x, accumulate: true)
             i += rows
         }
     }

@@ -8,7 +8,7 @@ struct MoFaSGDPlan: BatchPlan {
     var regionSlot: Workspace.Slot { .factorResults }
     func regionFloats(_ t: Optimizer.Prepared) -> Int { MoFaSGDStep.resultFloats(t.header) }
     func makeStep(_ t: Optimizer.Prepared, region: UnsafeMutablePointer<Float>) -> MoFaSGDTensorStep {
-        MoFaSGDTensorStep(step: MoFaSGDStep(hyper: hyper, header: t.header, weights: t.weights, grad: t.grad,
+        MoFaSGDTensorStep(step: MoFaSGDStep(hyper: hyper, header: t.header, weights: t.weightRows(hyper), grad: t.gradRows,
                                             payload: t.payload, result: region), lr: lr)
     }
 }
@@ -25,6 +25,6 @@ struct MoFaSGDTensorStep: TensorStep {
     }
     func verify(_ context: inout StepContext) throws(MlorcError) -> String? { step.verify(lr: lr, context: context) }
     func commit(_ context: inout StepContext) throws(MlorcError) {
-        step.commit(lr: lr, pool: context.pool, parts: context.parts(for: step.m * step.n))
+        try step.commit(lr: lr, workspace: &context.workspace, pool: context.pool, parts: context.parts(for: step.m * step.n))
     }
 }

@@ -36,7 +36,9 @@
 struct MoFaSGDStep {
     let hyper: Hyperparameters
     let header: StateFormat.Header
-    let weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>
+    /// The weights (the parameter, or its fp32 master and then the
+    /// parameter's rounding) and the gradient, rows as fp32.
+    let weights: WeightRows, grad: ElementRows
     let payload: UnsafeMutablePointer<Float>
     /// This tensor's part of the batch's result slot (`resultFloats`).
     let result: UnsafeMutablePointer<Float>
@@ -73,6 +75,8 @@ struct MoFaSGDStep {
     /// `result`. Returns false when the step must be refused as non-finite.
     func prepare(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) -> Bool {
         let count = m * n, g = grad
+        // Reserved now, so that the commit's request cannot fail.
+        let buffers = try rowBuffers(&workspace, parts: parts)
         var ok = [Bool](repeating: true, count: parts)
         if header.storage == .dense {
             let mom = payload, beta = Float(hyper.beta1)
@@ -91,7 +95,7 @@ struct MoFaSGDStep {
         ok.withUnsafeMutableBufferPointer { okp in
             pool.run(parts: parts) { part in
                 let range = partition(count, parts: parts, part: part, align: 8)
-                okp[part] = allWithin(g + range.lowerBound, count: range.count, bound: Self.gradientBound)
+                okp[part] = g.allWithin(range, bound: Self.gradientBound)
             }
         }
         guard !ok.contains(false) else { return false }
@@ -99,9 +103,9 @@ struct MoFaSGDStep {
         // space: it restarts as M = SVD_r(G), as at the first step.
         let sigma = Factors(header, payload: payload, moment: 0).s
         if header.step == 0 || (0..<r).allSatisfy({ sigma[$0] == 0 }) {
-            try initialFactors(workspace: &workspace, pool: pool, parts: parts)
+            try initialFactors(workspace: &workspace, pool: pool, parts: parts, buffers: buffers)
         } else {
-            try updatedFactors(workspace: &workspace, pool: pool, parts: parts)
+            try updatedFactors(workspace: &workspace, pool: pool, parts: parts, buffers: buffers)
         }
         return resultIsValid()
     }
@@ -115,16 +119,30 @@ struct MoFaSGDStep {
         return allWithin(result, count: m * k, bound: 2) && allWithin(s + k, count: k * n, bound: 2)
     }
 
+    /// Each part's row buffers in .threadScratch, for half precision only: 4
+    /// widened gradient rows (GᵀU takes rows four at a time), one weight row.
+    struct RowBuffers {
+        let base: UnsafeMutablePointer<Float>?, gradFloats: Int, weightFloats: Int
+        func grad(_ part: Int) -> UnsafeMutablePointer<Float>? { base.map { $0 + part * (4 * gradFloats + weightFloats) } }
+        func weights(_ part: Int) -> UnsafeMutablePointer<Float>? { grad(part).map { $0 + 4 * gradFloats } }
+    }
+
+    private func rowBuffers(_ workspace: inout Workspace, parts: Int) throws(MlorcError) -> RowBuffers {
+        let g = grad.bufferFloats, w = weights.bufferFloats, floats = parts * (4 * g + w)
+        return RowBuffers(base: floats == 0 ? nil : try workspace.floats(.threadScratch, floats), gradFloats: g, weightFloats: w)
+    }
+
     /// M₁ = SVD_r(G) by the randomized SVD: Y = GΩ (q power iterations),
     /// Q = qr(Y), Bᵀ = GᵀQ = L·diag(s)·R, so B = Rᵀ·diag(s)·Lᵀ:
     /// U = Q·Rᵀ[:, :r], σ = s[:r], V = L[:, :r].
-    private func initialFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+    private func initialFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int,
+                                buffers: RowBuffers) throws(MlorcError) {
         let l = RandomizedSVD.sketchWidth(rank: r, oversampling: hyper.oversampling, rows: m, cols: n)
         let svd = try RandomizedSVD.explicit(rows: m, cols: n, width: l, powerIterations: hyper.powerIterations,
                                              seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
                                              workspace: &workspace,
-                                             apply: { x, y in multiplyG(x, into: y, l, pool: pool, parts: parts) },
-                                             applyT: { y, x in multiplyGT(y, into: x, l, pool: pool, parts: parts) })
+                                             apply: { x, y in multiplyG(x, into: y, l, pool: pool, parts: parts, buffers: buffers) },
+                                             applyT: { y, x in multiplyGT(y, into: x, l, pool: pool, parts: parts, buffers: buffers) })
         let u = result, s = result + m * r, vt = s + r
         RandomizedSVD.leftVectors(q: svd.q, rows: m, width: l, ut: svd.ut, rank: r, into: u, rowStride: r, columnStride: 1)
         for a in 0..<r {
@@ -134,22 +152,36 @@ struct MoFaSGDStep {
     }
 
     /// The tangent-space update of the paper through the 2r x 2r block matrix.
-    private func updatedFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
+    private func updatedFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int,
+                                buffers: RowBuffers) throws(MlorcError) {
         let m = m, n = n, r = r, k = 2 * r, g = grad
         let f = Factors(header, payload: payload, moment: 0), u = f.u, sigma = f.s, vt = f.vt
         // X_U = [U | GV] (m x 2r) and X_V = [V | GᵀU] (n x 2r), column-major,
         // kept for R = QᵀX; Q_U, Q_V are their orthonormalised copies.
         let xu = try workspace.floats(.panels, k * (m + n)), xv = xu + k * m
         for i in 0..<m { for a in 0..<r { xu[i + a * m] = u[i * r + a] } }
-        pool.run(parts: parts) { part in  // GV: rows split
-            for i in partition(m, parts: parts, part: part) {
-                MoFaSGDKernels.rowTimesFactors(g + i * n, vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+        if let g = g.fp32 {  // fp32: the rows in place
+            pool.run(parts: parts) { part in  // GV: rows split
+                for i in partition(m, parts: parts, part: part) {
+                    MoFaSGDKernels.rowTimesFactors(g + i * n, vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+                }
+            }
+        } else {
+            pool.run(parts: parts) { part in
+                let buffer = buffers.grad(part)
+                for i in partition(m, parts: parts, part: part) {
+                    MoFaSGDKernels.rowTimesFactors(g.row(i, buffer: buffer), vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+                }
             }
         }
         xv.update(from: vt, count: r * n)  // V's columns are Vᵀ's rows
         pool.run(parts: parts) { part in  // GᵀU: columns split
-            MoFaSGDKernels.transposedProduct(g, u, rows: m, k: r, n: n,
-                                             cols: partition(n, parts: parts, part: part, align: 8), into: xv + r * n)
+            let cols = partition(n, parts: parts, part: part, align: 8)
+            if let g32 = g.fp32 {
+                MoFaSGDKernels.transposedProduct(g32, u, rows: m, k: r, n: n, cols: cols, into: xv + r * n)
+            } else {
+                MoFaSGDKernels.transposedProduct(g, u, rows: m, k: r, n: n, cols: cols, into: xv + r * n, buffer: buffers.grad(part)!)
+            }
         }
         let qu = try workspace.floats(.gradSketch, k * m), qv = try workspace.floats(.projectionSketch, k * n)
         qu.update(from: xu, count: k * m)
@@ -205,24 +237,27 @@ struct MoFaSGDStep {
 
     /// y (m x l, column-major) = G·x (x: n x l, column-major); rows split.
     private func multiplyG(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ l: Int,
-                           pool: ThreadPool, parts: Int) {
+                           pool: ThreadPool, parts: Int, buffers: RowBuffers) {
         let m = m, n = n, g = grad
         pool.run(parts: parts) { part in
+            let buffer = buffers.grad(part)
             for i in partition(m, parts: parts, part: part) {
-                for b in 0..<l { y[i + b * m] = dot(g + i * n, x + b * n, n) }
+                let row = g.row(i, buffer: buffer)
+                for b in 0..<l { y[i + b * m] = dot(row, x + b * n, n) }
             }
         }
     }
 
     /// x (n x l, column-major) = Gᵀ·y (y: m x l, column-major); columns split.
     private func multiplyGT(_ y: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, _ l: Int,
-                            pool: ThreadPool, parts: Int) {
+                             pool: ThreadPool, parts: Int, buffers: RowBuffers) {
         let m = m, n = n, g = grad
         pool.run(parts: parts) { part in
-            let cols = partition(n, parts: parts, part: part, align: 8)
+            let cols = partition(n, parts: parts, part: part, align: 8), buffer = buffers.grad(part)
             for b in 0..<l { for j in cols { x[j + b * n] = 0 } }
             for i in 0..<m {
-                for b in 0..<l { axpy(y[i + b * m], g + i * n, x + b * n, cols) }
+                let row = g.row(i, cols, buffer: buffer)
+                for b in 0..<l { axpy(y[i + b * m], row, x + b * n, cols) }
             }
         }
     }
@@ -260,27 +295,43 @@ struct MoFaSGDStep {
     /// An inconclusive bound (lr or weights near float's limit) refuses.
     func verify(lr: Double, context: StepContext) -> String? {
         if let problem = OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) { return problem }
-        let w = OutputBounds.maxMagnitude(F32.self, weights, count: m * n, context: context)
+        let w = weights.kernel.maxMagnitude(count: m * n, context: context)
         guard w.isFinite else { return "the weights contain NaN or infinity" }
         let k = Self.components(header), s = result + m * k
         var weightSum = 0.0
         for a in 0..<k { weightSum += Double(directionWeight(s[a])) }
         let bound = w * (1 + lr * hyper.weightDecay) + lr * 4 * weightSum
-        return bound <= OutputBounds.proven ? nil : "the new weights could exceed float's range (|w| \(w), lr \(lr))"
+        // Bounded in the parameter's type (f16: 65504).
+        return bound <= min(OutputBounds.proven, weights.stored.provenBound)
+            ? nil : "the new weights could exceed \(weights.stored.rangeName)'s range (|w| \(w), lr \(lr))"
     }
 
-    func commit(lr: Double, pool: ThreadPool, parts: Int) {
+    /// (The row buffers were reserved in prepare: their request cannot fail here.)
+    func commit(lr: Double, workspace: inout Workspace, pool: ThreadPool, parts: Int) throws(MlorcError) {
         let m = m, n = n, k = Self.components(header), w = weights, decayRate = Float(lr * hyper.weightDecay)
         let u = result, s = result + m * k, vt = s + k
         let coef = (0..<k).map { Float(lr) * directionWeight(s[$0]) }
-        pool.run(parts: parts) { part in
+        let buffers = try rowBuffers(&workspace, parts: parts)
+        if let w = w.fp32 {
+            pool.run(parts: parts) { part in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowCoef in
+                    for i in partition(m, parts: parts, part: part) {
+                        for a in 0..<k { rowCoef[a] = coef[a] * u[i * k + a] }
+                        MoFaSGDKernels.updateRow(w + i * n, decayRate: decayRate, coef: rowCoef.baseAddress!, vt, k: k, n: n)
+                    }
+                }
+            }
+        } else { pool.run(parts: parts) { part in
+            let buffer = buffers.weights(part)
             withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { rowCoef in
                 for i in partition(m, parts: parts, part: part) {
                     for a in 0..<k { rowCoef[a] = coef[a] * u[i * k + a] }
-                    MoFaSGDKernels.updateRow(w + i * n, decayRate: decayRate, coef: rowCoef.baseAddress!, vt, k: k, n: n)
+                    let row = w.row(i, 0..<n, buffer: buffer)
+                    MoFaSGDKernels.updateRow(row, decayRate: decayRate, coef: rowCoef.baseAddress!, vt, k: k, n: n)
+                    w.finish(i, 0..<n, row)
                 }
             }
-        }
+        } }
         if header.storage == .lowRank {
             payload.update(from: result, count: k * (m + n + 1))
         } else {
