@@ -162,8 +162,19 @@ def inspect_state(state):
     info["storage"] = STORAGE_NAMES.get(info["storage"], info["storage"])
     dtype = info["dtype"]
     info["master_weights"] = bool(dtype & STATE_MASTER_WEIGHTS)
+    info["state_dtype"] = "bf16" if dtype & _mlorc.STATE_BF16_MOMENTS else "f32"
     info["dtype"] = DTYPE_NAMES.get(dtype & 0xFF, dtype)
     return info
+
+
+@functools.lru_cache(maxsize=None)
+def supports_state_dtype(rule):
+    """Whether `rule` can keep its moments in bf16 (MLORC_PARAM_STATE_DTYPE)."""
+    try:
+        _mlorc.param_bounds(rule_code(rule), PARAMS["state_dtype"])
+    except MlorcError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)

@@ -40,6 +40,9 @@ class AdamW(MlorcOptimizer):
         stochastic_rounding: round new bfloat16 weights stochastically (the
             default; bits keyed by seed, parameter, step and element, so runs
             are reproducible) or, with False, to nearest even.
+        state_dtype: 'f32' (default) or 'bf16': keep the moments (dense) and
+            the MLorc factors in bf16, halving the state (stochastically
+            rounded with stochastic_rounding; fixed when a state is created).
     """
 
     _rule = "adamw"
@@ -48,9 +51,9 @@ class AdamW(MlorcOptimizer):
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
                  rank=4, oversampling=0, power_iterations=0, bias_correction=True, seed=0,
                  threads=None, compress=None, master_weights=False,
-                 stochastic_rounding=True, atan2=False, grams=False, cautious=False,
+                 stochastic_rounding=True, state_dtype="f32", atan2=False, grams=False, cautious=False,
                  orthograd=False, clip_norm=0.0):
-        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
                         lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
                         oversampling=oversampling, power_iterations=power_iterations,
                         bias_correction=bias_correction, seed=seed, threads=threads, atan2=atan2,

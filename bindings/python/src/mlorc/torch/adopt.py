@@ -19,9 +19,9 @@ class Adopt(MlorcOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, weight_decay=0.0, *,
                  clip=False, rank=4, oversampling=0, power_iterations=0, seed=0, threads=None,
                  compress=None, master_weights=False,
-                 stochastic_rounding=True, atan2=False, grams=False, cautious=False, orthograd=False,
+                 stochastic_rounding=True, state_dtype="f32", atan2=False, grams=False, cautious=False, orthograd=False,
                  clip_norm=0.0):
-        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
                         lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clip=clip,
                         rank=rank, oversampling=oversampling, power_iterations=power_iterations,
                         seed=seed, threads=threads, atan2=atan2, grams=grams, cautious=cautious,

@@ -15,6 +15,7 @@ FIXED = {
     "stats_stride": "it is stored in each parameter's state and sizes it",
     "d0": "the group's step-size estimate was initialised with it",
     "master_weights": "a state keeps fp32 master weights or not from when it is created",
+    "state_dtype": "a state keeps its moments in fp32 or bf16 from when it is created",
 }
 
 

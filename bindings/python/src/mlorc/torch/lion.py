@@ -15,9 +15,9 @@ class Lion(MlorcOptimizer):
 
     def __init__(self, params, lr=1e-4, betas=(0.95, 0.98), weight_decay=0.05, *, rank=4,
                  oversampling=0, power_iterations=0, seed=0, threads=None, compress=None, master_weights=False,
-                 stochastic_rounding=True,
+                 stochastic_rounding=True, state_dtype="f32",
                  grams=False, cautious=False, orthograd=False, clip_norm=0.0):
-        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+        defaults = dict(master_weights=master_weights, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
                         lr=lr, betas=tuple(betas), weight_decay=weight_decay, rank=rank,
                         oversampling=oversampling, power_iterations=power_iterations, seed=seed,
                         threads=threads, grams=grams, cautious=cautious, orthograd=orthograd,

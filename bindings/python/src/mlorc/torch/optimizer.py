@@ -77,6 +77,11 @@ class MlorcOptimizer(torch.optim.Optimizer):
         if _native.supports_half(self._rule):
             _native.set_hyper(handle, "master_weights", int(bool(group["master_weights"])))
             _native.set_hyper(handle, "stochastic_rounding", int(bool(group["stochastic_rounding"])))
+        state_dtype = group.get("state_dtype", "f32")
+        if state_dtype not in ("f32", "bf16"):
+            raise ValueError(f"state_dtype must be 'f32' or 'bf16', got {state_dtype!r}")
+        if state_dtype != "f32" or _native.supports_state_dtype(self._rule):
+            _native.set_hyper(handle, "state_dtype", _native.DTYPES[state_dtype])
 
     @staticmethod
     def _threads(group):
