@@ -199,7 +199,7 @@ def chart(rows, path, limit_gib):
     ax.text(len(sizes) - 0.5, limit_gib, f" {limit_gib} GiB limit", va="bottom", ha="right", fontsize=8)
     ax.set_xticks(range(len(sizes)), sizes)
     ax.set_ylabel("peak RSS (GiB)")
-    ax.set_title("Training LLaMA-architecture models in bf16: peak memory (hatched: out of memory)")
+    ax.set_title("LLaMA-architecture models trained in bf16: peak RSS\n(hatched: out of memory)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
