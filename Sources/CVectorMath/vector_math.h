@@ -56,6 +56,12 @@ static inline mlorc_int8 mlorc_max_magnitude_bits8(mlorc_int8 acc, mlorc_float8 
 
 typedef unsigned mlorc_uint8 __attribute__((ext_vector_type(8)));
 
+/* acc | (all ones where x < 0) per lane (-0 and NaN are not below zero):
+ * vcmpps + vorps, where Swift's any(x .< 0) compiled to scalar code. */
+static inline mlorc_int8 mlorc_or_negative8(mlorc_int8 acc, mlorc_float8 x) {
+    return acc | (mlorc_int8)(x < 0.0f);
+}
+
 /* A binary32's bits rounded to bfloat16 (the top 16 bits, in each lane's low
  * half): bits + increment, truncated, where increment is 0x7fff plus the
  * lowest kept bit (nearest even) or 16 random bits (stochastic). NaN stays

@@ -99,12 +99,15 @@ func anyNegative(_ kind: ElementKind, _ p: UnsafeRawPointer, _ range: Range<Int>
 
 @inline(__always)
 private func anyNegative<E: Element>(_: E.Type, _ p: UnsafePointer<E.Scalar>, _ range: Range<Int>) -> Bool {
+    // One read pass, no early exit: a branch per chunk on any(x .< 0), which
+    // Swift compiled to scalar code, made this scan half of a dense step.
+    var negative = SIMD8<Int32>(repeating: 0)
     var e = range.lowerBound
     while e < range.upperBound {
-        if any(E.load8(p + e, min(8, range.upperBound - e)) .< SIMD8(repeating: 0)) { return true }
+        negative = mlorc_or_negative8(negative, E.load8(p + e, min(8, range.upperBound - e)))
         e += 8
     }
-    return false
+    return negative != SIMD8(repeating: 0)
 }
 
 /// The lanes of an 8-lane chunk below `count` (the rest, padding, read as 0).
