@@ -56,12 +56,6 @@ PyObject *handle_set_reducer(HandleObject *self, PyObject *reducer) {
     Py_RETURN_NONE;
 }
 
-static int parse_shard(long long global_rows, long long row_begin, mlorc_shard *shard) {
-    shard->global_rows = global_rows;
-    shard->row_begin = row_begin;
-    return 0;
-}
-
 PyObject *handle_state_size_sharded(HandleObject *self, PyObject *args) {
     mlorc_tensor_layout layout = {0, 0, MLORC_DTYPE_F32, MLORC_STORAGE_AUTO};
     long long rows, cols, global_rows, row_begin;
@@ -69,8 +63,7 @@ PyObject *handle_state_size_sharded(HandleObject *self, PyObject *args) {
                           &global_rows, &row_begin))
         return NULL;
     if (handle_check_idle(self) < 0) return NULL;
-    mlorc_shard shard;
-    parse_shard(global_rows, row_begin, &shard);
+    mlorc_shard shard = {global_rows, row_begin};
     layout.rows = rows;
     layout.cols = cols;
     size_t bytes = 0;
@@ -89,8 +82,7 @@ PyObject *handle_state_init_sharded(HandleObject *self, PyObject *args) {
     if (handle_check_idle(self) < 0) return NULL;
     unsigned long long tensor_id = PyLong_AsUnsignedLongLong(id_object);
     if (tensor_id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    mlorc_shard shard;
-    parse_shard(global_rows, row_begin, &shard);
+    mlorc_shard shard = {global_rows, row_begin};
     layout.rows = rows;
     layout.cols = cols;
     Py_buffer view;
@@ -140,7 +132,7 @@ PyObject *handle_step_sharded(HandleObject *self, PyObject *args) {
             prepared++; /* its partly held buffers are released below */
             goto done;
         }
-        parse_shard(global_rows, row_begin, &shards[prepared]);
+        shards[prepared] = (mlorc_shard){global_rows, row_begin};
     }
     int status;
     Py_CLEAR(self->reducer_error);

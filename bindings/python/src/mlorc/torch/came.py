@@ -13,13 +13,9 @@ class CAME(MlorcOptimizer):
     rank-`rank` factors (MLorc) for large matrices and densely for the rest
     (``compress`` as in mlorc.torch.AdamW). The update options of the other
     optimizers (Grams, cautious, OrthoGrad, clipping) do not apply.
-        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
-            of the weights in the state (4 bytes per element) that the step
-            updates, writing its rounding to the parameter (fixed when a state
-            is created; ignored for float32 parameters).
-        stochastic_rounding: round new bfloat16 weights stochastically (the
-            default; bits keyed by seed, parameter, step and element, so runs
-            are reproducible) or, with False, to nearest even.
+
+    ``master_weights`` and ``stochastic_rounding`` (bfloat16 / float16
+    parameters) as in mlorc.torch.AdamW.
     """
 
     _rule = "came"

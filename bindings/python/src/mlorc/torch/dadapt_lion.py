@@ -17,13 +17,9 @@ class DAdaptLion(MlorcOptimizer):
     Args: as mlorc.torch.Lion without grams and cautious, plus d0 and
     stats_stride. Defaults are the reference's: lr 1, betas (0.9, 0.99),
     weight_decay 0.
-        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
-            of the weights in the state (4 bytes per element) that the step
-            updates, writing its rounding to the parameter (fixed when a state
-            is created; ignored for float32 parameters).
-        stochastic_rounding: round new bfloat16 weights stochastically (the
-            default; bits keyed by seed, parameter, step and element, so runs
-            are reproducible) or, with False, to nearest even.
+
+    ``master_weights`` and ``stochastic_rounding`` (bfloat16 / float16
+    parameters) as in mlorc.torch.AdamW.
     """
 
     _rule = "dadapt_lion"

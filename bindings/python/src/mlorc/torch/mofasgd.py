@@ -17,13 +17,9 @@ class MoFaSGD(MlorcOptimizer):
     (decoupled, 0), and keyword-only rank (4), reciprocal, max_value (1e4),
     oversampling / power_iterations / seed (the first step's randomized SVD),
     threads, compress (low-rank storage needs 2·rank <= min(rows, cols)).
-        master_weights: for bfloat16 / float16 parameters, keep an fp32 copy
-            of the weights in the state (4 bytes per element) that the step
-            updates, writing its rounding to the parameter (fixed when a state
-            is created; ignored for float32 parameters).
-        stochastic_rounding: round new bfloat16 weights stochastically (the
-            default; bits keyed by seed, parameter, step and element, so runs
-            are reproducible) or, with False, to nearest even.
+
+    ``master_weights`` and ``stochastic_rounding`` (bfloat16 / float16
+    parameters) as in mlorc.torch.AdamW.
     """
 
     _rule = "mofasgd"
