@@ -653,6 +653,61 @@ int mlorc_state_init_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layo
 int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const mlorc_shard *shards, size_t count,
                        double lr, void *group, size_t group_bytes);
 
+/* ------------------------------------------- states across world sizes */
+
+/* A checkpoint of sharded states that loads at another world size, or into
+ * an unsharded run (and back): a state, of a whole matrix or of a row
+ * shard, is cut into its rows and its replicated part; the rows are then
+ * resharded like the weights (torch.distributed.checkpoint does it for
+ * DTensors) and the replicated part, identical on every rank, is saved once.
+ * Joining the replicated part with any rows [row_begin, row_begin + rows)
+ * gives the state of that shard, exactly as the sharded run would hold it;
+ * joining it with all rows gives the state of the whole matrix, exactly as
+ * mlorc_step would hold it (and the other way round).
+ *
+ * Rows: `rows` records of row_bytes each, in row order; a record holds the
+ * row's part of each row-sharded array of the state (a dense moment's row,
+ * a row of a factor U, a row of master weights) and an 8-byte seal that ties
+ * it to its global row and to its replicated part: a record that is
+ * damaged, moved to another row, or from another state or step is refused.
+ * The replicated part (s, Vt, the header of the whole matrix) carries its
+ * own checksum. States of AdamW, Lion and ADOPT (dense and low-rank, any
+ * dtype, master weights, bf16 state) split; other rules' states are refused
+ * with MLORC_ERROR_INVALID_ARGUMENT. Each call says why it refused into
+ * `why` (`why_bytes` bytes with its NUL; may be NULL), as mlorc_state_check
+ * does. */
+
+/* The bytes of one row record and of the replicated part of a valid `state`
+ * (mlorc_state_inspect's checks; the state holds mlorc_state_info.rows rows). */
+int mlorc_state_split_size(const void *state, size_t state_bytes, size_t *out_row_bytes, size_t *out_shared_bytes,
+                           char *why, size_t why_bytes);
+
+/* Cuts a valid `state` into its rows (`rows_bytes` >= rows x row_bytes;
+ * `rows` may be NULL for a shard of 0 rows) and its replicated part
+ * (`shared_bytes` >= the size above). The state is only read. */
+int mlorc_state_split(const void *state, size_t state_bytes, void *rows, size_t rows_bytes, void *shared,
+                      size_t shared_bytes, char *why, size_t why_bytes);
+
+/* The bytes of the state that mlorc_state_join makes of `shared` and rows
+ * [shard->row_begin, shard->row_begin + rows) of a shard->global_rows-row
+ * matrix, and of one row record (`out_row_bytes` may be NULL). */
+int mlorc_state_join_size(const void *shared, size_t shared_bytes, const mlorc_shard *shard, int64_t rows,
+                          size_t *out_state_bytes, size_t *out_row_bytes, char *why, size_t why_bytes);
+
+/* Writes into `state` the state of rows [shard->row_begin, shard->row_begin
+ * + rows): `row_records` are those rows' records (exactly rows x row_bytes
+ * bytes, from mlorc_state_split of states of the same matrix at the same
+ * step, however they were sharded). A shard that is the whole matrix gives
+ * the state of the whole matrix. Refused, with nothing written: a damaged
+ * replicated part (MLORC_ERROR_STATE_CORRUPTED), a record whose seal does
+ * not match (MLORC_ERROR_STATE_CORRUPTED, naming the row), shard->global_rows
+ * other than the matrix's rows (MLORC_ERROR_STATE_MISMATCH), rows outside
+ * the matrix or a wrong row_records_bytes (MLORC_ERROR_INVALID_ARGUMENT), a
+ * small `state` (MLORC_ERROR_STATE_TOO_SMALL). */
+int mlorc_state_join(const void *shared, size_t shared_bytes, const mlorc_shard *shard, int64_t rows,
+                     const void *row_records, size_t row_records_bytes, void *state, size_t state_bytes, char *why,
+                     size_t why_bytes);
+
 #ifdef __cplusplus
 }
 #endif

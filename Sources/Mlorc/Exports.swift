@@ -271,3 +271,59 @@ func coreShard(_ shard: UnsafePointer<mlorc_shard>?) throws(MlorcError) -> Shard
         try handle.optimizer.stepSharded(args, shards: places, lr: lr, group: group, groupBytes: groupBytes)
     }
 }
+
+// ------------------------------------------------ states across world sizes
+
+@c @implementation public func mlorc_state_split_size(_ state: UnsafeRawPointer!, _ stateBytes: Int,
+                                                      _ outRowBytes: UnsafeMutablePointer<Int>!,
+                                                      _ outSharedBytes: UnsafeMutablePointer<Int>!,
+                                                      _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard let outRowBytes, let outSharedBytes else { throw MlorcError(.nullPointer, "an out pointer is NULL") }
+        let sizes = try StateSplit.sizes(state, bytes: stateBytes)
+        (outRowBytes.pointee, outSharedBytes.pointee) = (sizes.rowBytes, sizes.sharedBytes)
+    }
+}
+
+@c @implementation public func mlorc_state_split(_ state: UnsafeRawPointer!, _ stateBytes: Int,
+                                                 _ rows: UnsafeMutableRawPointer!, _ rowsBytes: Int,
+                                                 _ shared: UnsafeMutableRawPointer!, _ sharedBytes: Int,
+                                                 _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard let shared else { throw MlorcError(.nullPointer, "shared is NULL") }
+        try StateSplit.split(state, bytes: stateBytes, rows: rows, rowsBytes: rowsBytes, shared: shared,
+                             sharedBytes: sharedBytes)
+    }
+}
+
+@c @implementation public func mlorc_state_join_size(_ shared: UnsafeRawPointer!, _ sharedBytes: Int,
+                                                     _ shard: UnsafePointer<mlorc_shard>!, _ rows: Int64,
+                                                     _ outStateBytes: UnsafeMutablePointer<Int>!,
+                                                     _ outRowBytes: UnsafeMutablePointer<Int>!,
+                                                     _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let shared else { throw MlorcError(.nullPointer, "shared is NULL") }
+        guard let outStateBytes else { throw MlorcError(.nullPointer, "out_state_bytes is NULL") }
+        let s = try coreShard(shard)
+        let sizes = try StateSplit.joinSizes(shared, bytes: sharedBytes, globalRows: s.globalRows,
+                                             rowBegin: s.rowBegin, rows: rows)
+        outStateBytes.pointee = sizes.stateBytes
+        outRowBytes?.pointee = sizes.rowBytes
+    }
+}
+
+@c @implementation public func mlorc_state_join(_ shared: UnsafeRawPointer!, _ sharedBytes: Int,
+                                                _ shard: UnsafePointer<mlorc_shard>!, _ rows: Int64,
+                                                _ records: UnsafeRawPointer!, _ recordsBytes: Int,
+                                                _ state: UnsafeMutableRawPointer!, _ stateBytes: Int,
+                                                _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let shared else { throw MlorcError(.nullPointer, "shared is NULL") }
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        let s = try coreShard(shard)
+        try StateSplit.join(shared, bytes: sharedBytes, globalRows: s.globalRows, rowBegin: s.rowBegin, rows: rows,
+                            records: records, recordsBytes: recordsBytes, state: state, stateBytes: stateBytes)
+    }
+}

@@ -132,6 +132,23 @@ enum StateFormat {
     /// Reads and validates a header and, for low-rank storage, the payload
     /// checksum. Never reads past `bytes`.
     static func read(_ state: UnsafeRawPointer, bytes: Int) throws(MlorcError) -> Header {
+        let header = try readHeader(state, bytes: bytes)
+        guard bytes >= header.totalBytes else {
+            throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; its header says it needs \(header.totalBytes)")
+        }
+        if header.storage == .lowRank {
+            let actual = Checksum.of(state + headerBytes, count: header.payloadBytes)
+            guard actual == header.payloadChecksum else {
+                throw MlorcError(.stateCorrupted, "state payload checksum does not match (factors corrupted)")
+            }
+            try checkFactors(header, (state + headerBytes).assumingMemoryBound(to: Float.self))
+        }
+        return header
+    }
+
+    /// Reads and validates the 128 header bytes alone (the payload is not
+    /// read: `bytes` only needs to cover the header).
+    static func readHeader(_ state: UnsafeRawPointer, bytes: Int) throws(MlorcError) -> Header {
         guard bytes >= headerBytes else {
             throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; the header alone needs \(headerBytes)")
         }
@@ -198,16 +215,6 @@ enum StateFormat {
                                          statsStride: header.statsStride),
               UInt64(payload) == u64(64) else {
             throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")
-        }
-        guard bytes >= header.totalBytes else {
-            throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; its header says it needs \(header.totalBytes)")
-        }
-        if storage == .lowRank {
-            let actual = Checksum.of(state + headerBytes, count: payload)
-            guard actual == header.payloadChecksum else {
-                throw MlorcError(.stateCorrupted, "state payload checksum does not match (factors corrupted)")
-            }
-            try checkFactors(header, (state + headerBytes).assumingMemoryBound(to: Float.self))
         }
         return header
     }
