@@ -327,3 +327,13 @@ func coreShard(_ shard: UnsafePointer<mlorc_shard>?) throws(MlorcError) -> Shard
                             records: records, recordsBytes: recordsBytes, state: state, stateBytes: stateBytes)
     }
 }
+
+@c @implementation public func mlorc_state_reshape(_ state: UnsafeRawPointer!, _ stateBytes: Int, _ rows: Int64,
+                                                   _ cols: Int64, _ out: UnsafeMutableRawPointer!, _ outBytes: Int,
+                                                   _ why: UnsafeMutablePointer<CChar>!, _ whyBytes: Int) -> Int32 {
+    status(why: why, bytes: whyBytes) { () throws(MlorcError) in
+        guard let state else { throw MlorcError(.nullPointer, "state is NULL") }
+        guard let out else { throw MlorcError(.nullPointer, "out is NULL") }
+        try StateSplit.reshape(state, bytes: stateBytes, rows: rows, cols: cols, out: out, outBytes: outBytes)
+    }
+}

@@ -15,7 +15,10 @@
  *    record, swapped records, records of another step, a damaged or short
  *    replicated part, other global rows, rows outside the matrix, a wrong
  *    record size, a small output, NULL pointers, and a rule whose state has
- *    no row layout (CAME).
+ *    no row layout (CAME);
+ *  - mlorc_state_reshape: a dense state as the state of another shape of the
+ *    same elements and back, bit for bit; refusals (low-rank, a shard, CAME,
+ *    another element count) with nothing written.
  */
 #include "mlorc.h"
 
@@ -320,9 +323,54 @@ static void refusals(void) {
     free(later.bytes);
 }
 
+static void reshapes(void) {
+    const config dense = {"AdamW dense", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0};
+    const config lowrank = {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0};
+    const config came = {"CAME", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0};
+    blob s = trained(&dense, STEPS), l = trained(&lowrank, STEPS), c = trained(&came, 1);
+    unsigned char *column = xcalloc(s.size), *back = xcalloc(s.size), *copy = xcalloc(s.size);
+    mlorc_state_info info;
+    char why[256];
+    size_t i;
+    CHECK_OK(mlorc_state_reshape(s.bytes, s.size, ROWS * COLS, 1, column, s.size, why, sizeof why));
+    CHECK_OK(mlorc_state_inspect(column, s.size, &info));
+    CHECK(info.rows == ROWS * COLS && info.cols == 1);
+    CHECK(memcmp(column + MLORC_STATE_HEADER_BYTES, s.bytes + MLORC_STATE_HEADER_BYTES, s.size - MLORC_STATE_HEADER_BYTES) == 0);
+    CHECK_OK(mlorc_state_reshape(column, s.size, ROWS, COLS, back, s.size, why, sizeof why));
+    CHECK(memcmp(back, s.bytes, s.size) == 0);
+    memcpy(copy, column, s.size);
+    CHECK_OK(mlorc_state_reshape(copy, s.size, ROWS, COLS, copy, s.size, why, sizeof why));  /* in place */
+    CHECK(memcmp(copy, s.bytes, s.size) == 0);
+    memset(back, 0xAB, s.size);
+    CHECK(mlorc_state_reshape(s.bytes, s.size, 10, 10, back, s.size, why, sizeof why) == MLORC_ERROR_INVALID_SHAPE);
+    CHECK(mlorc_state_reshape(s.bytes, s.size, ROWS * COLS, 1, back, s.size - 1, why, sizeof why)
+          == MLORC_ERROR_STATE_TOO_SMALL);
+    CHECK(mlorc_state_reshape(l.bytes, l.size, ROWS * COLS, 1, back, s.size, why, sizeof why)
+          == MLORC_ERROR_INVALID_ARGUMENT);
+    printf("  refused (reshape of a low-rank state): %s\n", why);
+    CHECK(mlorc_state_reshape(c.bytes, c.size, ROWS * COLS, 1, back, s.size, why, sizeof why)
+          == MLORC_ERROR_INVALID_ARGUMENT);
+    {  /* a shard */
+        cut k = split(&s);
+        blob shard = join(k.shared, k.shared_bytes, 3, 5, k.rows + 3 * k.row_bytes, k.row_bytes);
+        CHECK(mlorc_state_reshape(shard.bytes, shard.size, 5 * COLS, 1, back, s.size, why, sizeof why)
+              == MLORC_ERROR_INVALID_ARGUMENT);
+        free(shard.bytes);
+        cut_free(&k);
+    }
+    for (i = 0; i < s.size; ++i) CHECK(back[i] == 0xAB);
+    free(column);
+    free(back);
+    free(copy);
+    free(s.bytes);
+    free(l.bytes);
+    free(c.bytes);
+}
+
 int main(void) {
     round_trips();
     refusals();
+    reshapes();
     printf("state_split_test: %lu checks passed\n", checks_run);
     return 0;
 }

@@ -81,7 +81,7 @@ class BuildWithLibrary(build_ext):
                 f.write(LINKER_SCRIPT.format(soname=soname))
 
 
-SOURCES = ["module.c", "handle.c", "step.c", "sharded.c", "buffers.c", "errors.c"]
+SOURCES = ["module.c", "handle.c", "step.c", "sharded.c", "split.c", "buffers.c", "errors.c"]
 
 extension = Extension(
     "mlorc._mlorc",

@@ -207,4 +207,30 @@ package enum StateSplit {
             throw error
         }
     }
+
+    /// Writes the dense state `state` as the state of the same elements seen
+    /// as a rows x cols tensor (a vector kept as 1 x n by one trainer and as
+    /// n x 1 row shards by another): dense moments of the moment layout are
+    /// elementwise, so only the header changes.
+    package static func reshape(_ state: UnsafeRawPointer, bytes: Int, rows: Int64, cols: Int64,
+                                out: UnsafeMutableRawPointer, outBytes: Int) throws(MlorcError) {
+        var h = try StateFormat.read(state, bytes: bytes)
+        guard h.storage == .dense, !h.isShard else {
+            throw MlorcError(.invalidArgument, "only a dense state of a whole tensor can be reshaped (this one is \(h.isShard ? "a row shard" : "low-rank"))")
+        }
+        _ = try layout(h)  // the moment layout: elementwise moments, nothing shaped
+        let (elements, overflow) = rows.multipliedReportingOverflow(by: cols)
+        guard rows >= 1, cols >= 1, rows <= StateFormat.maxDimension, cols <= StateFormat.maxDimension, !overflow,
+              elements == Int64(h.rows * h.cols) else {
+            throw MlorcError(.invalidShape, "a \(rows)x\(cols) tensor does not have the \(h.rows * h.cols) elements of the state's \(h.rows)x\(h.cols) tensor")
+        }
+        guard outBytes >= h.totalBytes else {
+            throw MlorcError(.stateTooSmall, "out has \(outBytes) bytes; the state needs \(h.totalBytes)")
+        }
+        if UnsafeRawPointer(out) != state {
+            (out + StateFormat.headerBytes).copyMemory(from: state + StateFormat.headerBytes, byteCount: h.payloadBytes)
+        }
+        (h.rows, h.cols) = (Int(rows), Int(cols))
+        StateFormat.write(h, to: out)
+    }
 }

@@ -21,7 +21,10 @@ int errors_init(PyObject *module) {
 }
 
 PyObject *raise_status(int status, const mlorc_optimizer *opt, const char *call) {
-    const char *detail = opt != NULL ? mlorc_last_error(opt) : "";
+    return raise_status_detail(status, opt != NULL ? mlorc_last_error(opt) : "", call);
+}
+
+PyObject *raise_status_detail(int status, const char *detail, const char *call) {
     if (detail == NULL) detail = "";
     const char *summary = mlorc_status_string(status);
     PyObject *exc = NULL, *value = NULL;

@@ -5,6 +5,7 @@
  *   handle.c   the Handle type (one mlorc_optimizer)
  *   step.c     the batched step: acquire buffers, one GIL release, release
  *   sharded.c  sharded steps: a Python reducer, the sharded state and step
+ *   split.c    states cut into rows and a replicated part, and joined back
  *   buffers.c  buffer-protocol requests with format checks
  *   errors.c   library status -> mlorc.MlorcError
  */
@@ -35,12 +36,17 @@ extern PyObject *MlorcError;
 int errors_init(PyObject *module);
 /* Raises MlorcError for `status`; `opt` (may be NULL) supplies the detail. */
 PyObject *raise_status(int status, const mlorc_optimizer *opt, const char *call);
+/* The same with the detail given (a `why` of the handle-free calls). */
+PyObject *raise_status_detail(int status, const char *detail, const char *call);
 
 /* buffers.c: 0 on success; on failure the view is not held and an
  * exception is set. `what` names the buffer in messages ("tensor 2 param"). */
 int get_f32_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what);
 int get_byte_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what);
 int get_element_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, int dtype);
+
+/* split.c: the module's functions of states across world sizes */
+extern PyMethodDef split_methods[];
 
 /* handle.c */
 int handle_check_idle(HandleObject *self);

@@ -148,7 +148,7 @@ PyMODINIT_FUNC PyInit__mlorc(void) {
     if (PyType_Ready(&Handle_Type) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
-    if (errors_init(m) < 0 || add_constants(m) < 0) goto fail;
+    if (errors_init(m) < 0 || add_constants(m) < 0 || PyModule_AddFunctions(m, split_methods) < 0) goto fail;
     Py_INCREF(&Handle_Type);
     if (PyModule_AddObject(m, "Handle", (PyObject *)&Handle_Type) < 0) {
         Py_DECREF(&Handle_Type);

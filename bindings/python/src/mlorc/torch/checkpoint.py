@@ -13,12 +13,11 @@ import torch
 
 from .. import _native
 from .._policy import resolved_storage
+from . import resharding
 from .fixed_settings import check_unchanged
+from .state_keys import GROUP_STATE_KEY, ROWS_KEY, SHARED_KEY, STATE_KEY
 from .tensor_ids import is_name_id, name_id
-from .tensors import dtype_of, state_tensor_ok
-
-STATE_KEY = "mlorc_state"
-GROUP_STATE_KEY = "mlorc_group_state"
+from .tensors import dtype_of, layout_of, state_tensor_ok
 # Hyperparameters fixed in a state when it is initialised: a checkpoint made
 # with other values cannot be continued by this optimizer.
 STRUCTURAL = ("rank", "oversampling", "stats_stride")
@@ -29,6 +28,53 @@ class _Box:
 
     def __init__(self, tensor):
         self.tensor = tensor
+
+
+def _saved_to_params(opt, state_dict):
+    """{checkpoint id: this optimizer's parameter}, matched by position as
+    torch.optim does."""
+    return dict(zip(chain.from_iterable(g["params"] for g in state_dict["param_groups"]),
+                    chain.from_iterable(g["params"] for g in opt.param_groups)))
+
+
+def rows_needed(opt, p):
+    """(global rows, first row, rows, cols) of p that this optimizer steps."""
+    shard = opt._shards.get(p)
+    if shard is None:
+        rows, cols = layout_of(p)
+        return rows, 0, rows, cols
+    return shard[0], shard[2], opt._layout(p)[0], shard[1]
+
+
+def resharded(opt, state_dict):
+    """A shallow copy of `state_dict` whose entries hold, under STATE_KEY,
+    the state of the rows this optimizer steps of their parameters
+    (resharding.state_for): a checkpoint of another world size, or of an
+    unsharded run, for FSDP2 parameters, and FSDP2 rows for unsharded ones."""
+    out = dict(state_dict)
+    out["state"] = dict(state_dict["state"])
+    for saved_id, p in _saved_to_params(opt, state_dict).items():
+        entry = state_dict["state"].get(saved_id)
+        if not isinstance(entry, dict) or (STATE_KEY not in entry and ROWS_KEY not in entry):
+            continue
+        state = resharding.state_for(entry, rows_needed(opt, p), f"checkpoint state of {opt._label(p)}")
+        entry = {k: v for k, v in entry.items() if k not in (ROWS_KEY, SHARED_KEY)}
+        if state is not None:
+            entry[STATE_KEY] = state
+        out["state"][saved_id] = entry
+    return out
+
+
+def with_rows(opt, state_dict):
+    """`state_dict` (of torch's state_dict()) with the states of FSDP2
+    parameters cut into rows and shared part (resharding.sharded_entry)."""
+    by_position = {position: p for p, position in opt._positions.items()}
+    state = dict(state_dict["state"])
+    for index, entry in state.items():
+        p = by_position.get(index)
+        if p in opt._shards and isinstance(entry, dict) and isinstance(entry.get(STATE_KEY), torch.Tensor):
+            state[index] = resharding.sharded_entry(entry, p)
+    return dict(state_dict, state=state)
 
 
 def validate(opt, state_dict):
@@ -49,8 +95,7 @@ def validate(opt, state_dict):
                                  f"optimizer has {key}={group[key]}; create the optimizer with the same {key}")
         if GROUP_STATE_KEY in group:
             _validate_group_state(opt, gi, saved.get(GROUP_STATE_KEY))
-    id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
-                      chain.from_iterable(g["params"] for g in groups)))
+    id_map = _saved_to_params(opt, state_dict)
     for saved_id, entry in state_dict["state"].items():
         p = id_map.get(saved_id)
         if p is not None:

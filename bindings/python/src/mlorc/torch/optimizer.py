@@ -322,8 +322,29 @@ class MlorcOptimizer(torch.optim.Optimizer):
         ValueError is raised and nothing changes. A state keeps the tensor id
         it was created with (checkpoint._validate_tensor_id). States put into
         `state` by other means get the same checks, and are copied, at the
-        next step."""
-        checkpoint.validate(self, state_dict)
+        next step.
+
+        Checkpoints move between world sizes: a state saved for other rows of
+        an FSDP2 parameter (another world size, or the whole matrix of an
+        unsharded run) is resharded here when the checkpoint holds the rows
+        this rank needs (resharding.py: what torch.distributed.checkpoint
+        loads, a full state dict, an unsharded optimizer's state_dict). With
+        FSDP2 parameters every rank must call it (as torch's
+        set_optimizer_state_dict does): a refusal on one rank is a refusal on
+        all, and nothing is loaded anywhere."""
+        if self._shards:  # every rank loads, or none: a refusal on one rank is a refusal on all
+            try:
+                state_dict = checkpoint.resharded(self, state_dict)
+                checkpoint.validate(self, state_dict)
+            except Exception:
+                sharding.all_agree(False, sharding.process_groups(self._shards))
+                raise
+            if not sharding.all_agree(True, sharding.process_groups(self._shards)):
+                raise ValueError("load_state_dict was refused on another rank (its error names the state); "
+                                 "nothing was loaded on any rank")
+        else:
+            state_dict = checkpoint.resharded(self, state_dict)
+            checkpoint.validate(self, state_dict)
         super().load_state_dict(checkpoint.boxed(state_dict))
         checkpoint.unbox(self)
         self._mark_all_checked()
@@ -335,10 +356,13 @@ class MlorcOptimizer(torch.optim.Optimizer):
     def state_dict(self):
         """As torch's; refused (ValueError) if a fixed setting was changed
         since the optimizer was built (the checkpoint would misdescribe the
-        states)."""
+        states). The state of an FSDP2 parameter is given as its rows (a
+        uint8 DTensor sharded like the parameter) and its replicated part, so
+        that torch.distributed.checkpoint can reshard it (resharding.py)."""
         for gi, group in enumerate(self.param_groups):
             check_unchanged(gi, group, self._fixed[gi])
-        return super().state_dict()
+        state_dict = super().state_dict()
+        return checkpoint.with_rows(self, state_dict) if self._shards else state_dict
 
     # ---------------------------------------------------------------- step
 

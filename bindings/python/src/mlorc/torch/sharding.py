@@ -70,3 +70,25 @@ def reducer(group):
         dist.all_reduce(torch.frombuffer(buffer, dtype=torch.float64), group=group)
 
     return reduce
+
+
+def process_groups(params):
+    """The distinct process groups of FSDP2 parameters, in parameter order
+    (the same order on every rank)."""
+    groups = []
+    for p in params:
+        group = fsdp_shard(p)[1]
+        if group not in groups:
+            groups.append(group)
+    return groups
+
+
+def all_agree(ok, groups):
+    """Whether `ok` holds on every rank of every group (collective: every
+    rank calls it with the same groups)."""
+    import torch.distributed as dist
+
+    verdict = torch.tensor([0 if ok else 1], dtype=torch.int64)
+    for group in groups:
+        dist.all_reduce(verdict, group=group)
+    return int(verdict) == 0
