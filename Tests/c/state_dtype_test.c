@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "mlorc.h"
+#include "support/half.h"
 
 static int failures = 0, checks = 0;
 #define EXPECT(cond, ...)                                         \
@@ -40,32 +41,6 @@ static int failures = 0, checks = 0;
             failures++;                                           \
         }                                                         \
     } while (0)
-
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-static uint16_t f32_to_bf16_rne(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-/* The compiler's binary16 (gcc and clang on x86-64): conversions round to nearest even. */
-__extension__ typedef _Float16 binary16;
-static float f16_to_f32(uint16_t h) {
-    binary16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
-}
-static uint16_t f32_to_f16(float f) {
-    binary16 x = (binary16)f;
-    uint16_t h;
-    memcpy(&h, &x, 2);
-    return h;
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static float uniform(void) {

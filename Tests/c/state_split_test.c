@@ -21,6 +21,7 @@
  *    another element count) with nothing written.
  */
 #include "mlorc.h"
+#include "support/half.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -67,12 +68,6 @@ static mlorc_optimizer *make(const config *c) {
     return opt;
 }
 
-static unsigned short bf16_of(float x) {
-    unsigned u;
-    memcpy(&u, &x, 4);
-    return (unsigned short)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-
 /* A fresh state (steps = 0) or one after `steps` steps of a fixed gradient
  * sequence. */
 static blob trained(const config *c, int steps) {
@@ -85,7 +80,7 @@ static blob trained(const config *c, int steps) {
     for (e = 0; e < ROWS * COLS; ++e) {
         float x = (float)(0.1 * sin(0.7 * e));
         if (elem == 4) memcpy(w + 4 * e, &x, 4);
-        else { unsigned short b = bf16_of(x); memcpy(w + 2 * e, &b, 2); }
+        else { uint16_t b = f32_to_bf16_rne(x); memcpy(w + 2 * e, &b, 2); }
     }
     CHECK_OK(mlorc_state_size(opt, &layout, &s.size));
     s.bytes = xcalloc(s.size);
@@ -95,7 +90,7 @@ static blob trained(const config *c, int steps) {
         for (e = 0; e < ROWS * COLS; ++e) {
             float x = (float)(sin(0.31 * e + step) + 0.3 * cos(0.05 * e * (step + 1)));
             if (elem == 4) memcpy(g + 4 * e, &x, 4);
-            else { unsigned short b = bf16_of(x); memcpy(g + 2 * e, &b, 2); }
+            else { uint16_t b = f32_to_bf16_rne(x); memcpy(g + 2 * e, &b, 2); }
         }
         memset(&t, 0, sizeof t);
         t.param = w;
