@@ -27,6 +27,11 @@ struct RuleEntry {
     var lowRankRankFactor = 1
     /// Floats the payload holds after the moments (statistics).
     var extraFloats: (_ rows: Int, _ cols: Int, _ statsStride: Int) -> Int = { _, _, _ in 0 }
+    /// How the statistics after the moments split into rows (StateSplit):
+    /// their parts in payload order, given the rows and cols of the state and
+    /// the rows of the whole matrix; nil: a state with statistics cannot be
+    /// cut into rows.
+    var statisticsRows: ((_ rows: Int, _ cols: Int, _ shapeRows: Int) -> [StatisticsPart])?
     /// Floats of a low-rank payload's moments when they are not MLorc factors
     /// (nil on overflow).
     var lowRankMomentFloats: ((_ rows: Int, _ cols: Int, _ rank: Int) -> Int?)?
@@ -68,4 +73,12 @@ struct RuleEntry {
 struct GroupBinding {
     let state: GroupState
     let pointer: UnsafeMutableRawPointer
+}
+
+/// A part of a state's statistics, as StateSplit cuts it.
+enum StatisticsPart {
+    /// `floats` per row of the tensor, row-major: sharded with the rows.
+    case perRow(floats: Int)
+    /// `floats` the same on every shard of the matrix (column statistics).
+    case shared(floats: Int)
 }

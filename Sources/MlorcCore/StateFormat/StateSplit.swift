@@ -33,15 +33,15 @@ package enum StateSplit {
     }
 
     /// The layout of states of the moment-per-slot format (dense moments,
-    /// MLorc factors, master weights). Storages that lay out their payload
-    /// their own way or append statistics are refused: their rows are not
-    /// described here yet.
+    /// MLorc factors, statistics as the rule's entry cuts them, master
+    /// weights). Storages that lay out their payload their own way, and
+    /// statistics no entry describes, are refused.
     static func layout(_ h: StateFormat.Header) throws(MlorcError) -> Layout {
         let entry = h.rule.entry
-        guard !entry.groupState, entry.extraFloats(h.rows, h.cols, h.statsStride) == 0,
-              entry.extraFloats(h.shapeRows, h.cols, h.statsStride) == 0,
-              h.storage == .dense || entry.lowRankMomentFloats == nil else {
-            throw MlorcError(.invalidArgument, "\(entry.name) states with \(h.storage == .dense ? "dense" : "low-rank") storage cannot be split into rows (only the moment layout of AdamW, Lion and ADOPT is described by rows)")
+        let statistics = entry.extraFloats(h.rows, h.cols, h.statsStride) == 0
+            ? [] : entry.statisticsRows?(h.rows, h.cols, h.shapeRows)
+        guard !entry.groupState, let statistics, h.storage == .dense || entry.lowRankMomentFloats == nil else {
+            throw MlorcError(.invalidArgument, "\(entry.name) states with \(h.storage == .dense ? "dense" : "low-rank") storage cannot be split into rows (their layout is not described by rows yet)")
         }
         let e = h.bf16Moments ? 2 : 4
         var layout = Layout(), offset = 0
@@ -57,6 +57,16 @@ package enum StateSplit {
             }
         }
         offset = (offset + 3) / 4 * 4  // bf16 moments are padded to whole floats (zero bytes, in no part)
+        for part in statistics {
+            switch part {
+            case .perRow(let floats):
+                layout.rowArrays.append((offset, 4 * floats))
+                offset += 4 * floats * h.rows
+            case .shared(let floats):
+                layout.shared.append((offset, 4 * floats))
+                offset += 4 * floats
+            }
+        }
         if h.masterWeights {
             layout.rowArrays.append((offset, h.cols * 4))
             offset += h.rows * h.cols * 4
