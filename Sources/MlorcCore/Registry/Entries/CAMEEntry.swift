@@ -15,5 +15,7 @@ extension RuleRegistry {
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             var plan = CAMEPlan(hyper: optimizer.hyper, lr: lr)
             try optimizer.drive(&plan, tensors)
-        })
+        },
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in try optimizer.driveCAMESharded(batch, lr: lr) },
+        checkShard: CAMEStep.checkShard)
 }
