@@ -563,10 +563,12 @@ int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t c
  * moments; s, V and the sketch matrices are replicated). The rank calls
  * mlorc_step_sharded with its shards of the same global tensors in the same
  * order; the step exchanges only small sums through the handle's reducer.
- * AdamW, Lion, ADOPT and CAME, f32 tensors, dense and low-rank storage (CAME
- * reduces its column statistics, the means of its row statistics and its
- * clipping RMS too; a CAME shard of exactly one row of a matrix is refused
- * with MLORC_ERROR_INVALID_ARGUMENT: its state would be a vector's); the other
+ * AdamW, Lion, ADOPT, CAME and MoFaSGD, f32 tensors, dense and low-rank
+ * storage (CAME reduces its column statistics, the means of its row
+ * statistics and its clipping RMS too; a CAME shard of exactly one row of a
+ * matrix is refused with MLORC_ERROR_INVALID_ARGUMENT: its state would be a
+ * vector's; MoFaSGD's dense storage gathers the new momentum, global_rows x
+ * cols values per step, for its exact SVD); the other
  * rules refuse the sharded calls with MLORC_ERROR_INVALID_ARGUMENT naming the
  * rule, and half-precision tensors are MLORC_ERROR_UNSUPPORTED_DTYPE. */
 
@@ -654,7 +656,10 @@ int mlorc_state_init_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layo
  * with MLORC_PARAM_CAUTIOUS) and 16 per call for the checks; dense tensors
  * exchange only those. CAME (k = 1): 128 + 16 n bytes per tensor instead of
  * the 144 (its column statistics), in 5 reducer calls per step, 7 with MLorc
- * storage, plus 3 per power iteration. */
+ * storage, plus 3 per power iteration. MoFaSGD: 88 bytes per tensor, plus
+ * 8 global_rows n (dense), 8 (1 + q)(l(l+1) + l n) at a low-rank tensor's
+ * first step (the randomized SVD of G) and 8 (r n + 9 r^2 + 2 r) at the
+ * others (GᵀU, UᵀGV, the QR of [U | GV]), in 3 to 5 reducer calls. */
 int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const mlorc_shard *shards, size_t count,
                        double lr, void *group, size_t group_bytes);
 

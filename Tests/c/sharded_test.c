@@ -17,7 +17,7 @@
  *    description, shards that overlap across ranks, a shard out of range, a
  *    reducer failing at each of its calls, a non-finite gradient on one
  *    rank only; plus the rules and dtypes without a sharded step (CAME's
- *    sharded step: sharded_rules_test.c).
+ *    and MoFaSGD's sharded steps: sharded_rules_test.c).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mlorc.h"
@@ -526,11 +526,10 @@ static void refusals(void) {
 }
 
 static void unsupported(void) {
-    static const int rules[4] = {MLORC_RULE_MOFASGD, MLORC_RULE_GALORE_ADAMW, MLORC_RULE_PRODIGY,
-                                 MLORC_RULE_DADAPT_LION};
-    static const char *names[4] = {"MoFaSGD", "GaLore", "Prodigy", "DAdapt"};
+    static const int rules[3] = {MLORC_RULE_GALORE_ADAMW, MLORC_RULE_PRODIGY, MLORC_RULE_DADAPT_LION};
+    static const char *names[3] = {"GaLore", "Prodigy", "DAdapt"};
     int k;
-    for (k = 0; k < 4; ++k) {
+    for (k = 0; k < 3; ++k) {
         mlorc_optimizer *opt;
         mlorc_tensor_layout layout = {20, 24, MLORC_DTYPE_F32, MLORC_STORAGE_AUTO};
         mlorc_shard s = {40, 0};

@@ -1,5 +1,5 @@
 """One rank of the FSDP2 test of the rules outside the MomentPlan family
-(test_torch_fsdp_rules.py, through distributed_launch.py): CAME on an MLP
+(test_torch_fsdp_rules.py, through distributed_launch.py): CAME and MoFaSGD on an MLP
 fully_shard'ed on a 1-D mesh, stepped with the sharded step, against an
 unsharded copy trained by every rank with the same optimizer and batches.
 Row counts do not divide by the world size, and no rank holds exactly one
@@ -23,6 +23,8 @@ CASES = {
     "came": lambda params: mlorc.torch.CAME(params, lr=1e-2, rank=2, compress=True),
     "came, dense": lambda params: mlorc.torch.CAME(params, lr=1e-2, compress=False, weight_decay=0.01),
     "came, power iteration": lambda params: mlorc.torch.CAME(params, lr=1e-2, rank=2, power_iterations=1),
+    "mofasgd": lambda params: mlorc.torch.MoFaSGD(params, lr=1e-2, rank=2, compress=True),
+    "mofasgd, dense": lambda params: mlorc.torch.MoFaSGD(params, lr=1e-2, compress=False),
 }
 
 

@@ -1,5 +1,5 @@
 """FSDP2 (fully_shard, dim-0 shards on a 1-D mesh) with the sharded step of
-mlorc.torch.CAME, at 2 and 3 gloo ranks on 127.0.0.1
+mlorc.torch.CAME and MoFaSGD, at 2 and 3 gloo ranks on 127.0.0.1
 (distributed_fsdp_rules_worker.py): the weights equal an unsharded run's
 within a float tolerance, a refusal on one rank is a refusal on all, and
 nothing changes."""
@@ -14,10 +14,11 @@ WORKER = os.path.join(os.path.dirname(__file__), "distributed_fsdp_rules_worker.
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_fsdp2_came_matches_the_unsharded_step(tmp_path, world):
+def test_fsdp2_came_and_mofasgd_match_the_unsharded_step(tmp_path, world):
     run_ranks(WORKER, world, [], tmp_path, timeout=240)
     report = json.loads(open(tmp_path / "rank0.log").read().strip().splitlines()[-1])
-    for case, storage in (("came", "lowrank"), ("came, dense", "dense"), ("came, power iteration", "lowrank")):
+    for case, storage in (("came", "lowrank"), ("came, dense", "dense"), ("came, power iteration", "lowrank"),
+                          ("mofasgd", "lowrank"), ("mofasgd, dense", "dense")):
         r = report[case]
         assert storage in r["storages"], (case, r)
         # As in test_torch_fsdp.py: the sharded step reassociates the sums
