@@ -563,7 +563,12 @@ int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t c
  * moments; s, V and the sketch matrices are replicated). The rank calls
  * mlorc_step_sharded with its shards of the same global tensors in the same
  * order; the step exchanges only small sums through the handle's reducer.
- * AdamW, Lion and ADOPT, f32 tensors, dense and low-rank storage; the other
+ * AdamW, Lion, ADOPT, CAME and MoFaSGD, f32 tensors, dense and low-rank
+ * storage (CAME reduces its column statistics, the means of its row
+ * statistics and its clipping RMS too; a CAME shard of exactly one row of a
+ * matrix is refused with MLORC_ERROR_INVALID_ARGUMENT: its state would be a
+ * vector's; MoFaSGD's dense storage gathers the new momentum, global_rows x
+ * cols values per step, for its exact SVD); the other
  * rules refuse the sharded calls with MLORC_ERROR_INVALID_ARGUMENT naming the
  * rule, and half-precision tensors are MLORC_ERROR_UNSUPPORTED_DTYPE. */
 
@@ -649,7 +654,12 @@ int mlorc_state_init_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layo
  * k moments, q power iterations): 8 k (1 + q) (l(l+1) + l n) (two packed
  * Gram matrices and Q^T A, or A^T Q, per QR), plus 144 bytes per tensor (152
  * with MLORC_PARAM_CAUTIOUS) and 16 per call for the checks; dense tensors
- * exchange only those. */
+ * exchange only those. CAME (k = 1): 128 + 16 n bytes per tensor instead of
+ * the 144 (its column statistics), in 5 reducer calls per step, 7 with MLorc
+ * storage, plus 3 per power iteration. MoFaSGD: 88 bytes per tensor, plus
+ * 8 global_rows n (dense), 8 (1 + q)(l(l+1) + l n) at a low-rank tensor's
+ * first step (the randomized SVD of G) and 8 (r n + 9 r^2 + 2 r) at the
+ * others (GᵀU, UᵀGV, the QR of [U | GV]), in 3 to 5 reducer calls. */
 int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const mlorc_shard *shards, size_t count,
                        double lr, void *group, size_t group_bytes);
 
@@ -671,9 +681,10 @@ int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const 
  * it to its global row and to its replicated part: a record that is
  * damaged, moved to another row, or from another state or step is refused.
  * The replicated part (s, Vt, the header of the whole matrix) carries its
- * own checksum. States of AdamW, Lion and ADOPT (dense and low-rank, any
- * dtype, master weights, bf16 state) split; other rules' states are refused
- * with MLORC_ERROR_INVALID_ARGUMENT. Each call says why it refused into
+ * own checksum. States of AdamW, Lion, ADOPT, CAME and MoFaSGD (dense and
+ * low-rank, any dtype, master weights, bf16 state) split; other rules'
+ * states (GaLore, Prodigy, DAdapt-Lion) are refused with
+ * MLORC_ERROR_INVALID_ARGUMENT. Each call says why it refused into
  * `why` (`why_bytes` bytes with its NUL; may be NULL), as mlorc_state_check
  * does. */
 
@@ -711,7 +722,7 @@ int mlorc_state_join(const void *shared, size_t shared_bytes, const mlorc_shard 
 /* Writes into `out` the state `state` of a dense tensor as the state of the
  * same elements seen as a rows x cols tensor (rows * cols elements as
  * before): a 1-D parameter is a 1 x n row for one trainer and n x 1 (so that
- * its rows can be sharded) for another. Dense AdamW, Lion and ADOPT states
+ * its rows can be sharded) for another. Dense states without statistics (AdamW, Lion, ADOPT, MoFaSGD)
  * of whole tensors; anything else is refused with nothing written
  * (MLORC_ERROR_INVALID_ARGUMENT; MLORC_ERROR_INVALID_SHAPE for another
  * element count). `out` may be `state`. */

@@ -149,6 +149,7 @@ check step_args_test build_and_run_c step_args_test "${LINK_MLORC[@]}" -lm
 check state_header_test build_and_run_c state_header_test "${LINK_MLORC[@]}" -lm
 check last_error_test build_and_run_c last_error_test "${LINK_MLORC[@]}" -lm
 check sharded_test build_and_run_c sharded_test "${LINK_MLORC[@]}" -lm -lpthread
+check sharded_rules_test build_and_run_c sharded_rules_test "${LINK_MLORC[@]}" -lm -lpthread
 check state_split_test build_and_run_c state_split_test "${LINK_MLORC[@]}" -lm
 check golden_test build_and_run_c golden_test "${LINK_MLORC[@]}" -lm -- Tests/golden/digests.txt
 check dlopen_test dlopen_test

@@ -15,7 +15,7 @@
  *    record, swapped records, records of another step, a damaged or short
  *    replicated part, other global rows, rows outside the matrix, a wrong
  *    record size, a small output, NULL pointers, and a rule whose state has
- *    no row layout (CAME);
+ *    no row layout (GaLore); CAME and MoFaSGD states split as the others;
  *  - mlorc_state_reshape: a dense state as the state of another shape of the
  *    same elements and back, bit for bit; refusals (low-rank, a shard, CAME,
  *    another element count) with nothing written.
@@ -62,7 +62,7 @@ typedef struct config {
 static mlorc_optimizer *make(const config *c) {
     mlorc_optimizer *opt;
     CHECK_OK(mlorc_create(&opt, c->rule));
-    if (c->rule != MLORC_RULE_CAME) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_RANK, 3));
+    CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_RANK, 3));
     if (c->master) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_MASTER_WEIGHTS, 1));
     if (c->bf16_state) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_STATE_DTYPE, MLORC_DTYPE_BF16));
     return opt;
@@ -211,6 +211,10 @@ static void round_trips(void) {
         {"MLorc-AdamW bf16, master", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 1, 0},
         {"AdamW dense bf16 state", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 1},
         {"MLorc-Lion bf16 state", MLORC_RULE_LION, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 0, 1},
+        {"CAME dense", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0},
+        {"CAME low-rank", MLORC_RULE_CAME, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
+        {"MoFaSGD low-rank", MLORC_RULE_MOFASGD, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
+        {"MoFaSGD dense", MLORC_RULE_MOFASGD, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0},
     };
     size_t i;
     for (i = 0; i < sizeof configs / sizeof configs[0]; ++i) {
@@ -304,10 +308,10 @@ static void refusals(void) {
 
     /* A rule whose state has no row layout. */
     {
-        const config came = {"CAME", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0};
-        blob s = trained(&came, 1);
+        const config galore = {"GaLore", MLORC_RULE_GALORE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0};
+        blob s = trained(&galore, 1);
         CHECK(mlorc_state_split_size(s.bytes, s.size, &a, &b, why, sizeof why) == MLORC_ERROR_INVALID_ARGUMENT);
-        printf("  refused (CAME state): %s\n", why);
+        printf("  refused (GaLore state): %s\n", why);
         free(s.bytes);
     }
     free(records);

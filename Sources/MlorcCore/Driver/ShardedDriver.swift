@@ -119,15 +119,11 @@ extension Optimizer {
         for i in 0..<count {
             let s = b + 2 + f1 * i
             guard let u = units[i] else {
-                s[0] = 1
-                s[1] = Double(errors[i]!.code.rawValue)
+                ShardExchange.writeRefusal(s, errors[i]!)
                 continue
             }
             let h = u.tensor.header
-            s[2] = Double(h.rows)
-            (s[3], s[4]) = ShardExchange.rowHashes(u.rowBegin..<(u.rowBegin + h.rows))
-            let sig = ShardExchange.signature(h, globalRows: u.globalRows, settings: signature)
-            (s[5], s[6], s[7], s[8]) = (sig.0, sig.0 * sig.0, sig.1, sig.1 * sig.1)
+            ShardExchange.writeAgreement(s, h, rowBegin: u.rowBegin, globalRows: u.globalRows, settings: signature)
             if (hyper.orthograd || hyper.clipNorm > 0) && h.rows > 0 {
                 let sums = gradientTotals(u.tensor.denseTensor(hyper), rows: h.rows, cols: h.cols, context)
                 (s[9], s[10], s[11]) = (sums.x, sums.y, sums.z)
@@ -138,32 +134,10 @@ extension Optimizer {
             }
         }
         b = try exchange.reduce("agreement")
-        let ranks = b[0]
-        guard ranks >= 1, ranks == ranks.rounded(), ranks < Double(1 << 21) else {
-            throw MlorcError(.reduction, "the reducer's sums are inconsistent (the rank count reads \(ranks)); step refused, nothing was changed")
-        }
-        for i in 0..<count {
-            if let e = errors[i] { throw e }
-            let s = b + 2 + f1 * i
-            if s[0] != 0 {
-                let code = s[0] == 1 ? MlorcError.Code(rawValue: Int32(exactly: s[1]) ?? 0) ?? .invalidArgument : .invalidArgument
-                throw MlorcError(code, "tensor \(i): refused on another rank (status \(code.rawValue), its arguments or state); nothing was changed")
-            }
-        }
-        if let batchError { throw batchError }
-        if b[1] != 0 {
-            throw MlorcError(.invalidArgument, "another rank's buffers overlap (refused there); nothing was changed")
-        }
+        let ranks = try ShardExchange.checkRefusals(b, stride: f1, errors: errors, batchError: batchError)
         for i in 0..<count {
             let s = b + 2 + f1 * i, u = units[i]!
-            let expected = ShardExchange.rowHashes(0..<u.globalRows)
-            guard s[2] == Double(u.globalRows), s[3] == expected.0, s[4] == expected.1 else {
-                throw MlorcError(.invalidArgument, "tensor \(i): the ranks' shards do not partition the \(u.globalRows) rows of the matrix (\(s[2]) rows in all over \(Int(ranks)) ranks: rows overlap or are missing); nothing was changed")
-            }
-            let sig = ShardExchange.signature(u.tensor.header, globalRows: u.globalRows, settings: signature)
-            guard s[5] == ranks * sig.0, s[6] == ranks * sig.0 * sig.0, s[7] == ranks * sig.1, s[8] == ranks * sig.1 * sig.1 else {
-                throw MlorcError(.stateMismatch, "tensor \(i): the ranks' states or settings differ (step count, storage, rank, tensor id, shape, or the handle's settings); every rank must step its shard of the same state with the same settings; nothing was changed")
-            }
+            try ShardExchange.checkAgreement(s, i, u.tensor.header, globalRows: u.globalRows, ranks: ranks, settings: signature)
             if hyper.orthograd || hyper.clipNorm > 0 {
                 guard s[9].isFinite, s[10].isFinite, s[11].isFinite else {
                     throw MlorcError(.nonFinite, "tensor \(i): the gradient contains NaN or infinity (on this or another rank), or its norm overflows; step refused, nothing was changed")
@@ -220,8 +194,9 @@ extension Optimizer {
 
         // Phase 4: the verify verdict, with the first QR's Gram matrices.
         let items = all.indices.filter { all[$0].lowRank }.flatMap { u in (0..<mc).map { ShardItem(unit: u, moment: $0) } }
-        func width(_ it: ShardItem) -> Int { all[it.unit].step(hyper).l }
-        let gramSizes = items.map { CholeskyQR.packedCount(width($0)) }
+        let sketches = items.map { it in all[it.unit].step(hyper).shardSketch(it.moment, rowBegin: all[it.unit].rowBegin,
+                                                                              globalRows: all[it.unit].globalRows) }
+        let gramSizes = sketches.map { CholeskyQR.packedCount($0.l) }
         b = try exchange.begin(count + gramSizes.reduce(0, +), &context.workspace)
         var localProblems = [String?](repeating: nil, count: count)
         for i in 0..<count {
@@ -246,8 +221,8 @@ extension Optimizer {
             b[i] = localProblems[i] == nil ? 0 : 1
         }
         var offset = count
-        for (j, it) in items.enumerated() {
-            all[it.unit].step(hyper).addGram(it.moment, into: b + offset)
+        for (j, sketch) in sketches.enumerated() {
+            sketch.addGram(into: b + offset)
             offset += gramSizes[j]
         }
         b = try exchange.reduce("verify")
@@ -255,7 +230,7 @@ extension Optimizer {
             throw MlorcError(.nonFinite, localProblems[i].map { "tensor \(i): \($0); step refused on every rank, nothing was changed" }
                              ?? "tensor \(i): refused on another rank: the new weights or moments of its shard would not be finite; nothing was changed")
         }
-        try orthonormalize(items, all, grams: b + count, &exchange, &context)
+        try orthonormalize(sketches, grams: b + count, &exchange, &context)
 
         // Power iterations: Z = AᵀQ summed over the ranks, orthonormalised alike
         // on every rank, then Y = A·orth(Z) on each rank's rows and a new QR.
@@ -283,12 +258,12 @@ extension Optimizer {
             }
             b = try exchange.begin(gramSizes.reduce(0, +), &context.workspace)
             offset = 0
-            for (j, it) in items.enumerated() {
-                all[it.unit].step(hyper).addGram(it.moment, into: b + offset)
+            for (j, sketch) in sketches.enumerated() {
+                sketch.addGram(into: b + offset)
                 offset += gramSizes[j]
             }
             b = try exchange.reduce("power iteration QR")
-            try orthonormalize(items, all, grams: b, &exchange, &context)
+            try orthonormalize(sketches, grams: b, &exchange, &context)
         }
 
         // B = QᵀA over every rank, then every small SVD before anything is written.
@@ -354,38 +329,36 @@ extension Optimizer {
         return c
     }
 
-    /// Q = orth(Y) for every item from its reduced Gram matrix (at `grams`, packed,
-    /// item after item): CholeskyQR2 in fp64; where the first factorisation fails
-    /// or its Q is far from orthonormal (‖QᵀQ − I‖ > 1/2), Householder QR of the
-    /// whole Y gathered on every rank.
-    private func orthonormalize<Rule: MomentRule>(_ items: [ShardItem], _ all: [ShardUnit<Rule>], grams: UnsafePointer<Double>,
-                                                  _ exchange: inout ShardExchange, _ context: inout StepContext) throws(MlorcError) {
-        let hyper = hyper
-        var gather = [Bool](repeating: false, count: items.count)
+    /// Q = orth(Y) for every sketch from its reduced Gram matrix (at `grams`,
+    /// packed, sketch after sketch): CholeskyQR2 in fp64; where the first
+    /// factorisation fails or its Q is far from orthonormal (‖QᵀQ − I‖ > 1/2),
+    /// Householder QR of the whole Y gathered on every rank.
+    func orthonormalize(_ sketches: [ShardSketch], grams: UnsafePointer<Double>, _ exchange: inout ShardExchange,
+                        _ context: inout StepContext) throws(MlorcError) {
+        var gather = [Bool](repeating: false, count: sketches.count)
         var offset = 0
-        for (j, it) in items.enumerated() {
-            let st = all[it.unit].step(hyper)
+        for (j, sketch) in sketches.enumerated() {
             // κ(Y)² up to 1e14 keeps the fp64 factorisation meaningful.
-            if let r = CholeskyQR.factor(packed: grams + offset, width: st.l, relativePivot: 1e-14) {
-                r.withUnsafeBufferPointer { st.solveRight(it.moment, r: $0.baseAddress!) }
+            if let r = CholeskyQR.factor(packed: grams + offset, width: sketch.l, relativePivot: 1e-14) {
+                r.withUnsafeBufferPointer { sketch.solveRight(r: $0.baseAddress!) }
             } else {
                 gather[j] = true
             }
-            offset += CholeskyQR.packedCount(st.l)
+            offset += CholeskyQR.packedCount(sketch.l)
         }
-        let second = items.indices.filter { !gather[$0] }
-        let sizes = second.map { CholeskyQR.packedCount(all[items[$0].unit].step(hyper).l) }
+        let second = sketches.indices.filter { !gather[$0] }
+        let sizes = second.map { CholeskyQR.packedCount(sketches[$0].l) }
         var b = try exchange.begin(sizes.reduce(0, +), &context.workspace)
         offset = 0
         for (j, index) in second.enumerated() {
-            all[items[index].unit].step(hyper).addGram(items[index].moment, into: b + offset)
+            sketches[index].addGram(into: b + offset)
             offset += sizes[j]
         }
         b = try exchange.reduce("QR")
-        var r2 = [[Double]?](repeating: nil, count: items.count)
+        var r2 = [[Double]?](repeating: nil, count: sketches.count)
         offset = 0
         for (j, index) in second.enumerated() {
-            let l = all[items[index].unit].step(hyper).l
+            let l = sketches[index].l
             if CholeskyQR.distanceFromIdentity(packed: b + offset, width: l) <= 0.5,
                let r = CholeskyQR.factor(packed: b + offset, width: l, relativePivot: 0) {
                 r2[index] = r
@@ -394,30 +367,29 @@ extension Optimizer {
             }
             offset += sizes[j]
         }
-        let gathered = items.indices.filter { gather[$0] }
+        let gathered = sketches.indices.filter { gather[$0] }
         if !gathered.isEmpty {
-            let sizes = gathered.map { all[items[$0].unit].globalRows * all[items[$0].unit].step(hyper).l }
+            let sizes = gathered.map { sketches[$0].globalRows * sketches[$0].l }
             b = try exchange.begin(sizes.reduce(0, +), &context.workspace)
             offset = 0
             for (j, index) in gathered.enumerated() {
-                let u = all[items[index].unit]
-                u.step(hyper).addRows(items[index].moment, rowBegin: u.rowBegin, globalRows: u.globalRows, into: b + offset)
+                sketches[index].addRows(into: b + offset)
                 offset += sizes[j]
             }
             b = try exchange.reduce("gathered QR", finite: true)
             offset = 0
             for (j, index) in gathered.enumerated() {
-                let u = all[items[index].unit], st = u.step(hyper)
+                let sketch = sketches[index]
                 let y = try context.workspace.floats(.columnPartials, sizes[j])
                 for e in 0..<sizes[j] { y[e] = Float(b[offset + e]) }
-                try LinearAlgebra.orthonormalize(y, rows: u.globalRows, cols: st.l, workspace: &context.workspace)
-                st.takeRows(items[index].moment, rowBegin: u.rowBegin, globalRows: u.globalRows, from: y)
+                try LinearAlgebra.orthonormalize(y, rows: sketch.globalRows, cols: sketch.l, workspace: &context.workspace)
+                sketch.takeRows(from: y)
                 offset += sizes[j]
             }
         }
-        for index in items.indices {
+        for index in sketches.indices {
             if let r = r2[index], !gather[index] {
-                r.withUnsafeBufferPointer { all[items[index].unit].step(hyper).solveRight(items[index].moment, r: $0.baseAddress!) }
+                r.withUnsafeBufferPointer { sketches[index].solveRight(r: $0.baseAddress!) }
             }
         }
     }
@@ -460,6 +432,61 @@ struct ShardExchange {
         return p
     }
 
+    /// Values 0 ..< agreementSlots of a tensor's segment in the agreement
+    /// reduction: this rank's refusal (flag, status), its rows, their hashes,
+    /// and the state's and settings' signature (and its square).
+    static let agreementSlots = 9
+
+    static func writeRefusal(_ s: UnsafeMutablePointer<Double>, _ error: MlorcError) {
+        s[0] = 1
+        s[1] = Double(error.code.rawValue)
+    }
+
+    static func writeAgreement(_ s: UnsafeMutablePointer<Double>, _ h: StateFormat.Header, rowBegin: Int, globalRows: Int,
+                               settings: UInt64) {
+        s[2] = Double(h.rows)
+        (s[3], s[4]) = rowHashes(rowBegin..<(rowBegin + h.rows))
+        let sig = signature(h, globalRows: globalRows, settings: settings)
+        (s[5], s[6], s[7], s[8]) = (sig.0, sig.0 * sig.0, sig.1, sig.1 * sig.1)
+    }
+
+    /// After the agreement reduction (b[0]: ranks, b[1]: overlapping buffers
+    /// somewhere, then `stride` values per tensor): this rank's own refusals,
+    /// then those of the other ranks. Returns the rank count.
+    static func checkRefusals(_ b: UnsafePointer<Double>, stride: Int, errors: [MlorcError?],
+                              batchError: MlorcError?) throws(MlorcError) -> Double {
+        let ranks = b[0]
+        guard ranks >= 1, ranks == ranks.rounded(), ranks < Double(1 << 21) else {
+            throw MlorcError(.reduction, "the reducer's sums are inconsistent (the rank count reads \(ranks)); step refused, nothing was changed")
+        }
+        for i in errors.indices {
+            if let e = errors[i] { throw e }
+            let s = b + 2 + stride * i
+            if s[0] != 0 {
+                let code = s[0] == 1 ? MlorcError.Code(rawValue: Int32(exactly: s[1]) ?? 0) ?? .invalidArgument : .invalidArgument
+                throw MlorcError(code, "tensor \(i): refused on another rank (status \(code.rawValue), its arguments or state); nothing was changed")
+            }
+        }
+        if let batchError { throw batchError }
+        if b[1] != 0 {
+            throw MlorcError(.invalidArgument, "another rank's buffers overlap (refused there); nothing was changed")
+        }
+        return ranks
+    }
+
+    /// Tensor i's partition and signature checks from its reduced segment `s`.
+    static func checkAgreement(_ s: UnsafePointer<Double>, _ i: Int, _ h: StateFormat.Header, globalRows: Int, ranks: Double,
+                               settings: UInt64) throws(MlorcError) {
+        let expected = rowHashes(0..<globalRows)
+        guard s[2] == Double(globalRows), s[3] == expected.0, s[4] == expected.1 else {
+            throw MlorcError(.invalidArgument, "tensor \(i): the ranks' shards do not partition the \(globalRows) rows of the matrix (\(s[2]) rows in all over \(Int(ranks)) ranks: rows overlap or are missing); nothing was changed")
+        }
+        let sig = signature(h, globalRows: globalRows, settings: settings)
+        guard s[5] == ranks * sig.0, s[6] == ranks * sig.0 * sig.0, s[7] == ranks * sig.1, s[8] == ranks * sig.1 * sig.1 else {
+            throw MlorcError(.stateMismatch, "tensor \(i): the ranks' states or settings differ (step count, storage, rank, tensor id, shape, or the handle's settings); every rank must step its shard of the same state with the same settings; nothing was changed")
+        }
+    }
+
     /// Two 16-bit hashes of a row, summed over a shard: every partition of the
     /// rows gives the totals of 0 ..< globalRows; a gap or overlap misses them
     /// (unless both hashes collide: about 2^-32). Sums below 2^47: exact.
@@ -484,10 +511,11 @@ struct ShardExchange {
     }
 
     /// The settings that decide a sharded step's reductions and results.
-    static func settingsSignature(_ h: Hyperparameters, rule: RuleKind) -> UInt64 {
+    /// `extra`: rule-specific settings that decide replicated results.
+    static func settingsSignature(_ h: Hyperparameters, rule: RuleKind, extra: [UInt64] = []) -> UInt64 {
         var s = mix(UInt64(rule.rawValue))
         for v in [h.seed, UInt64(h.oversampling), UInt64(h.powerIterations), h.cautious ? 1 : 0, h.orthograd ? 1 : 0,
-                  h.grams ? 1 : 0, h.clipNorm.bitPattern, h.beta1.bitPattern, h.beta2.bitPattern] { s = mix(s ^ v) }
+                  h.grams ? 1 : 0, h.clipNorm.bitPattern, h.beta1.bitPattern, h.beta2.bitPattern] + extra { s = mix(s ^ v) }
         return s
     }
 

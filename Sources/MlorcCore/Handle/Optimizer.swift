@@ -38,6 +38,9 @@ package final class Optimizer {
             throw MlorcError(.unsupportedDtype, "sharded states are fp32 in this version: set MLORC_PARAM_STATE_DTYPE to 0 for them")
         }
         try Self.checkShape(rows: place.map { Int64($0.globalRows) } ?? layout.rows, cols: layout.cols)
+        if let place, let check = rule.entry.checkShard {
+            try check(place.globalRows, Int(layout.rows), Int(layout.cols))
+        }
         // The layout's dtype is the parameter's (a GRAD_F32 flag is ignored here).
         let paramDtype = layout.dtype & ~0x100
         try checkDtype(paramDtype)

@@ -46,6 +46,9 @@ struct RuleEntry {
     /// sharded step and refuses one.
     var shardedStep: ((_ optimizer: Optimizer, _ batch: ShardedBatch, _ lr: Double) throws(MlorcError) -> Void)?
     var sharded: Bool { shardedStep != nil }
+    /// Refuses row shards the rule's state cannot hold (a shard of
+    /// rows x cols of a globalRows x cols matrix); nil: any shard.
+    var checkShard: ((_ globalRows: Int, _ rows: Int, _ cols: Int) throws(MlorcError) -> Void)?
 
     /// Floats of the payload of a rows x cols tensor, or nil if its bytes
     /// would not fit in memory's address space together with the header.

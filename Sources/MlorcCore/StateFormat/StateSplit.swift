@@ -167,6 +167,9 @@ package enum StateSplit {
         h.rows = Int(rows)
         if !(rowBegin == 0 && rows == globalRows) { (h.globalRows, h.rowBegin) = (Int(globalRows), Int(rowBegin)) }
         let l = try layout(h)
+        guard l.sharedBytes == Int(total) else {  // a shard whose layout keeps other replicated parts
+            throw MlorcError(.invalidArgument, "rows [\(rowBegin), \(rowBegin) + \(rows)) of this \(whole.rows)x\(whole.cols) \(whole.rule.entry.name) state keep \(l.sharedBytes) replicated bytes, the whole matrix \(total): this shard's layout cannot be joined from it")
+        }
         return (h, l, checksum)
     }
 
@@ -227,6 +230,10 @@ package enum StateSplit {
         var h = try StateFormat.read(state, bytes: bytes)
         guard h.storage == .dense, !h.isShard else {
             throw MlorcError(.invalidArgument, "only a dense state of a whole tensor can be reshaped (this one is \(h.isShard ? "a row shard" : "low-rank"))")
+        }
+        let entry = h.rule.entry
+        guard !entry.groupState, entry.extraFloats(h.rows, h.cols, h.statsStride) == 0 else {
+            throw MlorcError(.invalidArgument, "\(entry.name) states keep statistics shaped by the tensor: they cannot be reshaped")
         }
         _ = try layout(h)  // the moment layout: elementwise moments, nothing shaped
         let (elements, overflow) = rows.multipliedReportingOverflow(by: cols)

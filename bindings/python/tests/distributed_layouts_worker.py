@@ -45,8 +45,9 @@ def main():
         fsdp = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
         fully_shard(fsdp, mesh=mesh)
         assert isinstance(fsdp[0].weight, DTensor)
-        messages["fsdp2 came"] = refusal(fsdp.named_parameters(), mlorc.torch.CAME)
-        expect(messages["fsdp2 came"], "CAME has no sharded step for FSDP2 parameters", "AdamW, Lion and Adopt")
+        messages["fsdp2 galore"] = refusal(fsdp.named_parameters(), mlorc.torch.GaLoreAdamW)
+        expect(messages["fsdp2 galore"], "GaLoreAdamW has no sharded step for FSDP2 parameters",
+               "AdamW, Lion, Adopt, CAME and MoFaSGD")
         plain = torch.nn.Linear(4, 4)
         messages["fsdp2 mixed"] = refusal([{"params": [fsdp[0].weight, plain.weight]}])
         expect(messages["fsdp2 mixed"], "mixes FSDP2 parameters with plain ones", "parameter 1")

@@ -12,4 +12,4 @@ WORKER = os.path.join(os.path.dirname(__file__), "distributed_layouts_worker.py"
 def test_unsupported_dtensor_layouts_are_refused_at_construction(tmp_path):
     run_ranks(WORKER, 2, [], tmp_path, timeout=180)
     messages = json.loads(open(tmp_path / "rank0.log").read().strip().splitlines()[-1])
-    assert set(messages) == {"fsdp2 came", "fsdp2 mixed", "hsdp", "tensor parallel", "replicated", "partial"}
+    assert set(messages) == {"fsdp2 galore", "fsdp2 mixed", "hsdp", "tensor parallel", "replicated", "partial"}

@@ -8,6 +8,12 @@ extension RuleRegistry {
         momentSlots: 1, groupState: false,
         halfPrecision: true,
         extraFloats: { rows, cols, _ in CAMEStep.statisticsFloats(rows: rows, cols: cols) },
+        // r (one per row) and c (per column); a matrix adds R and C alike.
+        // Shards follow the whole matrix's vector-ness (CAMEStep.checkShard).
+        statisticsRows: { _, cols, shapeRows in
+            let pair: [StatisticsPart] = [.perRow(floats: 1), .shared(floats: cols)]
+            return CAMEStep.isVector(rows: shapeRows, cols: cols) ? pair : pair + pair
+        },
         checkLowRankPayload: { h, p throws(MlorcError) in
             try CAMEStep.checkStatistics(h, p)
             try StateFormat.checkMomentFactors(h, p)
@@ -15,5 +21,7 @@ extension RuleRegistry {
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             var plan = CAMEPlan(hyper: optimizer.hyper, lr: lr)
             try optimizer.drive(&plan, tensors)
-        })
+        },
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in try optimizer.driveCAMESharded(batch, lr: lr) },
+        checkShard: CAMEStep.checkShard)
 }

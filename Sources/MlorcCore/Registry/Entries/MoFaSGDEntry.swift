@@ -15,5 +15,6 @@ extension RuleRegistry {
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             var plan = MoFaSGDPlan(hyper: optimizer.hyper, lr: lr)
             try optimizer.drive(&plan, tensors)
-        })
+        },
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in try optimizer.driveMoFaSGDSharded(batch, lr: lr) })
 }

@@ -44,7 +44,8 @@ struct CAMEStep {
     var m: Int { header.rows }
     var n: Int { header.cols }
     var lowRank: Bool { header.storage == .lowRank }
-    var isVector: Bool { Self.isVector(rows: m, cols: n) }
+    /// Vectors follow the whole matrix (a row shard of a matrix is a matrix).
+    var isVector: Bool { Self.isVector(rows: header.shapeRows, cols: n) }
     var l: Int { Self.sketchWidth(header, hyper) }
 
     static func isVector(rows: Int, cols: Int) -> Bool { rows == 1 || cols == 1 }
@@ -63,7 +64,7 @@ struct CAMEStep {
     }
 
     static func sketchWidth(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
-        RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.rows, cols: h.cols)
+        RandomizedSVD.sketchWidth(rank: h.rank, oversampling: hyper.oversampling, rows: h.shapeRows, cols: h.cols)
     }
 
     /// Row chunks of a tensor: a function of the shape only (never of the
@@ -87,44 +88,44 @@ struct CAMEStep {
     }
 
     // Views into the region.
-    private var side: Int { Self.round16(2 * (m + n)) }
-    private var newStats: UnsafeMutablePointer<Float> { region }              // r', c', R', C'
-    private var rowFactor: UnsafeMutablePointer<Float> { region + side }      // a = (r'/mean r')^−½
-    private var colFactor: UnsafeMutablePointer<Float> { region + side + m }  // b = c'^−½
-    private var confidenceRow: UnsafeMutablePointer<Float> { region + side + m + n }      // A = (R'/mean R')^−½
-    private var confidenceCol: UnsafeMutablePointer<Float> { region + side + 2 * m + n }  // B = C'^−½
-    private var scalars: UnsafeMutablePointer<Float> { region + 2 * side }    // [0]: clipping scale
-    private var y: UnsafeMutablePointer<Float> { region + 2 * side + 16 }
+    var side: Int { Self.round16(2 * (m + n)) }
+    var newStats: UnsafeMutablePointer<Float> { region }              // r', c', R', C'
+    var rowFactor: UnsafeMutablePointer<Float> { region + side }      // a = (r'/mean r')^−½
+    var colFactor: UnsafeMutablePointer<Float> { region + side + m }  // b = c'^−½
+    var confidenceRow: UnsafeMutablePointer<Float> { region + side + m + n }      // A = (R'/mean R')^−½
+    var confidenceCol: UnsafeMutablePointer<Float> { region + side + 2 * m + n }  // B = C'^−½
+    var scalars: UnsafeMutablePointer<Float> { region + 2 * side }    // [0]: clipping scale
+    var y: UnsafeMutablePointer<Float> { region + 2 * side + 16 }
 
     // Views into the state.
-    private var momentFloats: Int { header.floatsPerMoment }
-    private var oldStats: UnsafeMutablePointer<Float> { prepared.payload + momentFloats }
-    private var factors: Factors { Factors(header, payload: prepared.payload, moment: 0) }
-    private var previous: PreviousMomentRows {
+    var momentFloats: Int { header.floatsPerMoment }
+    var oldStats: UnsafeMutablePointer<Float> { prepared.payload + momentFloats }
+    var factors: Factors { Factors(header, payload: prepared.payload, moment: 0) }
+    var previous: PreviousMomentRows {
         PreviousMomentRows(dense: lowRank ? nil : prepared.payload, factors: lowRank ? factors : nil,
                            rank: header.rank, cols: n)
     }
 
-    private var beta1: Float { Float(hyper.beta1) }
-    private var oneMinusBeta1: Float { Float(1 - hyper.beta1) }
+    var beta1: Float { Float(hyper.beta1) }
+    var oneMinusBeta1: Float { Float(1 - hyper.beta1) }
 
     /// The gradient's and the weights' rows as fp32 (in place for fp32;
     /// half-precision rows are widened into buffers of their own).
-    private var grads: ElementRows { prepared.gradRows }
-    private var weights: WeightRows { prepared.weightRows(hyper) }
+    var grads: ElementRows { prepared.gradRows }
+    var weights: WeightRows { prepared.weightRows(hyper) }
 
     /// Row buffers per chunk, `chunkStride` floats apart: the previous moment
     /// row (n floats, then the rank coefficients of its rebuild), the new one
     /// (`rowStride` floats apart), then, for half precision, a widened
     /// gradient row and a widened weight row.
-    private var rowStride: Int { Self.round16(n + header.rank) }
-    private var chunkStride: Int { 2 * rowStride + grads.bufferFloats + weights.bufferFloats }
-    private func rowBuffers(_ workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
+    var rowStride: Int { Self.round16(n + header.rank) }
+    var chunkStride: Int { 2 * rowStride + grads.bufferFloats + weights.bufferFloats }
+    func rowBuffers(_ workspace: inout Workspace) throws(MlorcError) -> UnsafeMutablePointer<Float> {
         try workspace.floats(.threadScratch, chunks * chunkStride)
     }
 
     /// new = β·old + (1−β)·(sum/count + ε) for each entry, from per-entry sums.
-    private static func ema(_ old: UnsafePointer<Float>, _ sums: (Int) -> Double, count: Int, over: Int,
+    static func ema(_ old: UnsafePointer<Float>, _ sums: (Int) -> Double, count: Int, over: Int,
                             beta: Double, eps: Double, into out: UnsafeMutablePointer<Float>) {
         for e in 0..<count {
             out[e] = Float(beta * Double(old[e]) + (1 - beta) * (sums(e) / Double(over) + eps))
@@ -141,12 +142,17 @@ struct CAMEStep {
             for e in 0..<count { sum += Double(x[e]) }
             mean = sum / Double(count)
         }
+        return inverseRoots(x, count: count, mean: mean, into: out)
+    }
+
+    /// factor[e] = (x[e] / mean)^−½; false if any factor is not finite.
+    static func inverseRoots(_ x: UnsafePointer<Float>, count: Int, mean: Double, into out: UnsafeMutablePointer<Float>) -> Bool {
         for e in 0..<count { out[e] = Float(1 / (Double(x[e]) / mean).squareRoot()) }
         return allWithin(out, count: count, bound: .greatestFiniteMagnitude)
     }
 
     /// Column sums of the chunks' partial rows, added in chunk order.
-    private func columnTotal(_ partials: UnsafePointer<Float>, _ j: Int) -> Double {
+    func columnTotal(_ partials: UnsafePointer<Float>, _ j: Int) -> Double {
         var sum = 0.0
         for k in 0..<chunks { sum += Double(partials[k * n + j]) }
         return sum

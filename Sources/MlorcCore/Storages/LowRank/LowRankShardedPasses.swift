@@ -48,46 +48,9 @@ extension LowRankStep {
         return (0..<parts).reduce(0) { $0 + kept[$1] }
     }
 
-    /// Adds the packed upper triangle of Y_kᵀY_k over this shard's rows
-    /// (fp64, l(l+1)/2 values, row by row of the triangle).
-    func addGram(_ k: Int, into out: UnsafeMutablePointer<Double>) {
-        let yk = y(k)
-        var e = 0
-        for a in 0..<l {
-            for b in a..<l {
-                var sum = 0.0
-                for i in 0..<m { sum += Double(yk[i + a * m]) * Double(yk[i + b * m]) }
-                out[e] += sum
-                e += 1
-            }
-        }
-    }
-
-    /// Y_k ← Y_k·R⁻¹ for an upper triangular l x l R (row-major, fp64).
-    func solveRight(_ k: Int, r: UnsafePointer<Double>) {
-        let yk = y(k)
-        let x = UnsafeMutablePointer<Double>.allocate(capacity: max(l, 1))
-        defer { x.deallocate() }
-        for i in 0..<m {
-            for j in 0..<l {
-                var v = Double(yk[i + j * m])
-                for a in 0..<j { v -= x[a] * r[a * l + j] }
-                x[j] = v / r[j * l + j]
-            }
-            for j in 0..<l { yk[i + j * m] = Float(x[j]) }
-        }
-    }
-
-    /// Copies this shard's rows of Y_k into column-major global rows x l at `rowBegin`.
-    func addRows(_ k: Int, rowBegin: Int, globalRows: Int, into out: UnsafeMutablePointer<Double>) {
-        let yk = y(k)
-        for b in 0..<l { for i in 0..<m { out[b * globalRows + rowBegin + i] += Double(yk[i + b * m]) } }
-    }
-
-    /// Y_k ← this shard's rows of the column-major global rows x l matrix q.
-    func takeRows(_ k: Int, rowBegin: Int, globalRows: Int, from q: UnsafePointer<Float>) {
-        let yk = y(k)
-        for b in 0..<l { for i in 0..<m { yk[i + b * m] = q[b * globalRows + rowBegin + i] } }
+    /// Moment k's sketch on this shard's rows, for the sharded QR.
+    func shardSketch(_ k: Int, rowBegin: Int, globalRows: Int) -> ShardSketch {
+        ShardSketch(y: y(k), m: m, l: l, rowBegin: rowBegin, globalRows: globalRows)
     }
 
     /// Adds every moment's Q_kᵀA_k over this shard's rows (l x cols, row-major:

@@ -55,7 +55,7 @@ struct MoFaSGDStep {
 
     /// Components of the new momentum's SVD: r, or min(m, n) for dense storage.
     static func components(_ h: StateFormat.Header) -> Int {
-        h.storage == .lowRank ? h.rank : min(h.rows, h.cols)
+        h.storage == .lowRank ? h.rank : min(h.shapeRows, h.cols)  // a shard: the whole matrix's
     }
 
     /// Floats of `result`: U (m x k), σ (k), Vᵀ (k x n) with k = components.
@@ -82,7 +82,7 @@ struct MoFaSGDStep {
             let mom = payload, beta = Float(hyper.beta1)
             ok.withUnsafeMutableBufferPointer { okp in
                 pool.run(parts: parts) { part in
-                    for e in partition(count, parts: parts, part: part, align: 8) where !momentum(beta, mom[e], g[e]).isFinite {
+                    for e in partition(count, parts: parts, part: part, align: 8) where !mofasgdMomentum(beta, mom[e], g[e]).isFinite {
                         okp[part] = false
                         return
                     }
@@ -127,7 +127,7 @@ struct MoFaSGDStep {
         func weights(_ part: Int) -> UnsafeMutablePointer<Float>? { grad(part).map { $0 + 4 * gradFloats } }
     }
 
-    private func rowBuffers(_ workspace: inout Workspace, parts: Int) throws(MlorcError) -> RowBuffers {
+    func rowBuffers(_ workspace: inout Workspace, parts: Int) throws(MlorcError) -> RowBuffers {
         let g = grad.bufferFloats, w = weights.bufferFloats, floats = parts * (4 * g + w)
         return RowBuffers(base: floats == 0 ? nil : try workspace.floats(.threadScratch, floats), gradFloats: g, weightFloats: w)
     }
@@ -137,7 +137,7 @@ struct MoFaSGDStep {
     /// U = Q·Rᵀ[:, :r], σ = s[:r], V = L[:, :r].
     private func initialFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int,
                                 buffers: RowBuffers) throws(MlorcError) {
-        let l = RandomizedSVD.sketchWidth(rank: r, oversampling: hyper.oversampling, rows: m, cols: n)
+        let l = RandomizedSVD.sketchWidth(rank: r, oversampling: hyper.oversampling, rows: header.shapeRows, cols: n)
         let svd = try RandomizedSVD.explicit(rows: m, cols: n, width: l, powerIterations: hyper.powerIterations,
                                              seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
                                              workspace: &workspace,
@@ -236,7 +236,7 @@ struct MoFaSGDStep {
     }
 
     /// y (m x l, column-major) = G·x (x: n x l, column-major); rows split.
-    private func multiplyG(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ l: Int,
+    func multiplyG(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ l: Int,
                            pool: ThreadPool, parts: Int, buffers: RowBuffers) {
         let m = m, n = n, g = grad
         pool.run(parts: parts) { part in
@@ -249,7 +249,7 @@ struct MoFaSGDStep {
     }
 
     /// x (n x l, column-major) = Gᵀ·y (y: m x l, column-major); columns split.
-    private func multiplyGT(_ y: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, _ l: Int,
+    func multiplyGT(_ y: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, _ l: Int,
                              pool: ThreadPool, parts: Int, buffers: RowBuffers) {
         let m = m, n = n, g = grad
         pool.run(parts: parts) { part in
@@ -271,10 +271,10 @@ struct MoFaSGDStep {
         let values = try workspace.floats(.svdValues, k)
         let tall = m > n
         if tall {
-            for i in 0..<m { for j in 0..<n { a[i + j * m] = momentum(beta, mom[i * n + j], g[i * n + j]) } }
+            for i in 0..<m { for j in 0..<n { a[i + j * m] = mofasgdMomentum(beta, mom[i * n + j], g[i * n + j]) } }
             try LinearAlgebra.thinSVD(a, rows: m, cols: n, u: left, s: values, vt: right, workspace: &workspace)
         } else {
-            for e in 0..<(m * n) { a[e] = momentum(beta, mom[e], g[e]) }
+            for e in 0..<(m * n) { a[e] = mofasgdMomentum(beta, mom[e], g[e]) }
             try LinearAlgebra.thinSVD(a, rows: n, cols: m, u: left, s: values, vt: right, workspace: &workspace)
         }
         // M = Σ_c σ_c x_c y_cᵀ: for M itself x = left, y = rightᵀ; for Mᵀ the reverse.
@@ -336,7 +336,7 @@ struct MoFaSGDStep {
             payload.update(from: result, count: k * (m + n + 1))
         } else {
             let beta = Float(hyper.beta1), mom = payload, g = grad
-            for e in 0..<(m * n) { mom[e] = momentum(beta, mom[e], g[e]) }
+            for e in 0..<(m * n) { mom[e] = mofasgdMomentum(beta, mom[e], g[e]) }
         }
     }
 }
@@ -344,4 +344,4 @@ struct MoFaSGDStep {
 /// The dense momentum recurrence, one expression so that pass 1's check and
 /// pass 2's write round identically.
 @inline(__always)
-private func momentum(_ beta: Float, _ m: Float, _ g: Float) -> Float { beta * m + g }
+func mofasgdMomentum(_ beta: Float, _ m: Float, _ g: Float) -> Float { beta * m + g }

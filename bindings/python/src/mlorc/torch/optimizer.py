@@ -33,7 +33,7 @@ _MAX_THREADS = 256
 # hold no state and are re-created from the groups' settings.
 _COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names", "_fixed")
 # Rules with a sharded step (FSDP2 parameters; mlorc_step_sharded).
-_SHARDED_RULES = ("adamw", "lion", "adopt")
+_SHARDED_RULES = ("adamw", "lion", "adopt", "came", "mofasgd")
 
 
 class MlorcOptimizer(torch.optim.Optimizer):
@@ -163,8 +163,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
             raise TypeError(f"parameter group {gi} mixes FSDP2 parameters with plain ones ({label}): put the "
                             "parameters of fully_shard modules in groups of their own")
         if self._rule not in _SHARDED_RULES:
-            raise TypeError(f"{type(self).__name__} has no sharded step for FSDP2 parameters yet (AdamW, Lion and "
-                            "Adopt have): use DDP, or ZeroRedundancyOptimizer with mlorc.torch.named(model)")
+            raise TypeError(f"{type(self).__name__} has no sharded step for FSDP2 parameters yet (AdamW, Lion, "
+                            "Adopt, CAME and MoFaSGD have): use DDP, or ZeroRedundancyOptimizer with mlorc.torch.named(model)")
         groups = {sharding.fsdp_shard(p)[1] for p in params}
         if len(groups) != 1:
             raise TypeError(f"parameter group {gi} holds FSDP2 parameters of several device meshes: one group per mesh")
