@@ -722,8 +722,9 @@ int mlorc_state_join(const void *shared, size_t shared_bytes, const mlorc_shard 
 /* Writes into `out` the state `state` of a dense tensor as the state of the
  * same elements seen as a rows x cols tensor (rows * cols elements as
  * before): a 1-D parameter is a 1 x n row for one trainer and n x 1 (so that
- * its rows can be sharded) for another. Dense states without statistics (AdamW, Lion, ADOPT, MoFaSGD)
- * of whole tensors; anything else is refused with nothing written
+ * its rows can be sharded) for another. Dense states without statistics
+ * (AdamW, Lion, ADOPT, MoFaSGD) of whole tensors; anything else is refused
+ * with nothing written
  * (MLORC_ERROR_INVALID_ARGUMENT; MLORC_ERROR_INVALID_SHAPE for another
  * element count). `out` may be `state`. */
 int mlorc_state_reshape(const void *state, size_t state_bytes, int64_t rows, int64_t cols, void *out,
