@@ -105,6 +105,10 @@ enum Width2: BlockWidth { static var value: Int { 2 } }
 enum Width3: BlockWidth { static var value: Int { 3 } }
 enum Width4: BlockWidth { static var value: Int { 4 } }
 enum Width8: BlockWidth { static var value: Int { 8 } }  // column passes only (no register accumulators)
+/// No unrolled columns: every sketch column in a loop (row and sketch sweeps:
+/// the runtime `width` of their block). Partial chunks and the rare sketches
+/// narrower than 4 use it, so that they are compiled once, not once per width.
+enum Width0: BlockWidth { static var value: Int { 0 } }
 
 /// Up to four SIMD accumulators addressed by a constant index.
 struct Accumulators4 {
@@ -265,7 +269,7 @@ private struct RowSweep<A: WeightAccess> {
 @_transparent
 private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightAccess>(
     _ rule: Rule, _ a: RowSweep<A>, _: W.Type, _: K.Type, _ j: Int, _ full: Bool, _ count: Int,
-    _ sums: inout Accumulators4
+    _ sums: inout Accumulators4, width: Int = W.value
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let g = gradient(rule, t, a.row &* n &+ j, full, count)
@@ -273,18 +277,18 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightA
     _ = rule.apply(&p.first, &p.second, g)
     let value = p[K.index]
     let (block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.sketch), col: j, rows: l, cols: n, full: full)
-    for b in 0..<W.value {
+    for b in 0..<(W.value == 0 ? width : W.value) {
         sums[b] = sums[b].addingProduct(value, load(block + (a.b0 &+ b) &* stride, full, count))
     }
 }
 
 /// The last, partial chunk of a row, out of line so that the main loop is
-/// compiled for full chunks only.
+/// compiled for full chunks only (and for any block width: `width`).
 @inline(never)
-private func rowTail<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightAccess>(
-    _ rule: Rule, _ a: RowSweep<A>, _: W.Type, _: K.Type, _ j: Int, _ count: Int, _ sums: inout Accumulators4
+private func rowTail<Rule: MomentRule, K: MomentSlot, A: WeightAccess>(
+    _ rule: Rule, _ a: RowSweep<A>, _: K.Type, _ j: Int, _ count: Int, width: Int, _ sums: inout Accumulators4
 ) {
-    rowChunk(rule, a, W.self, K.self, j, false, count, &sums)
+    rowChunk(rule, a, Width0.self, K.self, j, false, count, &sums, width: width)
 }
 
 private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightAccess>(
@@ -295,7 +299,7 @@ private func rowSweep<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightA
     let fullEnd = n & ~7
     var j = 0
     while j < fullEnd { rowChunk(rule, a, W.self, K.self, j, true, 8, &sums); j &+= 8 }
-    if j < n { rowTail(rule, a, W.self, K.self, j, n &- j, &sums) }
+    if j < n { rowTail(rule, a, K.self, j, n &- j, width: W.value, &sums) }
     for b in 0..<W.value { a.y[a.row + (a.b0 + b) * a.t.rows] = sums[b].sum() }
 }
 
@@ -346,7 +350,8 @@ private struct SketchSums {
 
 @_transparent
 private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
-    _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums
+    _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _ j: Int, _ full: Bool, _ count: Int, _ sums: inout SketchSums,
+    width: Int = W.value
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
@@ -366,7 +371,7 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
         _ = rule.apply(&m, &x, g)
     }
     let (block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.omega), col: j, rows: l, cols: n, full: full)
-    for b in 0..<W.value {
+    for b in 0..<(W.value == 0 ? width : W.value) {
         let s = load(block + (a.b0 &+ b) &* stride, full, count)
         sums.grad[b] = sums.grad[b].addingProduct(g, s)
         if nonLinear {
@@ -377,10 +382,10 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
 }
 
 @inline(never)
-private func sketchTail<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
-    _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _ j: Int, _ count: Int, _ sums: inout SketchSums
+private func sketchTail<Rule: MomentRule, A: WeightAccess>(
+    _ rule: Rule, _ a: SketchSweep<A>, _ j: Int, _ count: Int, width: Int, _ sums: inout SketchSums
 ) {
-    sketchChunk(rule, a, W.self, j, false, count, &sums)
+    sketchChunk(rule, a, Width0.self, j, false, count, &sums, width: width)
 }
 
 private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(_ rule: Rule, _ a: SketchSweep<A>, _: W.Type) {
@@ -389,7 +394,7 @@ private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(_ rul
     let fullEnd = n & ~7
     var j = 0
     while j < fullEnd { sketchChunk(rule, a, W.self, j, true, 8, &sums); j &+= 8 }
-    if j < n { sketchTail(rule, a, W.self, j, n &- j, &sums) }
+    if j < n { sketchTail(rule, a, j, n &- j, width: W.value, &sums) }
     for b in 0..<W.value { a.gradSketch[i + (a.b0 + b) * m] = sums.grad[b].sum() }
     if Rule.momentCount > 1 && !Rule.isLinear(1) {
         for b in 0..<W.value {
@@ -481,30 +486,28 @@ func columnPass<Rule: MomentRule, A: WeightAccess>(
 ) {
     if checkOutputs {
         kept.pointee = 0
-        columnPass(rule, t, cols, q, c, out, Width1.self, CheckOutputs.self, scratch, kept)
+        columnPass(rule, t, cols, q, c, out, Width0.self, CheckOutputs.self, scratch, kept)
         return
     }
     if countKept {
         kept.pointee = 0
-        columnPass(rule, t, cols, q, c, out, Width1.self, CountKept.self, scratch, kept)
+        columnPass(rule, t, cols, q, c, out, Width0.self, CountKept.self, scratch, kept)
         return
     }
-    switch (t.sketchWidth == 8 ? 8 : min(t.sketchWidth, 4), updateWeights) {
+    // Unrolled for the common sketch widths (8, and 4 or more); the rare
+    // narrower sketches take the loop (Width0), compiled once for all of them.
+    switch (t.sketchWidth == 8 ? 8 : t.sketchWidth >= 4 ? 4 : 0, updateWeights) {
     case (8, true): columnPass(rule, t, cols, q, c, out, Width8.self, UpdateWeights.self, scratch, kept)
     case (8, false): columnPass(rule, t, cols, q, c, out, Width8.self, KeepWeights.self, scratch, kept)
-    case (1, true): columnPass(rule, t, cols, q, c, out, Width1.self, UpdateWeights.self, scratch, kept)
-    case (2, true): columnPass(rule, t, cols, q, c, out, Width2.self, UpdateWeights.self, scratch, kept)
-    case (3, true): columnPass(rule, t, cols, q, c, out, Width3.self, UpdateWeights.self, scratch, kept)
-    case (_, true): columnPass(rule, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch, kept)
-    case (1, false): columnPass(rule, t, cols, q, c, out, Width1.self, KeepWeights.self, scratch, kept)
-    case (2, false): columnPass(rule, t, cols, q, c, out, Width2.self, KeepWeights.self, scratch, kept)
-    case (3, false): columnPass(rule, t, cols, q, c, out, Width3.self, KeepWeights.self, scratch, kept)
-    default: columnPass(rule, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch, kept)
+    case (4, true): columnPass(rule, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch, kept)
+    case (4, false): columnPass(rule, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch, kept)
+    case (_, true): columnPass(rule, t, cols, q, c, out, Width0.self, UpdateWeights.self, scratch, kept)
+    default: columnPass(rule, t, cols, q, c, out, Width0.self, KeepWeights.self, scratch, kept)
     }
 }
 
-/// The column pass with the first W sketch columns unrolled (W = l when
-/// l <= 4); wider sketches handle the remaining columns in a loop.
+/// The column pass with the first W sketch columns unrolled; the remaining
+/// columns (all of them for Width0) go through a loop.
 private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
     _ rule: Rule, _ t: LowRankTensor<A>, _ cols: Range<Int>,
     _ q: PerMoment<UnsafePointer<Float>>, _ c: PerMoment<Float>,
@@ -537,8 +540,8 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
             var j = blockStart
             while j < fullEnd { columnChunk2(rule, first, second, W.self, Mode.self, j); j &+= 8 }
             if j < blockEnd {
-                columnTail(rule, first, W.self, Mode.self, j, blockEnd &- j)
-                columnTail(rule, second, W.self, Mode.self, j, blockEnd &- j)
+                columnTail(rule, first, Mode.self, j, blockEnd &- j)
+                columnTail(rule, second, Mode.self, j, blockEnd &- j)
             }
             i &+= 2
         }
@@ -546,7 +549,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
             let row = rowView(i, parts.coef, parts.qRow)
             var j = blockStart
             while j < fullEnd { columnChunk(rule, row, W.self, Mode.self, j, true, 8); j &+= 8 }
-            if j < blockEnd { columnTail(rule, row, W.self, Mode.self, j, blockEnd &- j) }
+            if j < blockEnd { columnTail(rule, row, Mode.self, j, blockEnd &- j) }
         }
         blockStart = blockEnd
     }
@@ -562,12 +565,13 @@ private struct ColumnRow<A: WeightAccess> {
     let kept: UnsafeMutablePointer<Int>  // cautious counting only
 }
 
-/// The last, partial chunk of a row segment, out of line (see rowTail).
+/// The last, partial chunk of a row segment, out of line (see rowTail), for
+/// any sketch width.
 @inline(never)
-private func columnTail<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
-    _ rule: Rule, _ r: ColumnRow<A>, _: W.Type, _: Mode.Type, _ j: Int, _ count: Int
+private func columnTail<Rule: MomentRule, Mode: WeightMode, A: WeightAccess>(
+    _ rule: Rule, _ r: ColumnRow<A>, _: Mode.Type, _ j: Int, _ count: Int
 ) {
-    columnChunk(rule, r, W.self, Mode.self, j, false, count)
+    columnChunk(rule, r, Width0.self, Mode.self, j, false, count)
 }
 
 /// One 8-column chunk of one row in a column sweep.
