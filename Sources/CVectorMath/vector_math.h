@@ -98,4 +98,47 @@ static inline mlorc_uint8 mlorc_counter_bits8(unsigned lo, unsigned hi, unsigned
     return mlorc_mix32x8(x ^ high ^ k1);
 }
 
+/* mask ? a : b per lane (mask lanes all ones or all zeros). */
+static inline mlorc_float8 mlorc_select8(mlorc_int8 mask, mlorc_float8 a, mlorc_float8 b) {
+    return (mlorc_float8)((mask & (mlorc_int8)a) | (~mask & (mlorc_int8)b));
+}
+
+/* atan2(y, x) per lane in straight-line vector code, within 2.5 ulp of the
+ * exact value (Tests/MlorcCoreTests/Atan2Tests.swift): a libm call per lane
+ * inside a kernel loop forces every vector live across it onto the stack,
+ * and atan2f's errno keeps even an unused result's calls alive. The special
+ * cases are atan2f's: ±0 and ±inf in either argument, a negative-signed x
+ * (-0 included) giving ±π, NaN in either giving NaN.
+ * Reduction: t = min(|x|,|y|) / max(|x|,|y|) in [0, 1]; above tan(π/8),
+ * atan t = π/4 + atan r with r = (t - 1) / (t + 1) (one division: numerator
+ * and denominator chosen first); atan r = r + r·r²·P(r²) on |r| <= tan(π/8),
+ * P a degree-4 least-squares fit to atan's relative error (0.63 ulp in
+ * binary32); π/4, π/2 and π are added as two floats each (head + tail). */
+static inline mlorc_float8 mlorc_atan2_8(mlorc_float8 y, mlorc_float8 x) {
+    const mlorc_int8 magnitudeMask = 0x7fffffff;
+    const mlorc_float8 zero = 0.0f;
+    mlorc_float8 ax = (mlorc_float8)((mlorc_int8)x & magnitudeMask);
+    mlorc_float8 ay = (mlorc_float8)((mlorc_int8)y & magnitudeMask);
+    mlorc_int8 swap = ay > ax;
+    mlorc_float8 num = mlorc_select8(swap, ax, ay), den = mlorc_select8(swap, ay, ax);
+    /* t >= tan(π/8); den == 0 means 0/0 (atan 0); inf/inf lands here with r = 0. */
+    mlorc_int8 upper = (num >= 0.41421356237309503f * den) & (den != 0.0f);
+    mlorc_float8 r = mlorc_select8(upper, num - den, num) / mlorc_select8(upper, num + den, den);
+    r = mlorc_select8(num == den, zero, r);
+    mlorc_float8 z = r * r;
+    mlorc_float8 p = -0.060792941600084305f;
+    p = p * z + 0.10594228655099869f;
+    p = p * z - 0.14243587851524353f;
+    p = p * z + 0.19998474419116974f;
+    p = p * z - 0.33333316445350647f;
+    mlorc_float8 a = r + (r * z * p + mlorc_select8(upper, (mlorc_float8)-2.1855694e-08f, zero));
+    a = a + mlorc_select8(upper, (mlorc_float8)0.78539818525314331f, zero);
+    a = mlorc_select8(swap, (1.5707963705062866f - a) - 4.3711388e-08f, a);
+    /* x's sign bit set: π - a, except for x = -0 beside a nonzero y (±π/2). */
+    mlorc_int8 negativeX = ((mlorc_int8)x < 0) & ((x != 0.0f) | (y == 0.0f));
+    a = mlorc_select8(negativeX, (3.1415927410125732f - a) - 8.7422777e-08f, a);
+    a = (mlorc_float8)(((mlorc_int8)a & magnitudeMask) | ((mlorc_int8)y & ~magnitudeMask));
+    return mlorc_select8((x != x) | (y != y), x + y, a);
+}
+
 #endif

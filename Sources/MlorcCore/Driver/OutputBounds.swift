@@ -103,10 +103,11 @@ private func anyNegative<E: Element>(_: E.Type, _ p: UnsafePointer<E.Scalar>, _ 
     // Swift compiled to scalar code, made this scan half of a dense step.
     var negative = SIMD8<Int32>(repeating: 0)
     var e = range.lowerBound
-    while e < range.upperBound {
-        negative = mlorc_or_negative8(negative, E.load8(p + e, min(8, range.upperBound - e)))
+    while e + 8 <= range.upperBound {  // full chunks: no partial-load branch
+        negative = mlorc_or_negative8(negative, E.load8(p + e, 8))
         e += 8
     }
+    if e < range.upperBound { negative = mlorc_or_negative8(negative, E.load8(p + e, range.upperBound - e)) }
     return negative != SIMD8(repeating: 0)
 }
 

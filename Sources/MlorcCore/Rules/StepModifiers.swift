@@ -60,12 +60,9 @@ struct StepModifiers {
     }
 }
 
-/// (4/π)·atan2(y, x) lane by lane with libm's correctly rounded-ish atan2f:
-/// the atan2 update form (bounded, no ε). Slower than the rest of a chunk; it
-/// runs only when the option is on.
+/// (4/π)·atan2(y, x) per lane: the atan2 update form (bounded, no ε), in
+/// vector code (mlorc_atan2_8) so that the kernels' loops hold no libm calls.
 @inline(__always)
 func scaledAtan2(_ y: SIMD8<Float>, _ x: SIMD8<Float>) -> SIMD8<Float> {
-    var out = SIMD8<Float>(repeating: 0)
-    for lane in 0..<8 { out[lane] = atan2f(y[lane], x[lane]) }
-    return out * Float(4 / Double.pi)
+    mlorc_atan2_8(y, x) * Float(4 / Double.pi)
 }

@@ -31,22 +31,21 @@ struct DenseStep<Rule: MomentRule, A: DenseAccess> {
 
     /// Before the commit, with the final rule (cautious scale included): nil,
     /// or why the step must be refused. Bounds of |w|, |g|, |m|, |v| from one
-    /// read-only scan prove the outputs finite where they can; otherwise a
-    /// rehearsal of `update` decides exactly.
+    /// read-only scan (which also looks for a negative second moment) prove
+    /// the outputs finite where they can; otherwise a rehearsal of `update`
+    /// decides exactly.
     func verify(_ context: StepContext) -> String? {
         let n = elements, p = context.parts(for: n), t = tensor, two = Rule.momentCount > 1
-        var scans = [SIMD4<Int32>](repeating: .zero, count: p)
+        let checkNegative = two && Rule.isNonNegative(1)
+        var scans = [DenseScan](repeating: DenseScan(), count: p)
         scans.withUnsafeMutableBufferPointer { out in
             context.pool.run(parts: p) { part in
-                let range = partition(n, parts: p, part: part, align: 8)
-                out[part] = SIMD4(maxMagnitudeBits(t.weightKind, t.weights, range),
-                                  maxMagnitudeBits(t.gradKind, t.grad, range),
-                                  maxMagnitudeBits(t.momentKind, t.moments[0], range),
-                                  two ? maxMagnitudeBits(t.momentKind, t.moments[1], range) : 0)
+                out[part] = denseScan(t, twoMoments: two, checkNegative: checkNegative,
+                                      partition(n, parts: p, part: part, align: 8))
             }
         }
-        let bits = scans.reduce(SIMD4<Int32>.zero) { SIMD4($0.x > $1.x ? $0.x : $1.x, $0.y > $1.y ? $0.y : $1.y,
-                                                          $0.z > $1.z ? $0.z : $1.z, $0.w > $1.w ? $0.w : $1.w) }
+        let bits = scans.reduce(SIMD4<Int32>.zero) { SIMD4($0.x > $1.bits.x ? $0.x : $1.bits.x, $0.y > $1.bits.y ? $0.y : $1.bits.y,
+                                                          $0.z > $1.bits.z ? $0.z : $1.bits.z, $0.w > $1.bits.w ? $0.w : $1.bits.w) }
         let w = OutputBounds.magnitude(ofBits: bits.x), g = OutputBounds.magnitude(ofBits: bits.y)
         let moments = PerMoment(OutputBounds.magnitude(ofBits: bits.z), OutputBounds.magnitude(ofBits: bits.w))
         if !g.isFinite { return "gradient contains NaN or infinity" }
@@ -54,16 +53,7 @@ struct DenseStep<Rule: MomentRule, A: DenseAccess> {
         if !moments[0].isFinite || !moments[1].isFinite { return "the state's moments contain NaN or infinity" }
         // A negative second moment (a dense state is caller memory) is not
         // covered by magnitude bounds: its square root is NaN. Rehearse then.
-        if two, Rule.isNonNegative(1) {
-            var negative = [Bool](repeating: false, count: p)
-            negative.withUnsafeMutableBufferPointer { out in
-                context.pool.run(parts: p) { part in
-                    out[part] = anyNegative(t.momentKind, UnsafeRawPointer(t.moments[1]),
-                                            partition(n, parts: p, part: part, align: 8))
-                }
-            }
-            if negative.contains(true) { return rehearse(context) }
-        }
+        if scans.contains(where: \.negative) { return rehearse(context) }
         let modifiers = rule.modifiers
         let gradient = Double(abs(modifiers.gradScale)) * g + Double(abs(modifiers.weightMix)) * w
         let scale = modifiers.cautiousScale != 0 ? Double(modifiers.cautiousScale) : 1
