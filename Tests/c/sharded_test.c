@@ -21,6 +21,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mlorc.h"
+#include "../support/check.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -32,23 +33,6 @@
 #define NT 4      /* tensors */
 #define STEPS 20
 
-static unsigned long checks_run;
-
-static void check_at(int ok, const char *what, const char *file, int line) {
-    ++checks_run;
-    if (!ok) {
-        fprintf(stderr, "%s:%d: check failed: %s\n", file, line, what);
-        exit(1);
-    }
-}
-#define CHECK(cond) check_at((cond) != 0, #cond, __FILE__, __LINE__)
-#define CHECK_OK(call) check_at((call) == MLORC_OK, #call " == MLORC_OK", __FILE__, __LINE__)
-
-static void *xcalloc(size_t n) {
-    void *p = calloc(n ? n : 1, 1);
-    if (!p) { fprintf(stderr, "out of memory\n"); exit(2); }
-    return p;
-}
 
 /* --------------------------------------------------------------- reducer */
 

@@ -1,5 +1,5 @@
 /*
- * check.h - CHECK and CHECK_RC for the small C tests of Tests/c. A failed
+ * check.h - CHECK, CHECK_RC and CHECK_OK (and xmalloc, xcalloc) for the C tests of Tests/c. A failed
  * check prints file:line, the expression and mlorc_last_error() of the
  * handle in `check_handle`, then exits 1. Not <assert.h>: the checks must
  * run under NDEBUG too.
@@ -34,9 +34,20 @@ static inline void check_rc_at(int rc, int want, const char *call, const char *f
 
 #define CHECK(cond) check_at((cond) != 0, #cond, __FILE__, __LINE__)
 #define CHECK_RC(call, want) check_rc_at((call), (want), #call, __FILE__, __LINE__)
+#define CHECK_OK(call) check_at((call) == MLORC_OK, #call " == MLORC_OK", __FILE__, __LINE__)
 
 static inline void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory (%lu bytes)\n", (unsigned long)n);
+        exit(2);
+    }
+    return p;
+}
+
+/* n zeroed bytes (at least 1), or exit 2. */
+static inline void *xcalloc(size_t n) {
+    void *p = calloc(n ? n : 1, 1);
     if (!p) {
         fprintf(stderr, "out of memory (%lu bytes)\n", (unsigned long)n);
         exit(2);
