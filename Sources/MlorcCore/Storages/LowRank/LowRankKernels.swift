@@ -639,10 +639,11 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: 
         A.storeWeights(rule.updatedWeights(A.loadWeights(t, e1, 8), d1), t, e1, 8)
         A.storeWeights(rule.updatedWeights(A.loadWeights(t, e2, 8), d2), t, e2, 8)
     }
-    for k in 0..<Rule.momentCount {
-        let (o, stride) = Panel.block(r1.out[k], col: j, rows: l, cols: n, full: true)
+    // The moments written out (not a loop over k): each moment's panel and
+    // coefficients are then constants of the chunk, not selected at run time.
+    @_transparent func accumulate2(_ out: UnsafeMutablePointer<Float>, _ k: Int, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>) {
+        let (o, stride) = Panel.block(out, col: j, rows: l, cols: n, full: true)
         let q1 = r1.qRow + k &* l, q2 = r2.qRow + k &* l
-        let v1 = p1[k], v2 = p2[k]
         for b in 0..<W.value {
             let ob = o + b &* stride
             store(load(ob, true, 8).addingProduct(q1[b], v1).addingProduct(q2[b], v2), ob, true, 8)
@@ -654,6 +655,8 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: 
             b &+= 1
         }
     }
+    accumulate2(r1.out.first, 0, p1.first, p2.first)
+    if Rule.momentCount > 1 { accumulate2(r1.out.second, 1, p1.second, p2.second) }
 }
 
 /// out_k[b, j..j+7] += q_k[i, b] · A_k[i, j..j+7] for every sketch column b.
