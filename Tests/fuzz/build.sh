@@ -3,12 +3,13 @@
 #   .build-fuzz/CONFIG/libmlorc.so   the library with AddressSanitizer and
 #                                    libFuzzer coverage (8-bit counters, PC
 #                                    table, comparison tracing) compiled in
-# CONFIG is FUZZ_CONFIG: debug by default (about a minute to build; the
-# optimised build takes 15-20 minutes on a 2-core machine, which the test
-# suite cannot afford), release for long runs (several times the executions
-# per second).
 #   .build-fuzz/bin/fuzz_state       the libFuzzer target (C, ASan + UBSan)
 #   .build-fuzz/bin/make_corpus      the seed corpus writer
+# CONFIG is FUZZ_CONFIG: debug by default (about a minute to build; the
+# optimised one is an instrumented release build, longer than the plain
+# release build's 8-12 minutes on a 2-core machine, which the test suite
+# cannot afford), release for long runs (several times the executions per
+# second).
 # No Package.swift change is needed: the same `mlorc` product is built with
 # extra compiler flags in its own scratch path, and the C side links it like
 # any user would. The C side uses the toolchain's clang (swiftc's compiler-rt
