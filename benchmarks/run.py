@@ -90,6 +90,8 @@ def main():
     dtypes = [d for d in args.dtypes.split(",") if d]
     if not dtypes or set(dtypes) - {"f32", "bf16"}:
         ap.error("--dtypes takes f32, bf16 or both")
+    if args.rounds < 1:
+        ap.error("--rounds takes a count of 1 or more")
     build_bench()
     torch_ok = have_torch()
     if not torch_ok:

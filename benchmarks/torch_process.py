@@ -63,12 +63,18 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rows, cols = (int(v) for v in args.shape.split("x"))
+    try:
+        rows, cols = (int(v) for v in args.shape.split("x"))
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error("--shape takes ROWSxCOLS and --threads a comma-separated list of counts")
+    if rows < 1 or cols < 1 or args.steps < 1 or min(thread_counts) < 1:
+        ap.error("--shape, --steps and --threads take positive numbers")
     if args.child is not None:
         print(json.dumps(measure(rows, cols, args.child, args.steps)))
         return
     results = []
-    for threads in [int(t) for t in args.threads.split(",")]:
+    for threads in thread_counts:
         out = subprocess.run([sys.executable, __file__, "--shape", args.shape, "--steps", str(args.steps),
                               "--child", str(threads)], check=True, capture_output=True, text=True).stdout
         results += json.loads(out.strip().splitlines()[-1])
