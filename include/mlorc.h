@@ -563,8 +563,11 @@ int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t c
  * moments; s, V and the sketch matrices are replicated). The rank calls
  * mlorc_step_sharded with its shards of the same global tensors in the same
  * order; the step exchanges only small sums through the handle's reducer.
- * AdamW, Lion, ADOPT, CAME and MoFaSGD, f32 tensors, dense and low-rank
- * storage (CAME reduces its column statistics, the means of its row
+ * AdamW, Lion, ADOPT, CAME, MoFaSGD, Prodigy and DAdapt-Lion, f32 tensors,
+ * dense and low-rank storage (Prodigy and DAdapt-Lion: every rank passes its
+ * copy of the same group state, which every rank advances alike; a shard
+ * keeps the statistics samples of the whole matrix that fall in its rows,
+ * so the estimate is the whole matrices' up to rounding; CAME reduces its column statistics, the means of its row
  * statistics and its clipping RMS too; a CAME shard of exactly one row of a
  * matrix is refused with MLORC_ERROR_INVALID_ARGUMENT: its state would be a
  * vector's; MoFaSGD's dense storage gathers the new momentum, global_rows x
@@ -633,9 +636,10 @@ int mlorc_state_init_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layo
                              size_t state_bytes);
 
 /* One step of `count` tensors, tensor i being shards[i] of its matrix (the
- * other arguments as mlorc_step_group; group must be NULL for the rules
- * that take a sharded step). Every rank passes the same count, lr, handle
- * settings and tensors (its shards of them, with states at the same step).
+ * other arguments as mlorc_step_group: Prodigy and DAdapt-Lion take their
+ * group state, the other rules NULL). Every rank passes the same count, lr,
+ * handle settings, group state (its own copy, the same bytes) and tensors
+ * (its shards of them, with states at the same step).
  *
  * Without a reducer every shard must be its whole matrix, and the call is
  * exactly mlorc_step (bit for bit). With one, the step is the MLorc step of
@@ -659,7 +663,9 @@ int mlorc_state_init_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layo
  * storage, plus 3 per power iteration. MoFaSGD: 88 bytes per tensor, plus
  * 8 global_rows n (dense), 8 (1 + q)(l(l+1) + l n) at a low-rank tensor's
  * first step (the randomized SVD of G) and 8 (r n + 9 r^2 + 2 r) at the
- * others (GᵀU, UᵀGV, the QR of [U | GV]), in 3 to 5 reducer calls. */
+ * others (GᵀU, UᵀGV, the QR of [U | GV]), in 3 to 5 reducer calls. Prodigy
+ * (k = 2) and DAdapt-Lion (k = 1) as AdamW and Lion, plus 16 bytes per step
+ * (the estimate's two sums). */
 int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const mlorc_shard *shards, size_t count,
                        double lr, void *group, size_t group_bytes);
 
@@ -681,10 +687,13 @@ int mlorc_step_sharded(mlorc_optimizer *opt, const mlorc_tensor *tensors, const 
  * it to its global row and to its replicated part: a record that is
  * damaged, moved to another row, or from another state or step is refused.
  * The replicated part (s, Vt, the header of the whole matrix) carries its
- * own checksum. States of AdamW, Lion, ADOPT, CAME and MoFaSGD (dense and
- * low-rank, any dtype, master weights, bf16 state) split; other rules'
- * states (GaLore, Prodigy, DAdapt-Lion) are refused with
- * MLORC_ERROR_INVALID_ARGUMENT. Each call says why it refused into
+ * own checksum. States of AdamW, Lion, ADOPT, CAME, MoFaSGD, Prodigy and
+ * DAdapt-Lion (dense and low-rank, any dtype, master weights, bf16 state)
+ * split; a D-adaptation row record also holds the row's statistics samples
+ * (every stride-th element of the matrix: ceil(cols / stride) floats per
+ * array, zero-padded where the row holds fewer). The group state is not part
+ * of a tensor's state: save it once, as the replicated part. GaLore's states
+ * are refused with MLORC_ERROR_INVALID_ARGUMENT. Each call says why it refused into
  * `why` (`why_bytes` bytes with its NUL; may be NULL), as mlorc_state_check
  * does. */
 
@@ -722,8 +731,10 @@ int mlorc_state_join(const void *shared, size_t shared_bytes, const mlorc_shard 
 /* Writes into `out` the state `state` of a dense tensor as the state of the
  * same elements seen as a rows x cols tensor (rows * cols elements as
  * before): a 1-D parameter is a 1 x n row for one trainer and n x 1 (so that
- * its rows can be sharded) for another. Dense states without statistics
- * (AdamW, Lion, ADOPT, MoFaSGD) of whole tensors; anything else is refused
+ * its rows can be sharded) for another. Dense states of whole tensors
+ * without statistics shaped by the tensor (AdamW, Lion, ADOPT, MoFaSGD, and
+ * Prodigy and DAdapt-Lion, whose samples are by flat index); anything else
+ * is refused
  * with nothing written
  * (MLORC_ERROR_INVALID_ARGUMENT; MLORC_ERROR_INVALID_SHAPE for another
  * element count). `out` may be `state`. */

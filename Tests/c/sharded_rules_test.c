@@ -1,6 +1,8 @@
 /*
  * sharded_rules_test.c - mlorc_step_sharded for the rules outside the
- * MomentPlan family (CAME, MoFaSGD), with threads playing the ranks.
+ * MomentPlan family (CAME, MoFaSGD) and for the D-adaptation rules (Prodigy,
+ * DAdapt-Lion: a group state every rank holds and advances alike), with
+ * threads playing the ranks.
  *
  * The same in-process reducer as sharded_test.c (a barrier; every rank sums
  * the ranks' buffers in rank order, so all get the same bits). The model:
@@ -19,6 +21,11 @@
  *    state is sized (CAME).
  * MoFaSGD likewise (dense storage gathers the new momentum: its exact SVD),
  * with gradients of full numerical rank (see full_rank_gradients).
+ * Prodigy and DAdapt-Lion likewise, with statistics strides 1 and 11 (whose
+ * samples fall unevenly on the shards): the group states are bit-identical
+ * on every rank and their estimate d is the unsharded run's within
+ * TOLERANCE; refusals also for a damaged group state on one rank and for
+ * ranks whose group states differ.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mlorc.h"
@@ -114,12 +121,23 @@ static float gradient(int t, int step, int64_t i, int64_t j) {
     return (float)x;
 }
 
-typedef struct config { const char *name; int rule; int storage; int power_iterations; } config;
+typedef struct config {
+    const char *name;
+    int rule, storage, power_iterations;
+    int stats_stride;  /* D-adaptation rules (lr 1, d0 1e-3, a group state); 0 for the others */
+} config;
+
+static int adapts(const config *c) { return c->stats_stride > 0; }
+static double lr_of(const config *c) { return adapts(c) ? 1.0 : LR; }
 
 static mlorc_optimizer *make(const config *c) {
     mlorc_optimizer *opt;
     CHECK_OK(mlorc_create(&opt, c->rule));
     CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_RANK, 4));
+    if (adapts(c)) {
+        CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_STATS_STRIDE, c->stats_stride));
+        CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_D0, 1e-3));
+    }
     CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_POWER_ITERATIONS, c->power_iterations));
     CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_WEIGHT_DECAY, 0.01));
     full_rank_gradients = c->rule == MLORC_RULE_MOFASGD;
@@ -177,6 +195,8 @@ static void shard_free(shard_set *z) {
 
 typedef struct rank_run {
     rank_ctx ctx;
+    const config *c;
+    unsigned char group[MLORC_GROUP_STATE_BYTES];  /* D-adaptation rules */
     int steps;
     shard_set z;
     mlorc_optimizer *opt;
@@ -191,7 +211,8 @@ static void *run_steps(void *arg) {
     r->status = MLORC_OK;
     for (step = 0; step < r->steps && r->status == MLORC_OK; ++step) {
         if (!r->keep_grads) shard_gradients(&r->z, r->first_step + step);
-        r->status = mlorc_step_sharded(r->opt, r->z.t, r->z.s, NT, LR, NULL, 0);
+        r->status = mlorc_step_sharded(r->opt, r->z.t, r->z.s, NT, lr_of(r->c), adapts(r->c) ? r->group : NULL,
+                                       adapts(r->c) ? sizeof r->group : 0);
     }
     r->first_step += step;
     return NULL;
@@ -214,7 +235,9 @@ static void start_ranks(rank_run *runs, world *w, const config *c, int ranks) {
         memset(&runs[r], 0, sizeof runs[r]);
         runs[r].ctx.w = w;
         runs[r].ctx.rank = r;
+        runs[r].c = c;
         runs[r].opt = make(c);
+        if (adapts(c)) CHECK_OK(mlorc_group_state_init(runs[r].opt, runs[r].group, sizeof runs[r].group));
         CHECK_OK(mlorc_set_reducer(runs[r].opt, thread_sum, &runs[r].ctx));
         shard_init(&runs[r].z, runs[r].opt, c, ranks, r);
     }
@@ -226,17 +249,28 @@ static void stop_ranks(rank_run *runs, world *w, int ranks) {
     pthread_barrier_destroy(&w->barrier);
 }
 
-/* The unsharded run: one rank, whole shards, no reducer (= mlorc_step). */
-static void reference(const config *c, shard_set *z, int steps, int through_step) {
+/* The unsharded run: one rank, whole shards, no reducer (= mlorc_step, or
+ * mlorc_step_group with the D-adaptation rules' group state `group`). */
+static void reference(const config *c, shard_set *z, int steps, int through_step, unsigned char *group) {
     mlorc_optimizer *opt = make(c);
+    unsigned char own[MLORC_GROUP_STATE_BYTES];
+    void *g = adapts(c) ? (group ? group : own) : NULL;
+    size_t gb = g ? MLORC_GROUP_STATE_BYTES : 0;
     int step;
     shard_init(z, opt, c, 1, 0);
+    if (g) CHECK_OK(mlorc_group_state_init(opt, g, gb));
     for (step = 0; step < steps; ++step) {
         shard_gradients(z, step);
-        if (through_step) CHECK_OK(mlorc_step(opt, z->t, NT, LR));
-        else CHECK_OK(mlorc_step_sharded(opt, z->t, z->s, NT, LR, NULL, 0));
+        if (through_step) CHECK_OK(mlorc_step_group(opt, z->t, NT, lr_of(c), g, gb));
+        else CHECK_OK(mlorc_step_sharded(opt, z->t, z->s, NT, lr_of(c), g, gb));
     }
     mlorc_free(opt);
+}
+
+static double estimate(const unsigned char *group) {
+    mlorc_group_info info;
+    CHECK_OK(mlorc_group_state_inspect(group, MLORC_GROUP_STATE_BYTES, &info));
+    return info.d;
 }
 
 /* ---------------------------------------------------- the state's parts */
@@ -248,8 +282,8 @@ static int info_rule_is_came(const shard_set *z, int t) {
 }
 
 /* MoFaSGD's payload: the momentum (dense, or U, s, Vt). CAME's: the first moment (dense rows x cols, or U rows x r, s, Vt),
- * then r (rows), c (cols) and, for a matrix, R (rows), C (cols). */
-typedef struct parts { const unsigned char *replicated_factors, *c, *big_c; size_t factor_bytes; } parts;
+ * then r (rows), c (cols) and, for a matrix, R (rows), C (cols). Prodigy's: two moments, then its statistics. */
+typedef struct parts { const unsigned char *replicated_factors, *second_factors, *c, *big_c; size_t factor_bytes; } parts;
 
 static parts state_parts(const shard_set *z, int t) {
     mlorc_state_info info;
@@ -260,6 +294,8 @@ static parts state_parts(const shard_set *z, int t) {
     moment = info.storage == MLORC_STORAGE_LOWRANK ? info.rank * (m + n + 1) : m * n;
     p.replicated_factors = info.storage == MLORC_STORAGE_LOWRANK ? z->state[t] + 128 + 4 * m * info.rank : NULL;
     p.factor_bytes = info.storage == MLORC_STORAGE_LOWRANK ? (size_t)(4 * info.rank * (n + 1)) : 0;
+    p.second_factors = info.storage == MLORC_STORAGE_LOWRANK && info.rule == MLORC_RULE_PRODIGY
+        ? p.replicated_factors + 4 * moment : NULL;
     p.c = came ? z->state[t] + 128 + 4 * (moment + m) : NULL;
     p.big_c = vector || !came ? NULL : z->state[t] + 128 + 4 * (moment + 2 * m + n);
     return p;
@@ -288,7 +324,8 @@ static void compare_with_reference(const config *c, int ranks) {
     shard_set ref;
     int t, r;
     double worst = 0;
-    reference(c, &ref, STEPS, 1);
+    unsigned char ref_group[MLORC_GROUP_STATE_BYTES];
+    reference(c, &ref, STEPS, 1, ref_group);
     start_ranks(runs, &w, c, ranks);
     for (r = 0; r < ranks; ++r) runs[r].steps = STEPS;
     run_ranks(runs, ranks);
@@ -315,11 +352,23 @@ static void compare_with_reference(const config *c, int ranks) {
             if (p0.big_c)
                 CHECK(memcmp(p0.big_c, pr.big_c, (size_t)(4 * COLS[t])) == 0);
             if (p0.replicated_factors) CHECK(memcmp(p0.replicated_factors, pr.replicated_factors, p0.factor_bytes) == 0);
+            if (p0.second_factors) CHECK(memcmp(p0.second_factors, pr.second_factors, p0.factor_bytes) == 0);
+            /* The group state: the same bits on every rank. */
+            if (adapts(c)) CHECK(memcmp(runs[0].group, runs[r].group, MLORC_GROUP_STATE_BYTES) == 0);
         }
         CHECK(moved > 0);
         if (diff / moved > worst) worst = diff / moved;
         if (diff > TOLERANCE * moved) fprintf(stderr, "tensor %d: %.3e of %.3e\n", t, diff, moved);
         CHECK(diff <= TOLERANCE * moved);
+    }
+    if (adapts(c)) {
+        /* The estimate: sums over the same samples, reassociated, of inputs
+         * that differ by the weights' rounding (above): within TOLERANCE. */
+        double d = estimate(runs[0].group), d_ref = estimate(ref_group);
+        printf("  %-26s %d ranks: d = %.6e, unsharded %.6e (relative %.1e)\n", c->name, ranks, d, d_ref,
+               fabs(d - d_ref) / d_ref);
+        CHECK(d > 1e-3);  /* it moved from d0 */
+        CHECK(fabs(d - d_ref) <= TOLERANCE * d_ref);
     }
     printf("  %-26s %d ranks: max |W_sharded - W| / max |W - W0| = %.2e (tolerance %.0e), %ld reducer calls\n",
            c->name, ranks, worst, TOLERANCE, w.calls);
@@ -340,9 +389,18 @@ static void count_values(const config *c) {
     start_ranks(runs, &w, c, 2);
     for (r = 0; r < 2; ++r) runs[r].steps = 1;
     run_ranks(runs, 2);
+    if (adapts(c)) expected += 2;  /* the estimate's numerator and denominator */
     for (t = 0; t < NT; ++t) {
         mlorc_state_info info;
         CHECK_OK(mlorc_state_inspect(runs[0].z.state[t], runs[0].z.bytes[t], &info));
+        if (adapts(c)) {
+            /* as AdamW/Lion (mlorc.h): 18 values per tensor, k moments of sketch products */
+            long k = c->rule == MLORC_RULE_PRODIGY ? 2 : 1;
+            expected += 18 + (info.storage == MLORC_STORAGE_LOWRANK ? k * (1 + q) * (l * (l + 1) + l * COLS[t]) : 0);
+            if (info.storage == MLORC_STORAGE_LOWRANK) calls = 5 + 3 * q;
+            else if (t == 0) calls = 3;
+            continue;
+        }
         if (c->rule == MLORC_RULE_MOFASGD) {
             /* the first step: the randomized SVD of G, or the gathered dense momentum */
             expected += 11 + (info.storage == MLORC_STORAGE_LOWRANK ? (1 + q) * (l * (l + 1) + l * COLS[t])
@@ -371,8 +429,10 @@ static void count_values(const config *c) {
 static void whole_matrix_is_mlorc_step(const config *c) {
     shard_set a, b;
     int t;
-    reference(c, &a, 5, 1);
-    reference(c, &b, 5, 0);
+    unsigned char ga[MLORC_GROUP_STATE_BYTES], gb[MLORC_GROUP_STATE_BYTES];
+    reference(c, &a, 5, 1, ga);
+    reference(c, &b, 5, 0, gb);
+    if (adapts(c)) CHECK(memcmp(ga, gb, sizeof ga) == 0);
     for (t = 0; t < NT; ++t) {
         CHECK(memcmp(a.w[t], b.w[t], (size_t)(ROWS[t] * COLS[t]) * 4) == 0);
         CHECK(a.bytes[t] == b.bytes[t] && memcmp(a.state[t], b.state[t], a.bytes[t]) == 0);
@@ -383,10 +443,14 @@ static void whole_matrix_is_mlorc_step(const config *c) {
 
 /* ------------------------------------------------------------- refusals */
 
-typedef struct snapshot { unsigned char *bytes[MAX_RANKS][2 * NT]; } snapshot;
+typedef struct snapshot {
+    unsigned char *bytes[MAX_RANKS][2 * NT];
+    unsigned char group[MAX_RANKS][MLORC_GROUP_STATE_BYTES];
+} snapshot;
 
 static void take(snapshot *s, rank_run *runs, int ranks) {
     int r, t;
+    for (r = 0; r < ranks; ++r) memcpy(s->group[r], runs[r].group, MLORC_GROUP_STATE_BYTES);
     for (r = 0; r < ranks; ++r)
         for (t = 0; t < NT; ++t) {
             size_t wb = (size_t)(runs[r].z.t[t].rows * COLS[t]) * 4;
@@ -399,6 +463,7 @@ static void take(snapshot *s, rank_run *runs, int ranks) {
 
 static int unchanged(snapshot *s, rank_run *runs, int ranks) {
     int r, t, same = 1;
+    for (r = 0; r < ranks; ++r) same &= memcmp(s->group[r], runs[r].group, MLORC_GROUP_STATE_BYTES) == 0;
     for (r = 0; r < ranks; ++r)
         for (t = 0; t < NT; ++t) {
             size_t wb = (size_t)(runs[r].z.t[t].rows * COLS[t]) * 4;
@@ -469,6 +534,19 @@ static void refusals(const config *c, int ranks) {
     refused(runs, ranks, MLORC_ERROR_STATE_MISMATCH, MLORC_ERROR_STATE_MISMATCH, -1, "settings differ");
     CHECK_OK(mlorc_set_param(runs[1].opt, MLORC_PARAM_SEED, 0));
 
+    if (adapts(c)) {
+        unsigned char saved[MLORC_GROUP_STATE_BYTES];
+        memcpy(saved, runs[1].group, sizeof saved);
+        /* A damaged group state on one rank: its status there and everywhere. */
+        runs[1].group[30] ^= 1;
+        refused(runs, ranks, MLORC_ERROR_STATE_CORRUPTED, MLORC_ERROR_STATE_CORRUPTED, 1, "damaged group state");
+        CHECK(strstr(mlorc_last_error(runs[0].opt), "another rank") != NULL);
+        /* Valid group states that differ (one rank's is fresh). */
+        CHECK_OK(mlorc_group_state_init(runs[1].opt, runs[1].group, sizeof runs[1].group));
+        refused(runs, ranks, MLORC_ERROR_STATE_MISMATCH, MLORC_ERROR_STATE_MISMATCH, -1, "group states differ");
+        memcpy(runs[1].group, saved, sizeof saved);
+    }
+
     /* Still steps after the refusals. */
     for (r = 0; r < ranks; ++r) runs[r].steps = 1;
     run_ranks(runs, ranks);
@@ -494,15 +572,19 @@ static void one_row_shard(void) {
 }
 
 int main(void) {
-    static const config cs[6] = {{"CAME (MLorc first moment)", MLORC_RULE_CAME, MLORC_STORAGE_AUTO, 0},
-                                 {"CAME dense", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, 0},
-                                 {"CAME MLorc, 1 power it.", MLORC_RULE_CAME, MLORC_STORAGE_AUTO, 1},
-                                 {"MoFaSGD (auto storage)", MLORC_RULE_MOFASGD, MLORC_STORAGE_AUTO, 0},
-                                 {"MoFaSGD dense", MLORC_RULE_MOFASGD, MLORC_STORAGE_DENSE, 0},
-                                 {"MoFaSGD, 1 power it.", MLORC_RULE_MOFASGD, MLORC_STORAGE_AUTO, 1}};
+    static const config cs[10] = {{"CAME (MLorc first moment)", MLORC_RULE_CAME, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"CAME dense", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, 0, 0},
+                                 {"CAME MLorc, 1 power it.", MLORC_RULE_CAME, MLORC_STORAGE_AUTO, 1, 0},
+                                 {"MoFaSGD (auto storage)", MLORC_RULE_MOFASGD, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"MoFaSGD dense", MLORC_RULE_MOFASGD, MLORC_STORAGE_DENSE, 0, 0},
+                                 {"MoFaSGD, 1 power it.", MLORC_RULE_MOFASGD, MLORC_STORAGE_AUTO, 1, 0},
+                                 {"Prodigy (auto), stride 1", MLORC_RULE_PRODIGY, MLORC_STORAGE_AUTO, 0, 1},
+                                 {"Prodigy dense, stride 11", MLORC_RULE_PRODIGY, MLORC_STORAGE_DENSE, 0, 11},
+                                 {"DAdapt-Lion, stride 11", MLORC_RULE_DADAPT_LION, MLORC_STORAGE_AUTO, 0, 11},
+                                 {"DAdapt-Lion, 1 power it.", MLORC_RULE_DADAPT_LION, MLORC_STORAGE_AUTO, 1, 1}};
     int k;
-    printf("sharded steps of CAME and MoFaSGD, threads as ranks:\n");
-    for (k = 0; k < 6; ++k) {
+    printf("sharded steps of CAME, MoFaSGD, Prodigy and DAdapt-Lion, threads as ranks:\n");
+    for (k = 0; k < 10; ++k) {
         compare_with_reference(&cs[k], 2);
         compare_with_reference(&cs[k], 3);
         whole_matrix_is_mlorc_step(&cs[k]);
@@ -513,6 +595,9 @@ int main(void) {
     refusals(&cs[1], 3);
     refusals(&cs[3], 2);
     refusals(&cs[4], 3);
+    refusals(&cs[6], 3);
+    refusals(&cs[7], 2);
+    refusals(&cs[8], 2);
     one_row_shard();
     printf("sharded_rules_test: %lu checks passed\n", checks_run);
     return 0;

@@ -15,7 +15,10 @@
  *    record, swapped records, records of another step, a damaged or short
  *    replicated part, other global rows, rows outside the matrix, a wrong
  *    record size, a small output, NULL pointers, and a rule whose state has
- *    no row layout (GaLore); CAME and MoFaSGD states split as the others;
+ *    no row layout (GaLore); CAME and MoFaSGD states split as the others,
+ *    and so do Prodigy's and DAdapt-Lion's, whose sampled statistics (every
+ *    stride-th element of the matrix) fall unevenly on the rows: strides 1,
+ *    3 and 11 (not dividing the 20 columns) and 64 (rows without samples);
  *  - mlorc_state_reshape: a dense state as the state of another shape of the
  *    same elements and back, bit for bit; refusals (low-rank, a shard, CAME,
  *    another element count) with nothing written.
@@ -41,12 +44,14 @@ typedef struct blob { unsigned char *bytes; size_t size; } blob;
 typedef struct config {
     const char *name;
     int rule, storage, dtype, master, bf16_state;
+    int stats_stride;  /* D-adaptation rules (they step with a group state); 0 for the others */
 } config;
 
 static mlorc_optimizer *make(const config *c) {
     mlorc_optimizer *opt;
     CHECK_OK(mlorc_create(&opt, c->rule));
     CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_RANK, 3));
+    if (c->stats_stride) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_STATS_STRIDE, c->stats_stride));
     if (c->master) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_MASTER_WEIGHTS, 1));
     if (c->bf16_state) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_STATE_DTYPE, MLORC_DTYPE_BF16));
     return opt;
@@ -59,6 +64,7 @@ static blob trained(const config *c, int steps) {
     mlorc_tensor_layout layout = {ROWS, COLS, c->dtype, c->storage};
     size_t elem = c->dtype == MLORC_DTYPE_F32 ? 4 : 2;
     unsigned char *w = xcalloc(ROWS * COLS * elem), *g = xcalloc(ROWS * COLS * elem);
+    unsigned char group[MLORC_GROUP_STATE_BYTES];
     blob s;
     int step, e;
     for (e = 0; e < ROWS * COLS; ++e) {
@@ -69,6 +75,7 @@ static blob trained(const config *c, int steps) {
     CHECK_OK(mlorc_state_size(opt, &layout, &s.size));
     s.bytes = xcalloc(s.size);
     CHECK_OK(mlorc_state_init_with_param(opt, &layout, 77, w, s.bytes, s.size));
+    if (c->stats_stride) CHECK_OK(mlorc_group_state_init(opt, group, sizeof group));
     for (step = 0; step < steps; ++step) {
         mlorc_tensor t;
         for (e = 0; e < ROWS * COLS; ++e) {
@@ -84,7 +91,8 @@ static blob trained(const config *c, int steps) {
         t.rows = ROWS;
         t.cols = COLS;
         t.dtype = c->dtype;
-        CHECK_OK(mlorc_step(opt, &t, 1, 1e-2));
+        if (c->stats_stride) CHECK_OK(mlorc_step_group(opt, &t, 1, 1.0, group, sizeof group));
+        else CHECK_OK(mlorc_step(opt, &t, 1, 1e-2));
     }
     free(w);
     free(g);
@@ -187,18 +195,24 @@ static void fresh_shard_is_init_sharded(const config *c) {
 
 static void round_trips(void) {
     static const config configs[] = {
-        {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
-        {"MLorc-Lion", MLORC_RULE_LION, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
-        {"MLorc-ADOPT", MLORC_RULE_ADOPT, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
-        {"AdamW dense", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0},
-        {"ADOPT dense", MLORC_RULE_ADOPT, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0},
-        {"MLorc-AdamW bf16, master", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 1, 0},
-        {"AdamW dense bf16 state", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 1},
-        {"MLorc-Lion bf16 state", MLORC_RULE_LION, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 0, 1},
-        {"CAME dense", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0},
-        {"CAME low-rank", MLORC_RULE_CAME, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
-        {"MoFaSGD low-rank", MLORC_RULE_MOFASGD, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0},
-        {"MoFaSGD dense", MLORC_RULE_MOFASGD, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0},
+        {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0},
+        {"MLorc-Lion", MLORC_RULE_LION, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0},
+        {"MLorc-ADOPT", MLORC_RULE_ADOPT, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0},
+        {"AdamW dense", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 0},
+        {"ADOPT dense", MLORC_RULE_ADOPT, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 0},
+        {"MLorc-AdamW bf16, master", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 1, 0, 0},
+        {"AdamW dense bf16 state", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 1, 0},
+        {"MLorc-Lion bf16 state", MLORC_RULE_LION, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 0, 1, 0},
+        {"CAME dense", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 0},
+        {"CAME low-rank", MLORC_RULE_CAME, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0},
+        {"MoFaSGD low-rank", MLORC_RULE_MOFASGD, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0},
+        {"MoFaSGD dense", MLORC_RULE_MOFASGD, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 0},
+        {"Prodigy low-rank, stride 1", MLORC_RULE_PRODIGY, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 1},
+        {"Prodigy dense, stride 11", MLORC_RULE_PRODIGY, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 11},
+        {"Prodigy dense, stride 64", MLORC_RULE_PRODIGY, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 64},
+        {"Prodigy bf16, master, str. 11", MLORC_RULE_PRODIGY, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_BF16, 1, 0, 11},
+        {"DAdapt-Lion low-rank, str. 3", MLORC_RULE_DADAPT_LION, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 3},
+        {"DAdapt-Lion dense, stride 11", MLORC_RULE_DADAPT_LION, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 11},
     };
     size_t i;
     for (i = 0; i < sizeof configs / sizeof configs[0]; ++i) {
@@ -235,7 +249,7 @@ static void refused_join(const char *what, int want, const unsigned char *shared
 }
 
 static void refusals(void) {
-    const config adamw = {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0};
+    const config adamw = {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0};
     blob whole = trained(&adamw, STEPS), later = trained(&adamw, STEPS + 1);
     cut k = split(&whole), next = split(&later);
     size_t rb = k.row_bytes, full = whole.size, n = ROWS * rb;
@@ -292,7 +306,7 @@ static void refusals(void) {
 
     /* A rule whose state has no row layout. */
     {
-        const config galore = {"GaLore", MLORC_RULE_GALORE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0};
+        const config galore = {"GaLore", MLORC_RULE_GALORE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0};
         blob s = trained(&galore, 1);
         CHECK(mlorc_state_split_size(s.bytes, s.size, &a, &b, why, sizeof why) == MLORC_ERROR_INVALID_ARGUMENT);
         printf("  refused (GaLore state): %s\n", why);
@@ -307,9 +321,9 @@ static void refusals(void) {
 }
 
 static void reshapes(void) {
-    const config dense = {"AdamW dense", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0};
-    const config lowrank = {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0};
-    const config came = {"CAME", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0};
+    const config dense = {"AdamW dense", MLORC_RULE_ADAMW, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 0};
+    const config lowrank = {"MLorc-AdamW", MLORC_RULE_ADAMW, MLORC_STORAGE_LOWRANK, MLORC_DTYPE_F32, 0, 0, 0};
+    const config came = {"CAME", MLORC_RULE_CAME, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 0};
     blob s = trained(&dense, STEPS), l = trained(&lowrank, STEPS), c = trained(&came, 1);
     unsigned char *column = xcalloc(s.size), *back = xcalloc(s.size), *copy = xcalloc(s.size);
     mlorc_state_info info;
@@ -342,6 +356,19 @@ static void reshapes(void) {
         cut_free(&k);
     }
     for (i = 0; i < s.size; ++i) CHECK(back[i] == 0xAB);
+    {  /* D-adaptation samples go by flat index: a dense state reshapes, bit for bit back */
+        const config prodigy = {"Prodigy dense", MLORC_RULE_PRODIGY, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 11};
+        blob p = trained(&prodigy, STEPS);
+        unsigned char *flat = xcalloc(p.size), *again = xcalloc(p.size);
+        CHECK_OK(mlorc_state_reshape(p.bytes, p.size, ROWS * COLS, 1, flat, p.size, why, sizeof why));
+        CHECK_OK(mlorc_state_inspect(flat, p.size, &info));
+        CHECK(info.rows == ROWS * COLS && info.cols == 1);
+        CHECK_OK(mlorc_state_reshape(flat, p.size, ROWS, COLS, again, p.size, why, sizeof why));
+        CHECK(memcmp(again, p.bytes, p.size) == 0);
+        free(flat);
+        free(again);
+        free(p.bytes);
+    }
     free(column);
     free(back);
     free(copy);

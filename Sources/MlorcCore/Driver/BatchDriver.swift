@@ -13,22 +13,7 @@ extension Optimizer {
             throw MlorcError(.invalidArgument, "lr = \(lr) must be finite and >= 0")
         }
         let entry = rule.entry
-        var binding: GroupBinding?
-        if entry.groupState {
-            guard let group else {
-                throw MlorcError(.nullPointer, "rule \(rule) estimates its step size over a group of tensors: step it with a group state (mlorc_step_group)")
-            }
-            let g = try GroupState.read(group, bytes: groupBytes)
-            guard g.rule == rule else {
-                throw MlorcError(.stateMismatch, "group state belongs to rule \(g.rule) but this optimizer is \(rule)")
-            }
-            guard g.step + 1 < StateFormat.stepLimit else {
-                throw MlorcError(.stateCorrupted, "group state step counter \(g.step) is at its limit (2^53 - 1)")
-            }
-            binding = GroupBinding(state: g, pointer: group)
-        } else if group != nil {
-            throw MlorcError(.invalidArgument, "rule \(rule) keeps no group state: pass NULL")
-        }
+        let binding = try bindGroup(group, bytes: groupBytes)
         // No tensors: the checks above are the whole call (the group state is not advanced).
         if args.isEmpty { return }
         var tensors: [Prepared] = []
@@ -38,6 +23,26 @@ extension Optimizer {
         }
         try Self.checkNoOverlap(tensors, group: group)
         try entry.step(self, tensors, lr, binding)
+    }
+
+    /// The group state of a D-adaptation rule, read and checked (nil for
+    /// the other rules, which must get none).
+    func bindGroup(_ group: UnsafeMutableRawPointer?, bytes: Int) throws(MlorcError) -> GroupBinding? {
+        guard rule.entry.groupState else {
+            guard group == nil else { throw MlorcError(.invalidArgument, "rule \(rule) keeps no group state: pass NULL") }
+            return nil
+        }
+        guard let group else {
+            throw MlorcError(.nullPointer, "rule \(rule) estimates its step size over a group of tensors: step it with a group state (mlorc_step_group)")
+        }
+        let g = try GroupState.read(group, bytes: bytes)
+        guard g.rule == rule else {
+            throw MlorcError(.stateMismatch, "group state belongs to rule \(g.rule) but this optimizer is \(rule)")
+        }
+        guard g.step + 1 < StateFormat.stepLimit else {
+            throw MlorcError(.stateCorrupted, "group state step counter \(g.step) is at its limit (2^53 - 1)")
+        }
+        return GroupBinding(state: g, pointer: group)
     }
 
     /// Runs `plan` over validated tensors.

@@ -210,18 +210,25 @@ struct MomentAdaptation<Rule: MomentRule> {
     }
 
     mutating func reduce(_ steps: inout [MomentTensorStep<Rule>], hyper: Hyperparameters) throws(MlorcError) {
-        var total = DAdaptation.Contribution()
-        for s in steps {
-            let c = contribution(Self.statistics(s.tensor, s.rule), s.rule, false)
-            total.numerator += c.numerator
-            total.denominator += c.denominator
-        }
+        let total = steps.reduce(DAdaptation.Contribution()) { $0 + localContribution($1.tensor, $1.rule) }
+        let next = try advance(total, hyper: hyper)
+        for i in steps.indices { steps[i].rule = refresh(steps[i].rule, next) }
+    }
+
+    /// What a tensor (or row shard) adds to the estimate's sums, read-only.
+    func localContribution(_ t: Optimizer.Prepared, _ rule: Rule) -> DAdaptation.Contribution {
+        contribution(Self.statistics(t, rule), rule, false)
+    }
+
+    /// The group state after this step, from the sums over every tensor
+    /// (of every rank); kept for finish().
+    mutating func advance(_ total: DAdaptation.Contribution, hyper: Hyperparameters) throws(MlorcError) -> GroupState {
         let next = DAdaptation.update(binding.state, total: total, hyper: hyper, lr: lr)
         guard total.numerator.isFinite, total.denominator.isFinite, next.d.isFinite, next.numerator.isFinite else {
             throw MlorcError(.nonFinite, "the step-size estimate overflows (numerator \(total.numerator), denominator \(total.denominator)); step refused, nothing was changed")
         }
-        for i in steps.indices { steps[i].rule = refresh(steps[i].rule, next) }
         self.next = next
+        return next
     }
 
     func write(_ t: Optimizer.Prepared, _ rule: Rule) { _ = contribution(Self.statistics(t, rule), rule, true) }

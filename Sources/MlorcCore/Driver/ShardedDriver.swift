@@ -3,9 +3,10 @@
 /// call per phase for the whole batch. Phases (docs/architecture.md,
 /// "Sharded steps"), each ending in one reduction:
 ///   1 agreement: each rank's validation verdict, the row partition, the
-///     states' and settings' signature, OrthoGrad/clipping sums, and for
-///     rules whose first moment is not linear the fix statistics;
-///   2 sketch: non-finite verdict, the fix statistics (linear rules);
+///     states', settings' and group state's signature, OrthoGrad/clipping
+///     sums, and for rules whose first moment is not linear the fix statistics;
+///   2 sketch: non-finite verdict, the fix statistics (linear rules), the
+///     D-adaptation sums (the step-size estimate, alike on every rank);
 ///   3 cautious masking's kept count (only with the option);
 ///   4 verify verdict, with the first Gram matrices YᵀY;
 ///   QR: the second Gram matrices (CholeskyQR2), a gathered Y where the
@@ -18,7 +19,7 @@ extension Optimizer {
     package func stepSharded(_ args: [TensorArgs], shards: [ShardArgs], lr: Double,
                              group: UnsafeMutableRawPointer?, groupBytes: Int) throws(MlorcError) {
         try checkShardable()
-        guard group == nil else {
+        guard rule.entry.groupState || group == nil else {
             throw MlorcError(.invalidArgument, "rule \(rule.entry.name) keeps no group state: pass NULL")
         }
         guard lr.isFinite, lr >= 0 else {
@@ -33,10 +34,10 @@ extension Optimizer {
                     }
                 } catch { throw error.inTensor(i) }
             }
-            return try step(args, lr: lr)
+            return try step(args, lr: lr, group: group, groupBytes: groupBytes)
         }
         if args.isEmpty { return }
-        try rule.entry.shardedStep!(self, ShardedBatch(args: args, shards: shards), lr)
+        try rule.entry.shardedStep!(self, ShardedBatch(args: args, shards: shards, group: group, groupBytes: groupBytes), lr)
     }
 }
 
@@ -45,6 +46,10 @@ extension Optimizer {
 struct ShardedBatch {
     let args: [TensorArgs]
     let shards: [ShardArgs]
+    /// The D-adaptation rules' group state (bound by the driver: a bad one
+    /// is a refusal voted like any other).
+    var group: UnsafeMutableRawPointer? = nil
+    var groupBytes = 0
 }
 
 /// One tensor of a sharded step on this rank.
@@ -68,6 +73,34 @@ struct ShardUnit<Rule: MomentRule> {
 extension Optimizer {
     /// The sharded step of a MomentPlan rule (`makeRule` as MomentPlan's).
     func driveSharded<Rule: MomentRule>(_ batch: ShardedBatch, _ makeRule: (UInt64) -> Rule) throws(MlorcError) {
+        try driveSharded(batch, makeRule, adaptation: nil, groupError: nil)
+    }
+
+    /// The sharded step of a D-adaptation rule: `plan` gives the rules and
+    /// the estimate's adaptation from the group state. Every rank holds the
+    /// same group state (checked in the agreement) and advances it alike.
+    func driveSharded<Rule: MomentRule>(_ batch: ShardedBatch,
+                                        adapting plan: (GroupBinding) -> ((UInt64) -> Rule, MomentAdaptation<Rule>))
+        throws(MlorcError) {
+        var binding: GroupBinding, groupError: MlorcError?
+        // A group state refused here is voted in the agreement, never thrown
+        // before it; the rules meanwhile see a fresh stand-in, never written.
+        let standIn = UnsafeMutableRawPointer.allocate(byteCount: GroupState.bytes, alignment: 16)
+        defer { standIn.deallocate() }
+        do throws(MlorcError) {
+            binding = try bindGroup(batch.group, bytes: batch.groupBytes)!
+        } catch {
+            groupError = error
+            binding = GroupBinding(state: GroupState(rule: rule, d0: hyper.d0), pointer: standIn)
+        }
+        let (makeRule, adaptation) = plan(binding)
+        try driveSharded(batch, makeRule, adaptation: adaptation, groupError: groupError)
+    }
+
+    private func driveSharded<Rule: MomentRule>(_ batch: ShardedBatch, _ makeRule: (UInt64) -> Rule,
+                                                adaptation: MomentAdaptation<Rule>?,
+                                                groupError: MlorcError?) throws(MlorcError) {
+        var adaptation = adaptation
         var context = StepContext(workspace: workspace, pool: pool, threads: hyper.threads)
         defer { workspace = context.workspace }
         var exchange = ShardExchange(reduce: reducer!)
@@ -94,9 +127,11 @@ extension Optimizer {
                                      rowBegin: place?.rowBegin ?? 0, region: UnsafeMutablePointer(bitPattern: 64)!)
             } catch { errors[i] = error.inTensor(i) }
         }
-        var batchError: MlorcError?
-        if !errors.contains(where: { $0 != nil }) {
-            do throws(MlorcError) { try Self.checkNoOverlap(units.map { $0!.tensor }) } catch { batchError = error }
+        var batchError = groupError
+        if batchError == nil && !errors.contains(where: { $0 != nil }) {
+            do throws(MlorcError) {
+                try Self.checkNoOverlap(units.map { $0!.tensor }, group: adaptation?.binding.pointer)
+            } catch { batchError = error }
         }
         var total = 0
         for i in 0..<count where units[i]?.lowRank == true {
@@ -112,10 +147,11 @@ extension Optimizer {
 
         // Phase 1: agreement.
         let f1 = 14
-        let signature = ShardExchange.settingsSignature(hyper, rule: rule)
+        let signature = ShardExchange.settingsSignature(hyper, rule: rule,
+                                                        extra: adaptation.map { ShardExchange.groupSignature($0.binding.state) } ?? [])
         var b = try exchange.begin(2 + f1 * count, &context.workspace)
         b[0] = 1
-        b[1] = batchError == nil ? 0 : 1
+        b[1] = batchError.map { Double($0.code.rawValue) } ?? 0  // the status of a refusal of the whole batch
         for i in 0..<count {
             let s = b + 2 + f1 * i
             guard let u = units[i] else {
@@ -149,16 +185,25 @@ extension Optimizer {
         }
         var all = units.map { $0! }
 
-        // Phase 2: the sketches (and the fix statistics of linear rules).
-        b = try exchange.begin(3 * count, &context.workspace)
-        for i in 0..<count where all[i].lowRank {
-            let u = all[i], s = b + 3 * i, st = u.step(hyper)
-            let finite = try st.sketch(workspace: &context.workspace, pool: context.pool, parts: parts(u))
-            s[0] = finite ? 0 : 1
-            if Rule.isLinear(0) {
-                (s[1], s[2]) = try st.localNegativeTotals(workspace: &context.workspace, pool: context.pool, parts: parts(u))
+        // Phase 2: the sketches (and the fix statistics of linear rules), the
+        // D-adaptation sums after them (a non-finite gradient refused first).
+        b = try exchange.begin(3 * count + (adaptation != nil ? 2 : 0), &context.workspace)
+        var local = DAdaptation.Contribution()
+        for i in 0..<count {
+            let u = all[i], s = b + 3 * i
+            if u.lowRank {
+                let st = u.step(hyper)
+                let finite = try st.sketch(workspace: &context.workspace, pool: context.pool, parts: parts(u))
+                s[0] = finite ? 0 : 1
+                if Rule.isLinear(0) {
+                    (s[1], s[2]) = try st.localNegativeTotals(workspace: &context.workspace, pool: context.pool, parts: parts(u))
+                }
+            } else if adaptation != nil {
+                s[0] = u.dense(hyper).gradientIsFinite(context) ? 0 : 1
             }
+            if let adaptation { local = local + adaptation.localContribution(u.tensor, u.rule) }
         }
+        if adaptation != nil { (b[3 * count], b[3 * count + 1]) = (local.numerator, local.denominator) }
         let localSketch = (0..<count).map { b[3 * $0] }
         b = try exchange.reduce("sketch")
         for i in 0..<count {
@@ -168,6 +213,11 @@ extension Optimizer {
                     : "tensor \(i): refused on another rank: its gradient shard contains NaN or infinity (or the new moments overflow float); nothing was changed")
             }
             if Rule.isLinear(0) && all[i].lowRank { all[i].fix = Self.fixConstants(sum: b[3 * i + 1], count: b[3 * i + 2], Rule.self) }
+        }
+        if adaptation != nil {
+            let next = try adaptation!.advance(DAdaptation.Contribution(numerator: b[3 * count], denominator: b[3 * count + 1]),
+                                               hyper: hyper)
+            for i in 0..<count { all[i].rule = adaptation!.refresh(all[i].rule, next) }
         }
         for u in all where u.lowRank { u.step(hyper).applyFixToSketches() }
 
@@ -301,6 +351,7 @@ extension Optimizer {
         var lowRankIndex = 0
         for i in 0..<count {
             let u = all[i]
+            adaptation?.write(u.tensor, u.rule)  // the statistics, read before the update
             if u.lowRank {
                 let st = u.step(hyper), l = st.l, n = st.n
                 try st.updateWeights(workspace: &context.workspace, pool: context.pool, parts: parts(u))
@@ -320,6 +371,7 @@ extension Optimizer {
             header.step += 1
             StateFormat.write(header, to: u.tensor.state)
         }
+        adaptation?.finish()
     }
 
     /// c = Σ|R| / count over the negative entries (0 if none), for the non-negative slot.
@@ -450,9 +502,10 @@ struct ShardExchange {
         (s[5], s[6], s[7], s[8]) = (sig.0, sig.0 * sig.0, sig.1, sig.1 * sig.1)
     }
 
-    /// After the agreement reduction (b[0]: ranks, b[1]: overlapping buffers
-    /// somewhere, then `stride` values per tensor): this rank's own refusals,
-    /// then those of the other ranks. Returns the rank count.
+    /// After the agreement reduction (b[0]: ranks, b[1]: the summed statuses
+    /// of refusals of a whole batch (overlapping buffers, a bad group state),
+    /// then `stride` values per tensor): this rank's own refusals, then those
+    /// of the other ranks. Returns the rank count.
     static func checkRefusals(_ b: UnsafePointer<Double>, stride: Int, errors: [MlorcError?],
                               batchError: MlorcError?) throws(MlorcError) -> Double {
         let ranks = b[0]
@@ -469,7 +522,9 @@ struct ShardExchange {
         }
         if let batchError { throw batchError }
         if b[1] != 0 {
-            throw MlorcError(.invalidArgument, "another rank's buffers overlap (refused there); nothing was changed")
+            // One refusing rank gives its status; several may sum to another.
+            let code = MlorcError.Code(rawValue: Int32(exactly: b[1]) ?? 0) ?? .invalidArgument
+            throw MlorcError(code, "another rank refused the batch (status \(code.rawValue): its group state, or buffers that overlap); nothing was changed")
         }
         return ranks
     }
@@ -483,7 +538,7 @@ struct ShardExchange {
         }
         let sig = signature(h, globalRows: globalRows, settings: settings)
         guard s[5] == ranks * sig.0, s[6] == ranks * sig.0 * sig.0, s[7] == ranks * sig.1, s[8] == ranks * sig.1 * sig.1 else {
-            throw MlorcError(.stateMismatch, "tensor \(i): the ranks' states or settings differ (step count, storage, rank, tensor id, shape, or the handle's settings); every rank must step its shard of the same state with the same settings; nothing was changed")
+            throw MlorcError(.stateMismatch, "tensor \(i): the ranks' states or settings differ (step count, storage, rank, tensor id, shape, statistics stride, the handle's settings, or the group state); every rank must step its shard of the same state with the same settings; nothing was changed")
         }
     }
 
@@ -506,7 +561,7 @@ struct ShardExchange {
     static func signature(_ h: StateFormat.Header, globalRows: Int, settings: UInt64) -> (Double, Double) {
         var s = settings
         for v in [UInt64(h.rule.rawValue), UInt64(h.storage.rawValue), UInt64(h.dtype), UInt64(h.rank), h.step, h.tensorID,
-                  UInt64(h.cols), UInt64(globalRows)] { s = mix(s ^ v) }
+                  UInt64(h.cols), UInt64(globalRows), UInt64(h.statsStride)] { s = mix(s ^ v) }
         return (Double(s & 0xFFFF), Double((s >> 16) & 0xFFFF))
     }
 
@@ -517,6 +572,11 @@ struct ShardExchange {
         for v in [h.seed, UInt64(h.oversampling), UInt64(h.powerIterations), h.cautious ? 1 : 0, h.orthograd ? 1 : 0,
                   h.grams ? 1 : 0, h.clipNorm.bitPattern, h.beta1.bitPattern, h.beta2.bitPattern] + extra { s = mix(s ^ v) }
         return s
+    }
+
+    /// A D-adaptation group state as settings: every rank must hold it bit for bit.
+    static func groupSignature(_ g: GroupState) -> [UInt64] {
+        [g.step, g.d.bitPattern, g.d0.bitPattern, g.dMax.bitPattern, g.numerator.bitPattern]
     }
 
     private static func mix(_ x: UInt64) -> UInt64 {

@@ -69,7 +69,8 @@ package final class Optimizer {
         let master = hyper.masterWeights && paramDtype != F32.dtype
         let bf16Moments = hyper.bf16State && rule.entry.bf16State
         guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: localRows, cols: cols, rank: r, master: master,
-                                       bf16Moments: bf16Moments, statsStride: stride) != nil else {
+                                       bf16Moments: bf16Moments, statsStride: stride,
+                                       rowBegin: place?.rowBegin ?? 0) != nil else {
             throw MlorcError(.invalidShape, "state of a \(localRows)x\(cols) tensor would overflow the address space")
         }
         let dtype = UInt32(paramDtype) | (master ? StateFormat.Header.masterFlag : 0)

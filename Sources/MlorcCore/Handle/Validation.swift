@@ -36,7 +36,7 @@ extension Optimizer {
     /// Whether this handle's rule (and a dtype) can be stepped on row shards.
     func checkShardable(dtype: Int32? = nil) throws(MlorcError) {
         guard rule.entry.sharded else {
-            throw MlorcError(.invalidArgument, "rule \(rule.entry.name) has no sharded step (mlorc_step_sharded and mlorc_state_init_sharded take AdamW, Lion, ADOPT, CAME and MoFaSGD)")
+            throw MlorcError(.invalidArgument, "rule \(rule.entry.name) has no sharded step (mlorc_step_sharded and mlorc_state_init_sharded take AdamW, Lion, ADOPT, CAME, MoFaSGD, Prodigy and DAdapt-Lion)")
         }
         if let dtype, dtype != F32.dtype {
             throw MlorcError(.unsupportedDtype, "the sharded step takes f32 tensors only in this version, not \(dtypeName(dtype))")

@@ -25,13 +25,14 @@ struct RuleEntry {
     var bf16State = false
     /// Low-rank storage needs rankFactor·rank <= min(rows, cols).
     var lowRankRankFactor = 1
-    /// Floats the payload holds after the moments (statistics).
-    var extraFloats: (_ rows: Int, _ cols: Int, _ statsStride: Int) -> Int = { _, _, _ in 0 }
+    /// Floats the payload holds after the moments (statistics), for a
+    /// tensor of rows x cols whose first row is row `rowBegin` of its matrix
+    /// (0 but for a row shard).
+    var extraFloats: (_ rows: Int, _ cols: Int, _ statsStride: Int, _ rowBegin: Int) -> Int = { _, _, _, _ in 0 }
     /// How the statistics after the moments split into rows (StateSplit):
-    /// their parts in payload order, given the rows and cols of the state and
-    /// the rows of the whole matrix; nil: a state with statistics cannot be
-    /// cut into rows.
-    var statisticsRows: ((_ rows: Int, _ cols: Int, _ shapeRows: Int) -> [StatisticsPart])?
+    /// their parts in payload order, for the state's header; nil: a state
+    /// with statistics cannot be cut into rows.
+    var statisticsRows: ((StateFormat.Header) -> [StatisticsPart])?
     /// Floats of a low-rank payload's moments when they are not MLorc factors
     /// (nil on overflow).
     var lowRankMomentFloats: ((_ rows: Int, _ cols: Int, _ rank: Int) -> Int?)?
@@ -52,7 +53,8 @@ struct RuleEntry {
 
     /// Floats of the payload of a rows x cols tensor, or nil if its bytes
     /// would not fit in memory's address space together with the header.
-    func payloadFloats(storage: StateFormat.Storage, rows: Int, cols: Int, rank: Int, statsStride: Int) -> Int? {
+    func payloadFloats(storage: StateFormat.Storage, rows: Int, cols: Int, rank: Int, statsStride: Int,
+                       rowBegin: Int = 0) -> Int? {
         let moments: Int?
         if storage == .lowRank, let special = lowRankMomentFloats {
             moments = special(rows, cols, rank)
@@ -63,7 +65,7 @@ struct RuleEntry {
             moments = o1 || o2 ? nil : all
         }
         guard let moments else { return nil }
-        let (floats, o3) = moments.addingReportingOverflow(extraFloats(rows, cols, statsStride))
+        let (floats, o3) = moments.addingReportingOverflow(extraFloats(rows, cols, statsStride, rowBegin))
         let (bytes, o4) = floats.multipliedReportingOverflow(by: 4)
         return o3 || o4 || bytes > Int.max - StateFormat.headerBytes ? nil : floats
     }
@@ -84,4 +86,8 @@ enum StatisticsPart {
     case perRow(floats: Int)
     /// `floats` the same on every shard of the matrix (column statistics).
     case shared(floats: Int)
+    /// The samples of every `stride`-th element of the matrix (flat index),
+    /// as many as fall in the state's rows (DAdaptation): a row's record
+    /// holds its samples, ⌈cols / stride⌉ floats at most, zero-padded.
+    case sampled(stride: Int)
 }

@@ -10,7 +10,10 @@ import Glibc
 /// 1 is the references exactly; larger strides estimate the same sums from a
 /// sample, for stride-times less memory. They follow the moments in the
 /// payload: s (Prodigy, DAdapt-Lion), then p0 (Prodigy: the weights at the
-/// tensor's first step).
+/// tensor's first step). A row shard keeps the samples of the whole matrix
+/// that fall in its rows (flat indices of the whole matrix), so that the
+/// shards' sums add up to the whole matrix's and its statistics split and
+/// join by rows (samples(first:elements:stride:)).
 ///
 /// Prodigy, with dlr = d·lr·bc and α = (d/d0)·dlr:
 ///   numerator ← β3·numerator + Σ_e (d/d0)·dlr·g_e·(p0_e − w_e)
@@ -27,17 +30,31 @@ import Glibc
 enum DAdaptation {
     static let maxStride = 1 << 20
 
-    /// Elements sampled from a tensor of `elements` values.
-    static func samples(elements: Int, stride: Int) -> Int { (elements + stride - 1) / stride }
-
-    static func statsFloats(_ rule: RuleKind, elements: Int, stride: Int) -> Int {
-        guard stride >= 1 else { return 0 }
-        return (rule == .prodigy ? 2 : 1) * samples(elements: elements, stride: stride)
+    /// Samples among flat indices first ..< first + elements (multiples of stride).
+    static func samples(first: Int = 0, elements: Int, stride: Int) -> Int {
+        sampleIndex(first + elements, stride: stride) - sampleIndex(first, stride: stride)
     }
+
+    /// The number of samples before flat index e: ⌈e / stride⌉.
+    static func sampleIndex(_ e: Int, stride: Int) -> Int { e / stride + (e % stride == 0 ? 0 : 1) }
+
+    /// Statistics floats of a tensor (or row shard) whose first element has
+    /// flat index `first` in its matrix.
+    static func statsFloats(_ rule: RuleKind, first: Int = 0, elements: Int, stride: Int) -> Int {
+        guard stride >= 1 else { return 0 }
+        return blocks(rule) * samples(first: first, elements: elements, stride: stride)
+    }
+
+    /// Arrays of samples a tensor keeps: s, and p0 for Prodigy.
+    static func blocks(_ rule: RuleKind) -> Int { rule == .prodigy ? 2 : 1 }
 
     /// What one tensor contributes, and its new statistics.
     struct Contribution {
         var numerator = 0.0, denominator = 0.0
+
+        static func + (a: Contribution, b: Contribution) -> Contribution {
+            Contribution(numerator: a.numerator + b.numerator, denominator: a.denominator + b.denominator)
+        }
     }
 
     /// The sampled view of one tensor: its statistics and how to read the
@@ -50,7 +67,11 @@ enum DAdaptation {
         let payload: UnsafeMutablePointer<Float>
         let modifiers: StepModifiers
 
-        var count: Int { DAdaptation.samples(elements: header.rows * header.cols, stride: header.statsStride) }
+        /// Flat index in the whole matrix of this tensor's first element.
+        var first: Int { header.rowBegin * header.cols }
+        var count: Int { DAdaptation.samples(first: first, elements: header.rows * header.cols, stride: header.statsStride) }
+        /// The local element of sample 0 (the first multiple of the stride from `first`).
+        var offset: Int { DAdaptation.sampleIndex(first, stride: header.statsStride) * header.statsStride - first }
         var s: UnsafeMutablePointer<Float> { payload + header.momentFloats }
         var p0: UnsafeMutablePointer<Float> { s + count }
 
@@ -76,11 +97,11 @@ enum DAdaptation {
     /// new s and, at the tensor's first step, p0).
     static func prodigy(_ t: Tensor, hyper: Hyperparameters, group: GroupState, dlr: Double,
                         write: Bool) -> Contribution {
-        let stride = t.header.statsStride, first = t.header.step == 0
+        let stride = t.header.statsStride, first = t.header.step == 0, offset = t.offset
         let ratio = group.d / group.d0, alpha = ratio * dlr, beta3 = hyper.beta3
         var c = Contribution()
         for k in 0..<t.count {
-            let e = k * stride
+            let e = offset + k * stride
             let g = Double(t.gradient(e)), w = t.weights[e]
             if !first { c.numerator += ratio * dlr * g * Double(t.p0[k] - w) }
             let s = Float(beta3 * Double(t.s[k]) + alpha * g)
@@ -96,10 +117,10 @@ enum DAdaptation {
     /// DAdapt-Lion's per-tensor sums (read-only unless `write`).
     static func dadaptLion(_ t: Tensor, rule: DAdaptLionRule, hyper: Hyperparameters, dlr: Double,
                            write: Bool) -> Contribution {
-        let stride = t.header.statsStride, b = hyper.beta2.squareRoot()
+        let stride = t.header.statsStride, offset = t.offset, b = hyper.beta2.squareRoot()
         var c = Contribution()
         for k in 0..<t.count {
-            let e = k * stride
+            let e = offset + k * stride
             let u = rule.direction(SIMD8(repeating: t.momentum(e)), SIMD8(repeating: t.gradient(e)))[0]
             c.numerator += dlr * Double(u) * Double(t.s[k])
             let s = Float(b * Double(t.s[k]) + (1 - b) * dlr * Double(u))

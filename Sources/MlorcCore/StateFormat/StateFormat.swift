@@ -82,7 +82,7 @@ enum StateFormat {
 
         var payloadBytes: Int {
             StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank, master: masterWeights,
-                                     bf16Moments: bf16Moments, statsStride: statsStride)!
+                                     bf16Moments: bf16Moments, statsStride: statsStride, rowBegin: rowBegin)!
         }
         /// Floats of all moments, where the statistics of D-adaptation start.
         var momentFloats: Int { momentCount * floatsPerMoment }
@@ -92,12 +92,12 @@ enum StateFormat {
     /// Payload size in bytes, or nil on overflow (the rule's registry entry
     /// gives its layout).
     static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int, master: Bool = false,
-                             bf16Moments: Bool = false, statsStride: Int = 0) -> Int? {
+                             bf16Moments: Bool = false, statsStride: Int = 0, rowBegin: Int = 0) -> Int? {
         guard var floats = rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank,
-                                                    statsStride: statsStride) else { return nil }
+                                                    statsStride: statsStride, rowBegin: rowBegin) else { return nil }
         if bf16Moments {
             // 2 bytes per moment element, padded to whole floats; the statistics stay fp32.
-            let extra = rule.entry.extraFloats(rows, cols, statsStride)
+            let extra = rule.entry.extraFloats(rows, cols, statsStride, rowBegin)
             floats = (floats - extra + 1) / 2 + extra
         }
         // Master weights: rows·cols floats more (rows·cols <= Int64.max / 16: no overflow).
@@ -212,7 +212,7 @@ enum StateFormat {
                             statsStride: Int(u64(80)), globalRows: globalRows, rowBegin: rowBegin)
         guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank),
                                          master: header.masterWeights, bf16Moments: header.bf16Moments,
-                                         statsStride: header.statsStride),
+                                         statsStride: header.statsStride, rowBegin: header.rowBegin),
               UInt64(payload) == u64(64) else {
             throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")
         }

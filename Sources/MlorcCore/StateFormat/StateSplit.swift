@@ -6,7 +6,9 @@
 ///
 /// Rows: one record per row, `rowBytes` each: the row's part of every
 /// row-sharded array of the payload in payload order (a dense moment's row,
-/// a row of U, a row of master weights), then an 8-byte seal: a checksum of
+/// a row of U, a row of master weights), then the row's samples of each
+/// sampled array (D-adaptation statistics, zero-padded to the most a row
+/// can hold), then an 8-byte seal: a checksum of
 /// the record mixed with the row's global index and the replicated part's
 /// checksum, so that a record moved to another row, or taken from another
 /// state or step, is refused.
@@ -26,8 +28,11 @@ package enum StateSplit {
     struct Layout {
         var rowArrays: [(offset: Int, bytesPerRow: Int)] = []
         var shared: [(offset: Int, bytes: Int)] = []
+        var sampled: [SampledArray] = []
 
-        var rowBytes: Int { rowArrays.reduce(sealBytes) { $0 + $1.bytesPerRow } }
+        var rowBytes: Int {
+            sampled.reduce(rowArrays.reduce(sealBytes) { $0 + $1.bytesPerRow }) { $0 + 4 * $1.slotFloats }
+        }
         var sharedPayloadBytes: Int { shared.reduce(0) { $0 + $1.bytes } }
         var sharedBytes: Int { prefixBytes + StateFormat.headerBytes + sharedPayloadBytes + 8 }
     }
@@ -38,9 +43,8 @@ package enum StateSplit {
     /// statistics no entry describes, are refused.
     static func layout(_ h: StateFormat.Header) throws(MlorcError) -> Layout {
         let entry = h.rule.entry
-        let statistics = entry.extraFloats(h.rows, h.cols, h.statsStride) == 0
-            ? [] : entry.statisticsRows?(h.rows, h.cols, h.shapeRows)
-        guard !entry.groupState, let statistics, h.storage == .dense || entry.lowRankMomentFloats == nil else {
+        let statistics = entry.statisticsRows?(h) ?? (entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin) == 0 ? [] : nil)
+        guard let statistics, h.storage == .dense || entry.lowRankMomentFloats == nil else {
             throw MlorcError(.invalidArgument, "\(entry.name) states with \(h.storage == .dense ? "dense" : "low-rank") storage cannot be split into rows (their layout is not described by rows yet)")
         }
         let e = h.bf16Moments ? 2 : 4
@@ -65,6 +69,10 @@ package enum StateSplit {
             case .shared(let floats):
                 layout.shared.append((offset, 4 * floats))
                 offset += 4 * floats
+            case .sampled(let stride):
+                let array = SampledArray(offset: offset, stride: stride, cols: h.cols, rowBegin: h.rowBegin)
+                layout.sampled.append(array)
+                offset += 4 * DAdaptation.samples(first: h.rowBegin * h.cols, elements: h.rows * h.cols, stride: stride)
             }
         }
         if h.masterWeights {
@@ -120,6 +128,12 @@ package enum StateSplit {
             for array in l.rowArrays {
                 (record + field).copyMemory(from: payload + array.offset + i * array.bytesPerRow, byteCount: array.bytesPerRow)
                 field += array.bytesPerRow
+            }
+            for array in l.sampled {
+                let samples = array.samples(row: i)
+                (record + field).initializeMemory(as: UInt8.self, repeating: 0, count: 4 * array.slotFloats)
+                (record + field).copyMemory(from: payload + array.offset + 4 * samples.lowerBound, byteCount: 4 * samples.count)
+                field += 4 * array.slotFloats
             }
             record.storeBytes(of: seal(record, bytes: field, row: h.rowBegin + i, sharedChecksum: sharedChecksum),
                               toByteOffset: field, as: UInt64.self)
@@ -208,6 +222,11 @@ package enum StateSplit {
                 (payload + array.offset + i * array.bytesPerRow).copyMemory(from: records! + from, byteCount: array.bytesPerRow)
                 from += array.bytesPerRow
             }
+            for array in l.sampled {
+                let samples = array.samples(row: i)
+                (payload + array.offset + 4 * samples.lowerBound).copyMemory(from: records! + from, byteCount: 4 * samples.count)
+                from += 4 * array.slotFloats
+            }
         }
         var header = h
         if h.storage == .lowRank {
@@ -232,7 +251,8 @@ package enum StateSplit {
             throw MlorcError(.invalidArgument, "only a dense state of a whole tensor can be reshaped (this one is \(h.isShard ? "a row shard" : "low-rank"))")
         }
         let entry = h.rule.entry
-        guard !entry.groupState, entry.extraFloats(h.rows, h.cols, h.statsStride) == 0 else {
+        // D-adaptation samples elements by flat index: the same in any shape.
+        guard entry.groupState || entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin) == 0 else {
             throw MlorcError(.invalidArgument, "\(entry.name) states keep statistics shaped by the tensor: they cannot be reshaped")
         }
         _ = try layout(h)  // the moment layout: elementwise moments, nothing shaped
@@ -249,5 +269,22 @@ package enum StateSplit {
         }
         (h.rows, h.cols) = (Int(rows), Int(cols))
         StateFormat.write(h, to: out)
+    }
+}
+
+/// A payload array of D-adaptation samples (every `stride`-th element of the
+/// matrix, flat index) of a state whose first row is row `rowBegin`.
+struct SampledArray {
+    let offset: Int, stride: Int, cols: Int, rowBegin: Int
+
+    /// The most samples one row holds (its record's slot): ⌈cols / stride⌉,
+    /// as cols consecutive indices hold ⌊cols / stride⌋ or ⌈cols / stride⌉.
+    var slotFloats: Int { DAdaptation.sampleIndex(cols, stride: stride) }
+
+    /// The array indices of local row i's samples.
+    func samples(row i: Int) -> Range<Int> {
+        let base = DAdaptation.sampleIndex(rowBegin * cols, stride: stride)
+        let g = rowBegin + i
+        return (DAdaptation.sampleIndex(g * cols, stride: stride) - base)..<(DAdaptation.sampleIndex((g + 1) * cols, stride: stride) - base)
     }
 }

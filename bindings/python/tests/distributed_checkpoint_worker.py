@@ -1,15 +1,18 @@
 """One rank of the FSDP2 checkpoint test (test_torch_fsdp_checkpoint.py,
 through distributed_launch.py). Two phases, at different world sizes:
 
-    save OUT     FSDP2 MLorc-AdamW trains 10 steps and saves its model and
+    save OUT [RULE]
+                 FSDP2 MLorc-AdamW (or RULE: came, mofasgd, prodigy) trains 10 steps and saves its model and
                  optimizer with torch.distributed.checkpoint (OUT/dcp) and as
                  full state dicts (OUT/full.pt); it trains 10 more steps and
                  saves the weights it ends with (OUT/final.pt).
-    resume OUT   at another world size: loads OUT/dcp and continues the 10
+    resume OUT [RULE]
+                 at another world size: loads OUT/dcp and continues the 10
                  steps; loads the full state dicts into FSDP2, into a plain
                  optimizer (and continues it), and moves the states plain ->
-                 FSDP2, plain -> ZeroRedundancyOptimizer -> FSDP2; refuses a
-                 tampered checkpoint with nothing changed.
+                 FSDP2, plain -> ZeroRedundancyOptimizer -> FSDP2 (not for
+                 Prodigy: a ZeRO partition would estimate its own step size);
+                 refuses a tampered checkpoint with nothing changed.
 
 Each rank prints one JSON line of what it measured; the test asserts."""
 import copy
@@ -32,7 +35,15 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 import mlorc
 
 STEPS = 10
-HYPER = dict(lr=1e-2, rank=2, compress=True)
+# RULE -> (optimizer class, its settings); set by main().
+RULES = {
+    "adamw": (mlorc.torch.AdamW, dict(lr=1e-2, rank=2, compress=True)),
+    "came": (mlorc.torch.CAME, dict(lr=1e-2, rank=2, compress=True)),
+    "mofasgd": (mlorc.torch.MoFaSGD, dict(lr=1e-2, rank=2, compress=True)),
+    # stats_stride 5: the samples fall unevenly on the shards' rows.
+    "prodigy": (mlorc.torch.Prodigy, dict(lr=1.0, rank=2, compress=True, d0=1e-3, stats_stride=5)),
+}
+OPTIMIZER, HYPER = RULES["adamw"]
 FULL = StateDictOptions(full_state_dict=True)
 
 
@@ -61,13 +72,18 @@ def full_weights(net):
 
 def fsdp(mesh):
     net = fully_shard(model(), mesh=mesh)
-    return net, mlorc.torch.AdamW(net.named_parameters(), **HYPER)
+    return net, OPTIMIZER(net.named_parameters(), **HYPER)
 
 
 def states_equal(a, b):
-    """Whether two full optimizer state dicts hold the same mlorc bytes."""
+    """Whether two full optimizer state dicts hold the same mlorc bytes (and
+    group states, for Prodigy)."""
     if sorted(a["state"]) != sorted(b["state"]):
         return False
+    for ga, gb in zip(a["param_groups"], b["param_groups"]):
+        key = mlorc.torch.optimizer.GROUP_STATE_KEY
+        if (key in ga) != (key in gb) or (key in ga and not torch.equal(ga[key], gb[key])):
+            return False
     for key, entry in a["state"].items():
         other = b["state"][key]
         for part in ("mlorc_rows", "mlorc_shared", "mlorc_state"):
@@ -88,7 +104,7 @@ def as_rows(state_dict, net):
             state = mlorc.torch.resharding._oriented(state, p.numel(), 1)
         rows, shared = mlorc.torch.resharding.split(state)
         out[name] = {"mlorc_rows": rows, "mlorc_shared": shared}
-    return {"state": out}
+    return {"state": out, "param_groups": state_dict["param_groups"]}
 
 
 def phase_save(rank, mesh, out):
@@ -154,7 +170,7 @@ def phase_resume(rank, world, mesh, out):
     # Into a plain optimizer (the names key the full state dict), which continues.
     plain = model()
     plain.load_state_dict(full["model"])
-    plain_opt = mlorc.torch.AdamW(plain.named_parameters(), **HYPER)
+    plain_opt = OPTIMIZER(plain.named_parameters(), **HYPER)
     plain_opt.load_state_dict(copy.deepcopy(full["optim"]))
     plain_sd = plain_opt.state_dict()
     report["plain_exact"] = states_equal(as_rows(plain_sd, plain), full["optim"])
@@ -168,10 +184,12 @@ def phase_resume(rank, world, mesh, out):
     opt.load_state_dict(copy.deepcopy(saved_plain))
     report["plain_to_fsdp_exact"] = states_equal(get_optimizer_state_dict(net, opt, options=FULL), full["optim"])
 
+    if OPTIMIZER is mlorc.torch.Prodigy:
+        return report
     # Plain -> ZeroRedundancyOptimizer -> FSDP2.
     zmodel = model()
     zmodel.load_state_dict(full["model"])
-    zopt = ZeroRedundancyOptimizer(mlorc.torch.named(zmodel), optimizer_class=mlorc.torch.AdamW, **HYPER)
+    zopt = ZeroRedundancyOptimizer(mlorc.torch.named(zmodel), optimizer_class=OPTIMIZER, **HYPER)
     zopt.load_state_dict(copy.deepcopy(saved_plain))
     zopt.consolidate_state_dict(to=0)
     consolidated = [zopt.state_dict() if rank == 0 else None]
@@ -186,7 +204,9 @@ def phase_resume(rank, world, mesh, out):
 
 def main():
     torch.set_num_threads(1)
+    global OPTIMIZER, HYPER
     phase, out = sys.argv[1], sys.argv[2]
+    OPTIMIZER, HYPER = RULES[sys.argv[3] if len(sys.argv) > 3 else "adamw"]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))

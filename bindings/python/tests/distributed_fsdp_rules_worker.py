@@ -1,12 +1,15 @@
-"""One rank of the FSDP2 test of the rules outside the MomentPlan family
-(test_torch_fsdp_rules.py, through distributed_launch.py): CAME and MoFaSGD on an MLP
+"""One rank of the FSDP2 test of the rules outside the MomentPlan family and of
+the D-adaptation rules (test_torch_fsdp_rules.py, through
+distributed_launch.py): CAME, MoFaSGD, Prodigy and DAdaptLion on an MLP
 fully_shard'ed on a 1-D mesh, stepped with the sharded step, against an
 unsharded copy trained by every rank with the same optimizer and batches.
 Row counts do not divide by the world size, and no rank holds exactly one
 row of a matrix (CAME refuses such a shard: its statistics would not fit).
 Prints, on rank 0, one JSON line: per case the largest difference between
 the gathered FSDP2 weights and the unsharded run's (and that run's total
-movement, for scale), the storages used, and what a refused step did."""
+movement, for scale), the storages used, the D-adaptation estimates (this
+run's, the unsharded run's, and whether every rank's group state is the same
+bytes), and what a refused step did."""
 import datetime
 import json
 import os
@@ -25,6 +28,10 @@ CASES = {
     "came, power iteration": lambda params: mlorc.torch.CAME(params, lr=1e-2, rank=2, power_iterations=1),
     "mofasgd": lambda params: mlorc.torch.MoFaSGD(params, lr=1e-2, rank=2, compress=True),
     "mofasgd, dense": lambda params: mlorc.torch.MoFaSGD(params, lr=1e-2, compress=False),
+    # stats_stride 5 samples unevenly across the shards' rows (12 and 33 columns).
+    "prodigy": lambda params: mlorc.torch.Prodigy(params, lr=1.0, rank=2, compress=True, d0=1e-3, stats_stride=5),
+    "prodigy, dense": lambda params: mlorc.torch.Prodigy(params, lr=1.0, compress=False, d0=1e-3, stats_stride=1),
+    "dadapt_lion": lambda params: mlorc.torch.DAdaptLion(params, lr=1.0, rank=2, compress=True, d0=1e-4),
 }
 
 
@@ -72,6 +79,12 @@ def main():
             moved = max(float((r - s).detach().abs().max()) for r, s in zip(reference.parameters(), start))
             kinds = sorted({mlorc.inspect_state(opt.state[p]["mlorc_state"])["storage"] for p in sharded.parameters()})
             report[case] = {"max_diff": diff, "moved": moved, "storages": kinds}
+            if "d" in opt.param_groups[0]:
+                group_state = opt.param_groups[0][mlorc.torch.optimizer.GROUP_STATE_KEY]
+                states = [None] * world
+                dist.all_gather_object(states, bytes(group_state.numpy()))
+                report[case].update(d=opt.param_groups[0]["d"], d_reference=ref_opt.param_groups[0]["d"],
+                                    d0=opt.param_groups[0]["d0"], same_group_state=len(set(states)) == 1)
 
         # A non-finite gradient on one rank: every rank refuses, nothing changes anywhere.
         sharded = fully_shard(model(), mesh=mesh)

@@ -47,7 +47,7 @@ def main():
         assert isinstance(fsdp[0].weight, DTensor)
         messages["fsdp2 galore"] = refusal(fsdp.named_parameters(), mlorc.torch.GaLoreAdamW)
         expect(messages["fsdp2 galore"], "GaLoreAdamW has no sharded step for FSDP2 parameters",
-               "AdamW, Lion, Adopt, CAME and MoFaSGD")
+               "AdamW, Lion, Adopt, CAME, MoFaSGD, Prodigy and DAdaptLion")
         plain = torch.nn.Linear(4, 4)
         messages["fsdp2 mixed"] = refusal([{"params": [fsdp[0].weight, plain.weight]}])
         expect(messages["fsdp2 mixed"], "mixes FSDP2 parameters with plain ones", "parameter 1")

@@ -7,12 +7,12 @@ extension RuleRegistry {
         keys: keys(common, halfPrecision, [.eps: flag, .beta3: beta, .eps2: 0...1, .cameClip: 1e-6...1e6]),
         momentSlots: 1, groupState: false,
         halfPrecision: true,
-        extraFloats: { rows, cols, _ in CAMEStep.statisticsFloats(rows: rows, cols: cols) },
+        extraFloats: { rows, cols, _, _ in CAMEStep.statisticsFloats(rows: rows, cols: cols) },
         // r (one per row) and c (per column); a matrix adds R and C alike.
         // Shards follow the whole matrix's vector-ness (CAMEStep.checkShard).
-        statisticsRows: { _, cols, shapeRows in
-            let pair: [StatisticsPart] = [.perRow(floats: 1), .shared(floats: cols)]
-            return CAMEStep.isVector(rows: shapeRows, cols: cols) ? pair : pair + pair
+        statisticsRows: { h in
+            let pair: [StatisticsPart] = [.perRow(floats: 1), .shared(floats: h.cols)]
+            return CAMEStep.isVector(rows: h.shapeRows, cols: h.cols) ? pair : pair + pair
         },
         checkLowRankPayload: { h, p throws(MlorcError) in
             try CAMEStep.checkStatistics(h, p)

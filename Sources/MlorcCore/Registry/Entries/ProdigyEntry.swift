@@ -9,19 +9,33 @@ extension RuleRegistry {
                     .growthRate: 1...Double.infinity]),
         momentSlots: ProdigyRule.momentCount, groupState: true,
         halfPrecision: true,
-        extraFloats: { rows, cols, stride in DAdaptation.statsFloats(.prodigy, elements: rows * cols, stride: stride) },
+        extraFloats: { rows, cols, stride, rowBegin in
+            DAdaptation.statsFloats(.prodigy, first: rowBegin * cols, elements: rows * cols, stride: stride)
+        },
+        statisticsRows: { h in .init(repeating: .sampled(stride: h.statsStride), count: DAdaptation.blocks(h.rule)) },
         step: { optimizer, tensors, lr, group throws(MlorcError) in
             guard let group else { preconditionFailure("the driver binds the group state of a group-state rule") }
-            let h = optimizer.hyper, g = group.state, dlr = DAdaptation.stepSize(g, hyper: h, lr: lr)
-            var plan = MomentPlan(hyper: h, lowRank: .factors) { _ in ProdigyRule(h, d: g.d, dNext: g.d, dlr: dlr) }
-            plan.adaptation = MomentAdaptation(binding: group, lr: lr) { t, _, write in
-                DAdaptation.prodigy(t, hyper: h, group: g, dlr: dlr, write: write)
-            } refresh: { rule, next in
-                // ε scales with the estimate after this step's update.
-                var fresh = ProdigyRule(h, d: g.d, dNext: next.d, dlr: dlr)
-                fresh.modifiers = rule.modifiers
-                return fresh
-            }
+            let (makeRule, adaptation) = prodigyPlan(optimizer.hyper, group, lr: lr)
+            var plan = MomentPlan(hyper: optimizer.hyper, lowRank: .factors, makeRule: makeRule)
+            plan.adaptation = adaptation
             try optimizer.drive(&plan, tensors)
+        },
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in
+            try optimizer.driveSharded(batch) { group in prodigyPlan(optimizer.hyper, group, lr: lr) }
         })
+
+    /// Prodigy's rules and estimate for one step from its group state.
+    static func prodigyPlan(_ h: Hyperparameters, _ group: GroupBinding, lr: Double)
+        -> ((UInt64) -> ProdigyRule, MomentAdaptation<ProdigyRule>) {
+        let g = group.state, dlr = DAdaptation.stepSize(g, hyper: h, lr: lr)
+        let adaptation = MomentAdaptation<ProdigyRule>(binding: group, lr: lr) { t, _, write in
+            DAdaptation.prodigy(t, hyper: h, group: g, dlr: dlr, write: write)
+        } refresh: { rule, next in
+            // ε scales with the estimate after this step's update.
+            var fresh = ProdigyRule(h, d: g.d, dNext: next.d, dlr: dlr)
+            fresh.modifiers = rule.modifiers
+            return fresh
+        }
+        return ({ _ in ProdigyRule(h, d: g.d, dNext: g.d, dlr: dlr) }, adaptation)
+    }
 }

@@ -191,8 +191,9 @@ static PyMethodDef Handle_methods[] = {
     {"state_init_sharded", (PyCFunction)handle_state_init_sharded, METH_VARARGS,
      "state_init_sharded(state, rows, cols, tensor_id, storage, dtype, global_rows, row_begin)."},
     {"step_sharded", (PyCFunction)handle_step_sharded, METH_VARARGS,
-     "step_sharded(tensors, lr): one mlorc_step_sharded over\n"
-     "[(param, grad, state, rows, cols, dtype, global_rows, row_begin), ...]."},
+     "step_sharded(tensors, lr[, group]): one mlorc_step_sharded over\n"
+     "[(param, grad, state, rows, cols, dtype, global_rows, row_begin), ...];\n"
+     "group: the D-adaptation rules' writable group state."},
     {"scratch_bytes", (PyCFunction)Handle_scratch_bytes, METH_NOARGS,
      "scratch_bytes() -> int: scratch memory held by the handle."},
     {"last_error", (PyCFunction)Handle_last_error, METH_NOARGS,

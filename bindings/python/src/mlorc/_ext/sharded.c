@@ -93,15 +93,24 @@ PyObject *handle_state_init_sharded(HandleObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* step_sharded([(param, grad, state, rows, cols, dtype, global_rows, row_begin), ...], lr) */
+/* step_sharded([(param, grad, state, rows, cols, dtype, global_rows, row_begin), ...], lr[, group]) */
 PyObject *handle_step_sharded(HandleObject *self, PyObject *args) {
-    PyObject *items, *seq;
+    PyObject *items, *seq, *group = Py_None;
     double lr;
-    if (!PyArg_ParseTuple(args, "Od:step_sharded", &items, &lr)) return NULL;
+    Py_buffer group_view;
+    int group_held = 0;
+    if (!PyArg_ParseTuple(args, "Od|O:step_sharded", &items, &lr, &group)) return NULL;
     if (handle_check_idle(self) < 0) return NULL;
+    if (group != Py_None) {
+        if (get_byte_buffer(group, &group_view, 1, "group state") < 0) return NULL;
+        group_held = 1;
+    }
     seq = PySequence_Fast(items, "step_sharded: tensors must be a sequence of "
                                  "(param, grad, state, rows, cols, dtype, global_rows, row_begin) tuples");
-    if (seq == NULL) return NULL;
+    if (seq == NULL) {
+        if (group_held) PyBuffer_Release(&group_view);
+        return NULL;
+    }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = NULL;
     size_t slots = (size_t)(count > 0 ? count : 1);
@@ -138,7 +147,8 @@ PyObject *handle_step_sharded(HandleObject *self, PyObject *args) {
     Py_CLEAR(self->reducer_error);
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    status = mlorc_step_sharded(self->opt, tensors, shards, (size_t)count, lr, NULL, 0);
+    status = mlorc_step_sharded(self->opt, tensors, shards, (size_t)count, lr, group_held ? group_view.buf : NULL,
+                                group_held ? (size_t)group_view.len : 0);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (status != MLORC_OK) {
@@ -162,5 +172,6 @@ done:
     PyMem_Free(tensors);
     PyMem_Free(shards);
     Py_DECREF(seq);
+    if (group_held) PyBuffer_Release(&group_view);
     return result;
 }

@@ -33,7 +33,7 @@ _MAX_THREADS = 256
 # hold no state and are re-created from the groups' settings.
 _COPIED = ("_compress", "_group_index", "_positions", "_tensor_ids", "_storage", "_names", "_fixed")
 # Rules with a sharded step (FSDP2 parameters; mlorc_step_sharded).
-_SHARDED_RULES = ("adamw", "lion", "adopt", "came", "mofasgd")
+_SHARDED_RULES = ("adamw", "lion", "adopt", "came", "mofasgd", "prodigy", "dadapt_lion")
 
 
 class MlorcOptimizer(torch.optim.Optimizer):
@@ -164,7 +164,8 @@ class MlorcOptimizer(torch.optim.Optimizer):
                             "parameters of fully_shard modules in groups of their own")
         if self._rule not in _SHARDED_RULES:
             raise TypeError(f"{type(self).__name__} has no sharded step for FSDP2 parameters yet (AdamW, Lion, "
-                            "Adopt, CAME and MoFaSGD have): use DDP, or ZeroRedundancyOptimizer with mlorc.torch.named(model)")
+                            "Adopt, CAME, MoFaSGD, Prodigy and DAdaptLion have): use DDP, or ZeroRedundancyOptimizer "
+                            "with mlorc.torch.named(model)")
         groups = {sharding.fsdp_shard(p)[1] for p in params}
         if len(groups) != 1:
             raise TypeError(f"parameter group {gi} holds FSDP2 parameters of several device meshes: one group per mesh")
@@ -393,7 +394,11 @@ class MlorcOptimizer(torch.optim.Optimizer):
         if batch:
             group_state = group.get(GROUP_STATE_KEY)
             if len(batch[0]) == 8:  # FSDP2 shards: every rank steps them together
-                handle.step_sharded(batch, lr)
+                if group_state is None:
+                    handle.step_sharded(batch, lr)
+                else:  # every rank holds the group state and advances it alike
+                    handle.step_sharded(batch, lr, group_state.numpy())
+                    group["d"] = _native.inspect_group_state(group_state)["d"]
             elif group_state is None:
                 handle.step(batch, lr)
             else:
