@@ -567,10 +567,9 @@ int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t c
  * dense and low-rank storage (Prodigy and DAdapt-Lion: every rank passes its
  * copy of the same group state, which every rank advances alike; a shard
  * keeps the statistics samples of the whole matrix that fall in its rows,
- * so the estimate is the whole matrices' up to rounding; CAME reduces its column statistics, the means of its row
- * statistics and its clipping RMS too; a CAME shard of exactly one row of a
- * matrix is refused with MLORC_ERROR_INVALID_ARGUMENT: its state would be a
- * vector's; MoFaSGD's dense storage gathers the new momentum, global_rows x
+ * so the estimate is the whole matrices' up to rounding; CAME reduces its
+ * column statistics, the means of its row statistics and its clipping RMS
+ * too; MoFaSGD's dense storage gathers the new momentum, global_rows x
  * cols values per step, for its exact SVD); the other
  * rules refuse the sharded calls with MLORC_ERROR_INVALID_ARGUMENT naming the
  * rule, and half-precision tensors are MLORC_ERROR_UNSUPPORTED_DTYPE. */

@@ -38,9 +38,6 @@ package final class Optimizer {
             throw MlorcError(.unsupportedDtype, "sharded states are fp32 in this version: set MLORC_PARAM_STATE_DTYPE to 0 for them")
         }
         try Self.checkShape(rows: place.map { Int64($0.globalRows) } ?? layout.rows, cols: layout.cols)
-        if let place, let check = rule.entry.checkShard {
-            try check(place.globalRows, Int(layout.rows), Int(layout.cols))
-        }
         // The layout's dtype is the parameter's (a GRAD_F32 flag is ignored here).
         let paramDtype = layout.dtype & ~0x100
         try checkDtype(paramDtype)
@@ -70,7 +67,7 @@ package final class Optimizer {
         let bf16Moments = hyper.bf16State && rule.entry.bf16State
         guard StateFormat.payloadBytes(rule: rule, storage: storage, rows: localRows, cols: cols, rank: r, master: master,
                                        bf16Moments: bf16Moments, statsStride: stride,
-                                       rowBegin: place?.rowBegin ?? 0) != nil else {
+                                       rowBegin: place?.rowBegin ?? 0, globalRows: place?.globalRows ?? 0) != nil else {
             throw MlorcError(.invalidShape, "state of a \(localRows)x\(cols) tensor would overflow the address space")
         }
         let dtype = UInt32(paramDtype) | (master ? StateFormat.Header.masterFlag : 0)

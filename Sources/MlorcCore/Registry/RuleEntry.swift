@@ -26,9 +26,11 @@ struct RuleEntry {
     /// Low-rank storage needs rankFactor·rank <= min(rows, cols).
     var lowRankRankFactor = 1
     /// Floats the payload holds after the moments (statistics), for a
-    /// tensor of rows x cols whose first row is row `rowBegin` of its matrix
-    /// (0 but for a row shard).
-    var extraFloats: (_ rows: Int, _ cols: Int, _ statsStride: Int, _ rowBegin: Int) -> Int = { _, _, _, _ in 0 }
+    /// tensor of rows x cols that is rows rowBegin ..< rowBegin + rows of a
+    /// shapeRows x cols matrix (0 and rows but for a row shard).
+    var extraFloats: (_ rows: Int, _ cols: Int, _ statsStride: Int, _ rowBegin: Int, _ shapeRows: Int) -> Int = {
+        _, _, _, _, _ in 0
+    }
     /// How the statistics after the moments split into rows (StateSplit):
     /// their parts in payload order, for the state's header; nil: a state
     /// with statistics cannot be cut into rows.
@@ -47,14 +49,11 @@ struct RuleEntry {
     /// sharded step and refuses one.
     var shardedStep: ((_ optimizer: Optimizer, _ batch: ShardedBatch, _ lr: Double) throws(MlorcError) -> Void)?
     var sharded: Bool { shardedStep != nil }
-    /// Refuses row shards the rule's state cannot hold (a shard of
-    /// rows x cols of a globalRows x cols matrix); nil: any shard.
-    var checkShard: ((_ globalRows: Int, _ rows: Int, _ cols: Int) throws(MlorcError) -> Void)?
 
     /// Floats of the payload of a rows x cols tensor, or nil if its bytes
     /// would not fit in memory's address space together with the header.
     func payloadFloats(storage: StateFormat.Storage, rows: Int, cols: Int, rank: Int, statsStride: Int,
-                       rowBegin: Int = 0) -> Int? {
+                       rowBegin: Int = 0, shapeRows: Int? = nil) -> Int? {
         let moments: Int?
         if storage == .lowRank, let special = lowRankMomentFloats {
             moments = special(rows, cols, rank)
@@ -65,7 +64,7 @@ struct RuleEntry {
             moments = o1 || o2 ? nil : all
         }
         guard let moments else { return nil }
-        let (floats, o3) = moments.addingReportingOverflow(extraFloats(rows, cols, statsStride, rowBegin))
+        let (floats, o3) = moments.addingReportingOverflow(extraFloats(rows, cols, statsStride, rowBegin, shapeRows ?? rows))
         let (bytes, o4) = floats.multipliedReportingOverflow(by: 4)
         return o3 || o4 || bytes > Int.max - StateFormat.headerBytes ? nil : floats
     }

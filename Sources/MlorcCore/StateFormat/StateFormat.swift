@@ -82,7 +82,8 @@ enum StateFormat {
 
         var payloadBytes: Int {
             StateFormat.payloadBytes(rule: rule, storage: storage, rows: rows, cols: cols, rank: rank, master: masterWeights,
-                                     bf16Moments: bf16Moments, statsStride: statsStride, rowBegin: rowBegin)!
+                                     bf16Moments: bf16Moments, statsStride: statsStride, rowBegin: rowBegin,
+                                     globalRows: globalRows)!
         }
         /// Floats of all moments, where the statistics of D-adaptation start.
         var momentFloats: Int { momentCount * floatsPerMoment }
@@ -92,12 +93,15 @@ enum StateFormat {
     /// Payload size in bytes, or nil on overflow (the rule's registry entry
     /// gives its layout).
     static func payloadBytes(rule: RuleKind, storage: Storage, rows: Int, cols: Int, rank: Int, master: Bool = false,
-                             bf16Moments: Bool = false, statsStride: Int = 0, rowBegin: Int = 0) -> Int? {
+                             bf16Moments: Bool = false, statsStride: Int = 0, rowBegin: Int = 0,
+                             globalRows: Int = 0) -> Int? {
+        let shapeRows = globalRows != 0 ? globalRows : rows  // as Header.shapeRows
         guard var floats = rule.entry.payloadFloats(storage: storage, rows: rows, cols: cols, rank: rank,
-                                                    statsStride: statsStride, rowBegin: rowBegin) else { return nil }
+                                                    statsStride: statsStride, rowBegin: rowBegin,
+                                                    shapeRows: shapeRows) else { return nil }
         if bf16Moments {
             // 2 bytes per moment element, padded to whole floats; the statistics stay fp32.
-            let extra = rule.entry.extraFloats(rows, cols, statsStride, rowBegin)
+            let extra = rule.entry.extraFloats(rows, cols, statsStride, rowBegin, shapeRows)
             floats = (floats - extra + 1) / 2 + extra
         }
         // Master weights: rows·cols floats more (rows·cols <= Int64.max / 16: no overflow).
@@ -212,7 +216,8 @@ enum StateFormat {
                             statsStride: Int(u64(80)), globalRows: globalRows, rowBegin: rowBegin)
         guard let payload = payloadBytes(rule: rule, storage: storage, rows: Int(rows), cols: Int(cols), rank: Int(rank),
                                          master: header.masterWeights, bf16Moments: header.bf16Moments,
-                                         statsStride: header.statsStride, rowBegin: header.rowBegin),
+                                         statsStride: header.statsStride, rowBegin: header.rowBegin,
+                                         globalRows: header.globalRows),
               UInt64(payload) == u64(64) else {
             throw MlorcError(.stateCorrupted, "state header payload size is inconsistent with its shape")
         }

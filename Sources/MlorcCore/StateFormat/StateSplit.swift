@@ -43,7 +43,7 @@ package enum StateSplit {
     /// statistics no entry describes, are refused.
     static func layout(_ h: StateFormat.Header) throws(MlorcError) -> Layout {
         let entry = h.rule.entry
-        let statistics = entry.statisticsRows?(h) ?? (entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin) == 0 ? [] : nil)
+        let statistics = entry.statisticsRows?(h) ?? (entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin, h.shapeRows) == 0 ? [] : nil)
         guard let statistics, h.storage == .dense || entry.lowRankMomentFloats == nil else {
             throw MlorcError(.invalidArgument, "\(entry.name) states with \(h.storage == .dense ? "dense" : "low-rank") storage cannot be split into rows (their layout is not described by rows yet)")
         }
@@ -252,7 +252,7 @@ package enum StateSplit {
         }
         let entry = h.rule.entry
         // D-adaptation samples elements by flat index: the same in any shape.
-        guard entry.groupState || entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin) == 0 else {
+        guard entry.groupState || entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin, h.shapeRows) == 0 else {
             throw MlorcError(.invalidArgument, "\(entry.name) states keep statistics shaped by the tensor: they cannot be reshaped")
         }
         _ = try layout(h)  // the moment layout: elementwise moments, nothing shaped

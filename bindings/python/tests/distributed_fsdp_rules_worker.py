@@ -3,8 +3,8 @@ the D-adaptation rules (test_torch_fsdp_rules.py, through
 distributed_launch.py): CAME, MoFaSGD, Prodigy and DAdaptLion on an MLP
 fully_shard'ed on a 1-D mesh, stepped with the sharded step, against an
 unsharded copy trained by every rank with the same optimizer and batches.
-Row counts do not divide by the world size, and no rank holds exactly one
-row of a matrix (CAME refuses such a shard: its statistics would not fit).
+Row counts do not divide by the world size (a rank holding exactly one row
+of a matrix, 7 rows over 3 ranks, is in test_torch_fsdp_checkpoint.py).
 Prints, on rank 0, one JSON line: per case the largest difference between
 the gathered FSDP2 weights and the unsharded run's (and that run's total
 movement, for scale), the storages used, the D-adaptation estimates (this

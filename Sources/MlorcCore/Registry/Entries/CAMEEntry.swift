@@ -7,9 +7,9 @@ extension RuleRegistry {
         keys: keys(common, halfPrecision, [.eps: flag, .beta3: beta, .eps2: 0...1, .cameClip: 1e-6...1e6]),
         momentSlots: 1, groupState: false,
         halfPrecision: true,
-        extraFloats: { rows, cols, _, _ in CAMEStep.statisticsFloats(rows: rows, cols: cols) },
+        extraFloats: { rows, cols, _, _, shapeRows in CAMEStep.statisticsFloats(rows: rows, cols: cols, shapeRows: shapeRows) },
         // r (one per row) and c (per column); a matrix adds R and C alike.
-        // Shards follow the whole matrix's vector-ness (CAMEStep.checkShard).
+        // Shards follow the whole matrix's vector-ness.
         statisticsRows: { h in
             let pair: [StatisticsPart] = [.perRow(floats: 1), .shared(floats: h.cols)]
             return CAMEStep.isVector(rows: h.shapeRows, cols: h.cols) ? pair : pair + pair
@@ -22,6 +22,5 @@ extension RuleRegistry {
             var plan = CAMEPlan(hyper: optimizer.hyper, lr: lr)
             try optimizer.drive(&plan, tensors)
         },
-        shardedStep: { optimizer, batch, lr throws(MlorcError) in try optimizer.driveCAMESharded(batch, lr: lr) },
-        checkShard: CAMEStep.checkShard)
+        shardedStep: { optimizer, batch, lr throws(MlorcError) in try optimizer.driveCAMESharded(batch, lr: lr) })
 }

@@ -7,7 +7,7 @@ extension RuleRegistry {
         keys: keys(common, halfPrecision, gradientOptions, adaptation),
         momentSlots: DAdaptLionRule.momentCount, groupState: true,
         halfPrecision: true,
-        extraFloats: { rows, cols, stride, rowBegin in
+        extraFloats: { rows, cols, stride, rowBegin, _ in
             DAdaptation.statsFloats(.dadaptLion, first: rowBegin * cols, elements: rows * cols, stride: stride)
         },
         statisticsRows: { h in .init(repeating: .sampled(stride: h.statsStride), count: DAdaptation.blocks(h.rule)) },

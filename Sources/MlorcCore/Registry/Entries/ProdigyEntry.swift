@@ -9,7 +9,7 @@ extension RuleRegistry {
                     .growthRate: 1...Double.infinity]),
         momentSlots: ProdigyRule.momentCount, groupState: true,
         halfPrecision: true,
-        extraFloats: { rows, cols, stride, rowBegin in
+        extraFloats: { rows, cols, stride, rowBegin, _ in
             DAdaptation.statsFloats(.prodigy, first: rowBegin * cols, elements: rows * cols, stride: stride)
         },
         statisticsRows: { h in .init(repeating: .sampled(stride: h.statsStride), count: DAdaptation.blocks(h.rule)) },

@@ -6,15 +6,6 @@
 /// randomized SVD. r, R, a, A, the rows of M, U, W and G are this rank's;
 /// c, C, b, B, the clipping scale, s and Vt are alike on every rank.
 extension CAMEStep {
-    /// Refuses shards whose statistics the state cannot hold: the layout
-    /// follows the shard's shape, the math the whole matrix's, and they differ
-    /// for one row of a matrix (no room for R, C).
-    static func checkShard(globalRows: Int, rows: Int, cols: Int) throws(MlorcError) {
-        if !isVector(rows: globalRows, cols: cols) && isVector(rows: rows, cols: cols) && rows > 0 {
-            throw MlorcError(.invalidArgument, "CAME's sharded step takes 0 or at least 2 rows of a matrix per rank; this shard has 1 row of the \(globalRows)x\(cols) matrix (its row and column statistics would not fit a vector's state)")
-        }
-    }
-
     /// body(i, G's row i, the chunk's row buffers, the chunk) for each of this
     /// shard's rows; returns the values per row (in .gradSketch).
     private func rowPass(workspace: inout Workspace, pool: ThreadPool,
@@ -207,6 +198,6 @@ extension CAMEStep {
             RandomizedSVD.leftVectors(q: y, rows: m, width: l, ut: svd.ut, rank: r, into: f.u, rowStride: r, columnStride: 1)
         }
         // A vector's shard without rows keeps R, C (its layout's) untouched.
-        oldStats.update(from: newStats, count: vector ? m + n : Self.statisticsFloats(rows: m, cols: n))
+        oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n, shapeRows: header.shapeRows))
     }
 }

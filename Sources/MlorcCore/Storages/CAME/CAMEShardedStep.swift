@@ -28,7 +28,6 @@ extension Optimizer {
                 guard p.elements == .f32 else {
                     throw MlorcError(.unsupportedDtype, "the sharded step takes f32 tensors only in this version")
                 }
-                if let place { try CAMEStep.checkShard(globalRows: place.globalRows, rows: p.header.rows, cols: p.header.cols) }
                 units[i] = (p, place?.globalRows ?? p.header.rows, place?.rowBegin ?? 0)
             } catch { errors[i] = error.inTensor(i) }
         }

@@ -50,15 +50,17 @@ struct CAMEStep {
 
     static func isVector(rows: Int, cols: Int) -> Bool { rows == 1 || cols == 1 }
 
-    /// Floats of r, c (and R, C for a matrix) in the payload.
-    static func statisticsFloats(rows: Int, cols: Int) -> Int {
-        (isVector(rows: rows, cols: cols) ? 1 : 2) * (rows + cols)
+    /// Floats of r, c (and R, C for a matrix) in the payload of rows x cols,
+    /// rows of a shapeRows x cols matrix: a row shard of a matrix, even of
+    /// one row, keeps R and C.
+    static func statisticsFloats(rows: Int, cols: Int, shapeRows: Int) -> Int {
+        (isVector(rows: shapeRows, cols: cols) ? 1 : 2) * (rows + cols)
     }
 
     /// The factored statistics are means of squares plus ε: finite, >= 0.
     static func checkStatistics(_ h: StateFormat.Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
         let stats = payload + h.floatsPerMoment
-        for e in 0..<statisticsFloats(rows: h.rows, cols: h.cols) where !(stats[e] >= 0 && stats[e] <= .greatestFiniteMagnitude) {
+        for e in 0..<statisticsFloats(rows: h.rows, cols: h.cols, shapeRows: h.shapeRows) where !(stats[e] >= 0 && stats[e] <= .greatestFiniteMagnitude) {
             throw MlorcError(.stateCorrupted, "state statistics are negative or not finite (not written by a step)")
         }
     }
@@ -374,6 +376,6 @@ struct CAMEStep {
             try RandomizedSVD.storeLeadingTriplets(transposedB: reduced, q: y, rows: m, cols: n, width: l,
                                                    rank: header.rank, into: factors, workspace: &workspace)
         }
-        oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n))
+        oldStats.update(from: newStats, count: Self.statisticsFloats(rows: m, cols: n, shapeRows: header.shapeRows))
     }
 }
