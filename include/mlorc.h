@@ -732,8 +732,9 @@ int mlorc_state_join(const void *shared, size_t shared_bytes, const mlorc_shard 
  * before): a 1-D parameter is a 1 x n row for one trainer and n x 1 (so that
  * its rows can be sharded) for another. Dense states of whole tensors
  * without statistics shaped by the tensor (AdamW, Lion, ADOPT, MoFaSGD, and
- * Prodigy and DAdapt-Lion, whose samples are by flat index); anything else
- * is refused
+ * Prodigy and DAdapt-Lion, whose samples are by flat index), and CAME's
+ * vectors as the other vector shape (1 x n <-> n x 1: its r and c swap);
+ * anything else is refused
  * with nothing written
  * (MLORC_ERROR_INVALID_ARGUMENT; MLORC_ERROR_INVALID_SHAPE for another
  * element count). `out` may be `state`. */

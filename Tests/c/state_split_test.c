@@ -20,8 +20,10 @@
  *    stride-th element of the matrix) fall unevenly on the rows: strides 1,
  *    3 and 11 (not dividing the 20 columns) and 64 (rows without samples);
  *  - mlorc_state_reshape: a dense state as the state of another shape of the
- *    same elements and back, bit for bit; refusals (low-rank, a shard, CAME,
- *    another element count) with nothing written.
+ *    same elements and back, bit for bit (a CAME vector's r and c swapped
+ *    when it is transposed; Prodigy's samples unchanged); refusals
+ *    (low-rank, a shard, a CAME matrix or a CAME vector as a matrix, another
+ *    element count) with nothing written.
  */
 #include "mlorc.h"
 #include "../support/check.h"
@@ -356,6 +358,48 @@ static void reshapes(void) {
         cut_free(&k);
     }
     for (i = 0; i < s.size; ++i) CHECK(back[i] == 0xAB);
+    {  /* A CAME vector: 1 x n <-> n x 1 swaps r (1 x n: one value) and c (n values) */
+        enum { N = 40 };
+        mlorc_optimizer *opt;
+        mlorc_tensor_layout layout = {1, N, MLORC_DTYPE_F32, MLORC_STORAGE_DENSE};
+        float w[N], g[N];
+        size_t size;
+        unsigned char *row, *col, *again;
+        const float *stats_row, *stats_col;
+        int step, e;
+        mlorc_tensor t;
+        CHECK_OK(mlorc_create(&opt, MLORC_RULE_CAME));
+        CHECK_OK(mlorc_state_size(opt, &layout, &size));
+        row = xcalloc(size);
+        col = xcalloc(size);
+        again = xcalloc(size);
+        CHECK_OK(mlorc_state_init(opt, &layout, 5, row, size));
+        for (e = 0; e < N; ++e) w[e] = (float)(0.1 * e);
+        for (step = 0; step < 3; ++step) {
+            for (e = 0; e < N; ++e) g[e] = (float)sin(0.4 * e + step);
+            memset(&t, 0, sizeof t);
+            t.param = w;
+            t.grad = g;
+            t.state = row;
+            t.state_bytes = size;
+            t.rows = 1;
+            t.cols = N;
+            CHECK_OK(mlorc_step(opt, &t, 1, 1e-2));
+        }
+        CHECK_OK(mlorc_state_reshape(row, size, N, 1, col, size, why, sizeof why));
+        stats_row = (const float *)(row + MLORC_STATE_HEADER_BYTES) + N;  /* after the moment: r (1), c (N) */
+        stats_col = (const float *)(col + MLORC_STATE_HEADER_BYTES) + N;  /* r (N), c (1) */
+        CHECK(memcmp(stats_col, stats_row + 1, 4 * N) == 0 && memcmp(stats_col + N, stats_row, 4) == 0);
+        CHECK(stats_row[0] > 0);
+        CHECK_OK(mlorc_state_reshape(col, size, 1, N, again, size, why, sizeof why));
+        CHECK(memcmp(again, row, size) == 0);
+        CHECK(mlorc_state_reshape(row, size, 4, N / 4, again, size, why, sizeof why) == MLORC_ERROR_INVALID_ARGUMENT);
+        printf("  refused (a CAME vector reshaped to a matrix): %s\n", why);
+        free(row);
+        free(col);
+        free(again);
+        mlorc_free(opt);
+    }
     {  /* D-adaptation samples go by flat index: a dense state reshapes, bit for bit back */
         const config prodigy = {"Prodigy dense", MLORC_RULE_PRODIGY, MLORC_STORAGE_DENSE, MLORC_DTYPE_F32, 0, 0, 11};
         blob p = trained(&prodigy, STEPS);

@@ -35,6 +35,10 @@ struct RuleEntry {
     /// their parts in payload order, for the state's header; nil: a state
     /// with statistics cannot be cut into rows.
     var statisticsRows: ((StateFormat.Header) -> [StatisticsPart])?
+    /// The statistics after the moments (`extraFloats` of them) of a dense
+    /// state, for the same elements seen as another shape
+    /// (mlorc_state_reshape); nil from it, or no function: they cannot follow.
+    var reshapeStatistics: ((_ statistics: [Float], _ from: (rows: Int, cols: Int), _ to: (rows: Int, cols: Int)) -> [Float]?)?
     /// Floats of a low-rank payload's moments when they are not MLorc factors
     /// (nil on overflow).
     var lowRankMomentFloats: ((_ rows: Int, _ cols: Int, _ rank: Int) -> Int?)?

@@ -251,15 +251,25 @@ package enum StateSplit {
             throw MlorcError(.invalidArgument, "only a dense state of a whole tensor can be reshaped (this one is \(h.isShard ? "a row shard" : "low-rank"))")
         }
         let entry = h.rule.entry
-        // D-adaptation samples elements by flat index: the same in any shape.
-        guard entry.groupState || entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin, h.shapeRows) == 0 else {
-            throw MlorcError(.invalidArgument, "\(entry.name) states keep statistics shaped by the tensor: they cannot be reshaped")
-        }
-        _ = try layout(h)  // the moment layout: elementwise moments, nothing shaped
+        let statistics = entry.extraFloats(h.rows, h.cols, h.statsStride, h.rowBegin, h.shapeRows)
+        _ = try layout(h)  // the moment layout: elementwise moments
         let (elements, overflow) = rows.multipliedReportingOverflow(by: cols)
         guard rows >= 1, cols >= 1, rows <= StateFormat.maxDimension, cols <= StateFormat.maxDimension, !overflow,
               elements == Int64(h.rows * h.cols) else {
             throw MlorcError(.invalidShape, "a \(rows)x\(cols) tensor does not have the \(h.rows * h.cols) elements of the state's \(h.rows)x\(h.cols) tensor")
+        }
+        // Statistics shaped by the tensor: the rule says how they follow (or refuses).
+        let to = (rows: Int(rows), cols: Int(cols))
+        var reshaped: [Float] = []
+        if statistics > 0 {
+            let old = UnsafeBufferPointer(start: (state + StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
+                                              + (h.payloadBytes / 4 - statistics - (h.masterWeights ? h.rows * h.cols : 0)),
+                                          count: statistics)
+            guard let reshape = entry.reshapeStatistics, let new = reshape(Array(old), (h.rows, h.cols), to),
+                  new.count == statistics else {
+                throw MlorcError(.invalidArgument, "\(entry.name) states of a \(h.rows)x\(h.cols) tensor keep statistics shaped by the tensor: they cannot be reshaped to \(rows)x\(cols)")
+            }
+            reshaped = new
         }
         guard outBytes >= h.totalBytes else {
             throw MlorcError(.stateTooSmall, "out has \(outBytes) bytes; the state needs \(h.totalBytes)")
@@ -267,7 +277,12 @@ package enum StateSplit {
         if UnsafeRawPointer(out) != state {
             (out + StateFormat.headerBytes).copyMemory(from: state + StateFormat.headerBytes, byteCount: h.payloadBytes)
         }
-        (h.rows, h.cols) = (Int(rows), Int(cols))
+        if statistics > 0 {
+            let at = (out + StateFormat.headerBytes).assumingMemoryBound(to: Float.self)
+                + (h.payloadBytes / 4 - statistics - (h.masterWeights ? h.rows * h.cols : 0))
+            reshaped.withUnsafeBufferPointer { at.update(from: $0.baseAddress!, count: statistics) }
+        }
+        (h.rows, h.cols) = to
         StateFormat.write(h, to: out)
     }
 }

@@ -14,6 +14,7 @@ extension RuleRegistry {
             let pair: [StatisticsPart] = [.perRow(floats: 1), .shared(floats: h.cols)]
             return CAMEStep.isVector(rows: h.shapeRows, cols: h.cols) ? pair : pair + pair
         },
+        reshapeStatistics: CAMEStep.reshapeStatistics,
         checkLowRankPayload: { h, p throws(MlorcError) in
             try CAMEStep.checkStatistics(h, p)
             try StateFormat.checkMomentFactors(h, p)

@@ -13,6 +13,7 @@ extension RuleRegistry {
             DAdaptation.statsFloats(.prodigy, first: rowBegin * cols, elements: rows * cols, stride: stride)
         },
         statisticsRows: { h in .init(repeating: .sampled(stride: h.statsStride), count: DAdaptation.blocks(h.rule)) },
+        reshapeStatistics: { statistics, _, _ in statistics },  // samples by flat index: the same in any shape
         step: { optimizer, tensors, lr, group throws(MlorcError) in
             guard let group else { preconditionFailure("the driver binds the group state of a group-state rule") }
             let (makeRule, adaptation) = prodigyPlan(optimizer.hyper, group, lr: lr)

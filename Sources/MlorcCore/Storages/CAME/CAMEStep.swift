@@ -57,6 +57,17 @@ struct CAMEStep {
         (isVector(rows: shapeRows, cols: cols) ? 1 : 2) * (rows + cols)
     }
 
+    /// A vector's statistics r (rows), c (cols) as another vector's shape: a
+    /// 1 x n vector's c holds what an n x 1 vector's r does (the per-element
+    /// EMA), and its one r what that one's c does (the EMA of the mean), so
+    /// a transposed vector swaps them. A matrix's cannot follow another shape.
+    static func reshapeStatistics(_ stats: [Float], from: (rows: Int, cols: Int), to: (rows: Int, cols: Int)) -> [Float]? {
+        guard isVector(rows: from.rows, cols: from.cols), isVector(rows: to.rows, cols: to.cols) else { return nil }
+        if from == to { return stats }
+        guard from.rows == to.cols, from.cols == to.rows else { return nil }
+        return Array(stats[from.rows...] + stats[..<from.rows])
+    }
+
     /// The factored statistics are means of squares plus ε: finite, >= 0.
     static func checkStatistics(_ h: StateFormat.Header, _ payload: UnsafePointer<Float>) throws(MlorcError) {
         let stats = payload + h.floatsPerMoment

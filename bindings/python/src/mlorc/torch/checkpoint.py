@@ -67,14 +67,19 @@ def resharded(opt, state_dict):
 
 def with_rows(opt, state_dict):
     """`state_dict` (of torch's state_dict()) with the states of FSDP2
-    parameters cut into rows and shared part (resharding.sharded_entry)."""
+    parameters cut into rows and shared part (resharding.sharded_entry).
+    Those are new tensors, a snapshot of this step; the group states of the
+    D-adaptation rules are copied too, so that the whole state dict is one
+    (a live group state would advance with later steps under the rows)."""
     by_position = {position: p for p, position in opt._positions.items()}
     state = dict(state_dict["state"])
     for index, entry in state.items():
         p = by_position.get(index)
         if p in opt._shards and isinstance(entry, dict) and isinstance(entry.get(STATE_KEY), torch.Tensor):
             state[index] = resharding.sharded_entry(entry, p)
-    return dict(state_dict, state=state)
+    groups = [dict(g, **{GROUP_STATE_KEY: g[GROUP_STATE_KEY].clone()}) if GROUP_STATE_KEY in g else g
+              for g in state_dict["param_groups"]]
+    return dict(state_dict, state=state, param_groups=groups)
 
 
 def validate(opt, state_dict):
