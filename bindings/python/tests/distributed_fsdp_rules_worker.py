@@ -11,6 +11,7 @@ movement, for scale), the storages used, the D-adaptation estimates (this
 run's, the unsharded run's, and whether every rank's group state is the same
 bytes), and what a refused step did."""
 import datetime
+import gc
 import json
 import os
 
@@ -110,6 +111,10 @@ def main():
         # The next good step goes through on every rank again.
         train(sharded, opt, 1, first=3)
         dist.barrier()
+        # Free the optimizers (their reducers hold the process group) while the
+        # group is alive: destroyed after it, gloo's threads could abort the exit.
+        del opt, ref_opt
+        gc.collect()
     finally:
         dist.destroy_process_group()
     if rank == 0:

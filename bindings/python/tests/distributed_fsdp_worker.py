@@ -7,6 +7,7 @@ difference between the gathered FSDP2 weights and the unsharded run's (and
 that run's total movement, for scale), plus what a refused step did."""
 import copy
 import datetime
+import gc
 import json
 import os
 
@@ -94,6 +95,10 @@ def main():
         # The next good step goes through on every rank again.
         train(sharded, opt, 1, first=3)
         dist.barrier()
+        # Free the optimizers (their reducers hold the process group) while the
+        # group is alive: destroyed after it, gloo's threads could abort the exit.
+        del opt, ref_opt
+        gc.collect()
     finally:
         dist.destroy_process_group()
     if rank == 0:

@@ -4,6 +4,7 @@ in one MLorc-AdamW step of the test model (an MLP of 12 -> 33 -> 7, rank 2,
 with 1 and 0 power iterations), and the bytes of its matrices, which an
 all-gather would move. Rank 0 prints one JSON line."""
 import datetime
+import gc
 import json
 import os
 
@@ -52,6 +53,10 @@ def main():
             report[f"q{q}"] = dict(counted, shapes=shapes)
         report["matrix_bytes"] = sum(p.numel() * p.element_size() for p in model().parameters())
         dist.barrier()
+        # Free the optimizer (its reducer holds the process group) while the
+        # group is alive: destroyed after it, gloo's threads could abort the exit.
+        del opt, net
+        gc.collect()
     finally:
         dist.destroy_process_group()
     if rank == 0:
