@@ -563,8 +563,12 @@ int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t c
  * moments; s, V and the sketch matrices are replicated). The rank calls
  * mlorc_step_sharded with its shards of the same global tensors in the same
  * order; the step exchanges only small sums through the handle's reducer.
- * AdamW, Lion, ADOPT, CAME, MoFaSGD, Prodigy and DAdapt-Lion, f32 tensors,
- * dense and low-rank storage (Prodigy and DAdapt-Lion: every rank passes its
+ * AdamW, Lion, ADOPT, CAME, MoFaSGD, Prodigy and DAdapt-Lion, dense and
+ * low-rank storage, f32 tensors, and for AdamW, Lion, ADOPT, Prodigy and
+ * DAdapt-Lion also bf16/f16 ones with master weights and stochastic rounding
+ * as mlorc_step takes them (the rounding bits of an element are those of its
+ * index in the whole matrix, so every sharding rounds alike); fp32 states
+ * only (Prodigy and DAdapt-Lion: every rank passes its
  * copy of the same group state, which every rank advances alike; a shard
  * keeps the statistics samples of the whole matrix that fall in its rows,
  * so the estimate is the whole matrices' up to rounding; CAME reduces its
@@ -572,7 +576,8 @@ int mlorc_step_group(mlorc_optimizer *opt, const mlorc_tensor *tensors, size_t c
  * too; MoFaSGD's dense storage gathers the new momentum, global_rows x
  * cols values per step, for its exact SVD); the other
  * rules refuse the sharded calls with MLORC_ERROR_INVALID_ARGUMENT naming the
- * rule, and half-precision tensors are MLORC_ERROR_UNSUPPORTED_DTYPE. */
+ * rule, half-precision tensors of CAME and MoFaSGD and bf16 states
+ * (MLORC_PARAM_STATE_DTYPE) are MLORC_ERROR_UNSUPPORTED_DTYPE. */
 
 /* Sums `count` doubles of `buffer` in place across all shards (ranks) of a
  * step; every rank must get the same result, bit for bit (e.g. a reduction
@@ -623,8 +628,9 @@ typedef struct mlorc_shard {
 int mlorc_state_size_sharded(const mlorc_optimizer *opt, const mlorc_tensor_layout *layout,
                              const mlorc_shard *shard, size_t *out_bytes);
 
-/* mlorc_state_init_with_param for a shard (`param` is read only with master
- * weights, which the sharded step does not take in this version: pass NULL).
+/* mlorc_state_init_with_param for a shard (`param`, the shard's rows of the
+ * parameter, is read only with master weights: required then, may be NULL
+ * otherwise).
  * The state records global_rows and row_begin in header bytes 96..127 (with
  * their own checksum; zero in the state of a whole matrix), and a step with
  * another shard description is refused as MLORC_ERROR_STATE_MISMATCH naming

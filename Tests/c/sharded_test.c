@@ -17,11 +17,17 @@
  *    description, shards that overlap across ranks, a shard out of range, a
  *    reducer failing at each of its calls, a non-finite gradient on one
  *    rank only; plus the rules and dtypes without a sharded step (CAME's
- *    and MoFaSGD's sharded steps: sharded_rules_test.c).
+ *    and MoFaSGD's sharded steps: sharded_rules_test.c);
+ *  - bf16 parameters with fp32 gradients (MLorc-AdamW and dense AdamW with
+ *    stochastic rounding, keyed by the element's index in the whole matrix;
+ *    MLorc-Lion and dense AdamW with fp32 master weights): the sharded
+ *    weights equal the unsharded run's within TOLERANCE plus BF16_FLIPS bf16
+ *    ulps, and dense ones bit for bit.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mlorc.h"
 #include "../support/check.h"
+#include "support/half.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -101,12 +107,17 @@ static float gradient(int t, int step, int64_t i, int64_t j) {
     return (float)x;
 }
 
-typedef struct config { const char *name; int rule; int orthograd; int storage; } config;
+typedef struct config {
+    const char *name;
+    int rule, orthograd, storage;
+    int bf16, master;  /* bf16 parameters (fp32 gradients), with fp32 master weights */
+} config;
 
 static mlorc_optimizer *make(const config *c) {
     mlorc_optimizer *opt;
     CHECK_OK(mlorc_create(&opt, c->rule));
     CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_RANK, 4));
+    if (c->master) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_MASTER_WEIGHTS, 1));
     if (c->orthograd) CHECK_OK(mlorc_set_param(opt, MLORC_PARAM_ORTHOGRAD, 1));
     return opt;
 }
@@ -114,6 +125,7 @@ static mlorc_optimizer *make(const config *c) {
 /* One rank's tensors: its rows of every matrix. */
 typedef struct shard_set {
     float *w[NT], *g[NT];
+    uint16_t *wh[NT];  /* bf16 weights (configs with bf16) */
     unsigned char *state[NT];
     size_t bytes[NT];
     mlorc_tensor t[NT];
@@ -124,18 +136,24 @@ static void shard_init(shard_set *z, mlorc_optimizer *opt, const config *c, int 
     int t;
     for (t = 0; t < NT; ++t) {
         int64_t b = row_begin(ranks, rank, t), rows = row_begin(ranks, rank + 1, t) - b, i, j;
-        mlorc_tensor_layout layout = {rows, COLS[t], MLORC_DTYPE_F32, c->storage};
+        mlorc_tensor_layout layout = {rows, COLS[t], c->bf16 ? MLORC_DTYPE_BF16 : MLORC_DTYPE_F32, c->storage};
         z->s[t].global_rows = ROWS[t];
         z->s[t].row_begin = b;
-        CHECK_OK(mlorc_state_size_sharded(opt, &layout, &z->s[t], &z->bytes[t]));
-        z->state[t] = xcalloc(z->bytes[t]);
-        CHECK_OK(mlorc_state_init_sharded(opt, &layout, &z->s[t], 100 + (uint64_t)t, NULL, z->state[t], z->bytes[t]));
         z->w[t] = rows ? xcalloc((size_t)(rows * COLS[t]) * 4) : NULL;
+        z->wh[t] = rows && c->bf16 ? xcalloc((size_t)(rows * COLS[t]) * 2) : NULL;
         z->g[t] = rows ? xcalloc((size_t)(rows * COLS[t]) * 4) : NULL;
         for (i = 0; i < rows; ++i)
-            for (j = 0; j < COLS[t]; ++j) z->w[t][i * COLS[t] + j] = initial_weight(t, b + i, j);
+            for (j = 0; j < COLS[t]; ++j) {
+                z->w[t][i * COLS[t] + j] = initial_weight(t, b + i, j);
+                if (c->bf16) z->wh[t][i * COLS[t] + j] = f32_to_bf16_rne(initial_weight(t, b + i, j));
+            }
+        CHECK_OK(mlorc_state_size_sharded(opt, &layout, &z->s[t], &z->bytes[t]));
+        z->state[t] = xcalloc(z->bytes[t]);
+        CHECK_OK(mlorc_state_init_sharded(opt, &layout, &z->s[t], 100 + (uint64_t)t, c->master ? z->wh[t] : NULL,
+                                          z->state[t], z->bytes[t]));
         memset(&z->t[t], 0, sizeof z->t[t]);
-        z->t[t].param = z->w[t];
+        z->t[t].param = c->bf16 ? (void *)z->wh[t] : (void *)z->w[t];
+        z->t[t].dtype = c->bf16 ? MLORC_DTYPE_BF16 | MLORC_DTYPE_GRAD_F32 : MLORC_DTYPE_F32;
         z->t[t].grad = z->g[t];
         z->t[t].state = z->state[t];
         z->t[t].state_bytes = z->bytes[t];
@@ -155,7 +173,12 @@ static void shard_gradients(shard_set *z, int step) {
 
 static void shard_free(shard_set *z) {
     int t;
-    for (t = 0; t < NT; ++t) { free(z->w[t]); free(z->g[t]); free(z->state[t]); }
+    for (t = 0; t < NT; ++t) { free(z->w[t]); free(z->wh[t]); free(z->g[t]); free(z->state[t]); }
+}
+
+/* Weight e of tensor t (bf16 widened). */
+static double weight(const shard_set *z, int t, int64_t e) {
+    return z->wh[t] ? (double)bf16_to_f32(z->wh[t][e]) : (double)z->w[t][e];
 }
 
 /* ------------------------------------------------------------ rank threads */
@@ -249,6 +272,7 @@ static void reference(const config *c, shard_set *z, int steps, int through_step
  * of the movement); none do on these inputs, and the check would show it.
  * Measured (printed below): about 1e-6 to 1e-5. */
 #define TOLERANCE 3e-3
+#define BF16_FLIPS 2
 
 static void compare_with_reference(const config *c, int ranks) {
     rank_run runs[MAX_RANKS];
@@ -265,19 +289,29 @@ static void compare_with_reference(const config *c, int ranks) {
         double diff = 0, moved = 0;
         mlorc_state_info info;
         CHECK_OK(mlorc_state_inspect(ref.state[t], ref.bytes[t], &info));
+        double largest = 0;
         for (r = 0; r < ranks; ++r) {
             int64_t i, j, b = runs[r].z.s[t].row_begin;
             for (i = 0; i < runs[r].z.t[t].rows; ++i)
                 for (j = 0; j < COLS[t]; ++j) {
-                    double x = runs[r].z.w[t][i * COLS[t] + j], y = ref.w[t][(b + i) * COLS[t] + j];
-                    double y0 = initial_weight(t, b + i, j);
+                    double x = weight(&runs[r].z, t, i * COLS[t] + j), y = weight(&ref, t, (b + i) * COLS[t] + j);
+                    double y0 = c->bf16 ? bf16_to_f32(f32_to_bf16_rne(initial_weight(t, b + i, j)))
+                                        : initial_weight(t, b + i, j);
                     if (fabs(x - y) > diff) diff = fabs(x - y);
                     if (fabs(y - y0) > moved) moved = fabs(y - y0);
+                    if (fabs(y) > largest) largest = fabs(y);
                 }
         }
         CHECK(moved > 0);
         if (diff / moved > worst) worst = diff / moved;
-        CHECK(diff <= TOLERANCE * moved);
+        /* bf16: the two runs round (nearly) the same fp32 values with the same
+         * bits; where one lands across a rounding boundary the other does not,
+         * they differ by one ulp (at most 2^-7 of the largest weight) there. */
+        CHECK(diff <= TOLERANCE * moved + (c->bf16 ? BF16_FLIPS * ldexp(largest, -7) : 0));
+        /* Dense steps are elementwise: a shard's is the whole matrix's, bit for
+         * bit, stochastic rounding included (keyed by the element's index in
+         * the whole matrix, not in the shard). */
+        if (c->storage == MLORC_STORAGE_DENSE && !c->orthograd) CHECK(diff == 0);
         /* s and V replicated: bit-identical on every rank. */
         if (info.storage == MLORC_STORAGE_LOWRANK) {
             int moments = c->rule == MLORC_RULE_LION ? 1 : 2;
@@ -301,7 +335,7 @@ static void compare_with_reference(const config *c, int ranks) {
 /* ------------------------------------------------------ bytes exchanged */
 
 static void count_values(void) {
-    static const config c = {"MLorc-AdamW", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO};
+    static const config c = {"MLorc-AdamW", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO, 0, 0};
     rank_run runs[MAX_RANKS];
     world w;
     long expected = 2 + 18 * NT, calls;
@@ -337,9 +371,9 @@ static void count_values(void) {
 /* ------------------------------------------------------------ whole shard */
 
 static void whole_matrix_is_mlorc_step(void) {
-    static const config cs[3] = {{"MLorc-AdamW", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO},
-                                 {"MLorc-Lion", MLORC_RULE_LION, 0, MLORC_STORAGE_AUTO},
-                                 {"AdamW+orthograd", MLORC_RULE_ADAMW, 1, MLORC_STORAGE_AUTO}};
+    static const config cs[3] = {{"MLorc-AdamW", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"MLorc-Lion", MLORC_RULE_LION, 0, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"AdamW+orthograd", MLORC_RULE_ADAMW, 1, MLORC_STORAGE_AUTO, 0, 0}};
     int k, t;
     for (k = 0; k < 1; ++k) {
         shard_set a, b;
@@ -414,7 +448,7 @@ static void refused(rank_run *runs, int ranks, int want, int want_other, int cul
 }
 
 static void refusals(void) {
-    static const config c = {"MLorc-AdamW", MLORC_RULE_ADAMW, 1, MLORC_STORAGE_AUTO};
+    static const config c = {"MLorc-AdamW", MLORC_RULE_ADAMW, 1, MLORC_STORAGE_AUTO, 0, 0};
     rank_run runs[MAX_RANKS];
     world w;
     int r;
@@ -534,22 +568,30 @@ static void unsupported(void) {
         mlorc_tensor_layout layout = {20, 24, MLORC_DTYPE_BF16, MLORC_STORAGE_AUTO};
         mlorc_shard s = {40, 0};
         size_t bytes;
-        CHECK_OK(mlorc_create(&opt, MLORC_RULE_ADAMW));
+        CHECK_OK(mlorc_create(&opt, MLORC_RULE_CAME));  /* its sharded step is fp32 only */
         CHECK(mlorc_state_size_sharded(opt, &layout, &s, &bytes) == MLORC_ERROR_UNSUPPORTED_DTYPE);
         mlorc_free(opt);
     }
 }
 
 int main(void) {
-    static const config cs[4] = {{"MLorc-AdamW", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO},
-                                 {"MLorc-Lion", MLORC_RULE_LION, 0, MLORC_STORAGE_AUTO},
-                                 {"AdamW+orthograd", MLORC_RULE_ADAMW, 1, MLORC_STORAGE_AUTO},
-                                 {"MLorc-ADOPT", MLORC_RULE_ADOPT, 0, MLORC_STORAGE_AUTO}};
+    static const config cs[4] = {{"MLorc-AdamW", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"MLorc-Lion", MLORC_RULE_LION, 0, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"AdamW+orthograd", MLORC_RULE_ADAMW, 1, MLORC_STORAGE_AUTO, 0, 0},
+                                 {"MLorc-ADOPT", MLORC_RULE_ADOPT, 0, MLORC_STORAGE_AUTO, 0, 0}};
+    static const config half[4] = {{"MLorc-AdamW bf16", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_AUTO, 1, 0},
+                                   {"MLorc-Lion bf16, master", MLORC_RULE_LION, 0, MLORC_STORAGE_AUTO, 1, 1},
+                                   {"AdamW dense bf16", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_DENSE, 1, 0},
+                                   {"AdamW dense bf16, master", MLORC_RULE_ADAMW, 0, MLORC_STORAGE_DENSE, 1, 1}};
     int k;
     printf("sharded steps, threads as ranks:\n");
     for (k = 0; k < 4; ++k) {
         compare_with_reference(&cs[k], 2);
         compare_with_reference(&cs[k], 3);
+    }
+    for (k = 0; k < 4; ++k) {
+        compare_with_reference(&half[k], 2);
+        compare_with_reference(&half[k], 3);
     }
     count_values();
     whole_matrix_is_mlorc_step();

@@ -52,8 +52,9 @@ struct ShardedBatch {
     var groupBytes = 0
 }
 
-/// One tensor of a sharded step on this rank.
-struct ShardUnit<Rule: MomentRule> {
+/// One tensor of a sharded step on this rank, through the element access A
+/// (low-rank) and D (dense): fp32, or the rule's path for every other type.
+struct ShardUnit<Rule: MomentRule, A: WeightAccess, D: DenseAccess> {
     var rule: Rule
     let tensor: Optimizer.Prepared
     let globalRows: Int, rowBegin: Int
@@ -62,12 +63,13 @@ struct ShardUnit<Rule: MomentRule> {
 
     var lowRank: Bool { tensor.header.storage == .lowRank }
     var elements: Int { tensor.header.rows * tensor.header.cols }
-    func step(_ hyper: Hyperparameters) -> LowRankStep<Rule, FP32Access> {
-        var s = LowRankStep<Rule, FP32Access>(rule: rule, tensor: tensor, hyper: hyper, region: region)
+    func step(_ hyper: Hyperparameters) -> LowRankStep<Rule, A> {
+        var s = LowRankStep<Rule, A>(rule: rule, tensor: tensor, hyper: hyper, region: region,
+                                     rounding: tensor.weightRounding(hyper))
         s.fixOverride = fix
         return s
     }
-    func dense(_ hyper: Hyperparameters) -> DenseStep<Rule, FP32Dense> { DenseStep(rule: rule, tensor: tensor, hyper: hyper) }
+    func dense(_ hyper: Hyperparameters) -> DenseStep<Rule, D> { DenseStep(rule: rule, tensor: tensor, hyper: hyper) }
 }
 
 extension Optimizer {
@@ -97,9 +99,22 @@ extension Optimizer {
         try driveSharded(batch, makeRule, adaptation: adaptation, groupError: groupError)
     }
 
+    /// The fp32 path when every tensor is fp32, else the rule's path for
+    /// every element type (as MomentTensorStep chooses, per batch here).
     private func driveSharded<Rule: MomentRule>(_ batch: ShardedBatch, _ makeRule: (UInt64) -> Rule,
                                                 adaptation: MomentAdaptation<Rule>?,
                                                 groupError: MlorcError?) throws(MlorcError) {
+        if batch.args.allSatisfy({ $0.dtype == F32.dtype }) {
+            try driveSharded(batch, makeRule, FP32Access.self, FP32Dense.self, adaptation: adaptation, groupError: groupError)
+        } else {
+            try driveSharded(batch, makeRule, Rule.OtherWeights.self, Rule.OtherDense.self, adaptation: adaptation,
+                             groupError: groupError)
+        }
+    }
+
+    private func driveSharded<Rule: MomentRule, A: WeightAccess, D: DenseAccess>(
+        _ batch: ShardedBatch, _ makeRule: (UInt64) -> Rule, _: A.Type, _: D.Type,
+        adaptation: MomentAdaptation<Rule>?, groupError: MlorcError?) throws(MlorcError) {
         var adaptation = adaptation
         var context = StepContext(workspace: workspace, pool: pool, threads: hyper.threads)
         defer { workspace = context.workspace }
@@ -108,16 +123,19 @@ extension Optimizer {
 
         // This rank's validation; a refusal here is voted in phase 1, never thrown
         // before it (the other ranks would wait in their reductions).
-        var units = [ShardUnit<Rule>?](repeating: nil, count: count)
+        var units = [ShardUnit<Rule, A, D>?](repeating: nil, count: count)
         var errors = [MlorcError?](repeating: nil, count: count)
         for i in 0..<count {
             let a = batch.args[i]
             do throws(MlorcError) {
                 let place = try Self.checkShard(rows: a.rows, cols: a.cols, batch.shards[i])
                 let p = try validate(a, place: place)
-                guard p.elements == .f32 else {
-                    throw MlorcError(.unsupportedDtype, "the sharded step takes f32 tensors only in this version")
+                guard p.elements == .f32 || rule.entry.shardedHalfPrecision else {
+                    throw MlorcError(.unsupportedDtype, "the sharded step of \(rule.entry.name) takes f32 tensors only in this version")
                 }
+                // Only the fp32 path when every tensor is fp32 (a half parameter's
+                // dtype is never F32.dtype, so it never reaches it).
+                precondition(p.elements == .f32 || ObjectIdentifier(A.self) != ObjectIdentifier(FP32Access.self))
                 guard !p.header.bf16Moments else {
                     throw MlorcError(.unsupportedDtype, "the sharded step takes fp32 states only in this version, not a bf16 state (MLORC_PARAM_STATE_DTYPE)")
                 }
@@ -135,15 +153,15 @@ extension Optimizer {
         }
         var total = 0
         for i in 0..<count where units[i]?.lowRank == true {
-            total += LowRankStep<Rule, FP32Access>.regionFloats(units[i]!.tensor.header, hyper)
+            total += LowRankStep<Rule, A>.regionFloats(units[i]!.tensor.header, hyper)
         }
         let regions = try context.workspace.floats(.sketches, max(total, 16))
         total = 0
         for i in 0..<count where units[i]?.lowRank == true {
             units[i]!.region = regions + total
-            total += LowRankStep<Rule, FP32Access>.regionFloats(units[i]!.tensor.header, hyper)
+            total += LowRankStep<Rule, A>.regionFloats(units[i]!.tensor.header, hyper)
         }
-        func parts(_ u: ShardUnit<Rule>) -> Int { context.parts(for: u.elements) }
+        func parts(_ u: ShardUnit<Rule, A, D>) -> Int { context.parts(for: u.elements) }
 
         // Phase 1: agreement.
         let f1 = 14
@@ -230,7 +248,7 @@ extension Optimizer {
                     b[i] = Double(try u.step(hyper).cautiousKept(workspace: &context.workspace, pool: context.pool, parts: parts(u)))
                 } else if u.elements > 0 {
                     let t = u.tensor
-                    b[i] = Double(denseCautiousKept(u.rule, FP32Dense.self, t.denseTensor(hyper), range: 0..<u.elements))
+                    b[i] = Double(denseCautiousKept(u.rule, D.self, t.denseTensor(hyper), range: 0..<u.elements))
                 }
             }
             b = try exchange.reduce("cautious count")
@@ -257,8 +275,9 @@ extension Optimizer {
                     b[i] = 1
                     continue
                 }
-                let w = OutputBounds.maxMagnitude(F32.self, u.tensor.weights, count: u.elements, context: context)
-                let g = OutputBounds.maxMagnitude(F32.self, u.tensor.grad, count: u.elements, context: context)
+                let t = u.tensor
+                let w = OutputBounds.maxMagnitude(t.elements.kernelParam, t.kernelWeights, count: u.elements, context: context)
+                let g = OutputBounds.maxMagnitude(t.elements.grad, t.gradient, count: u.elements, context: context)
                 if !w.isFinite {
                     localProblems[i] = "the weights contain NaN or infinity"
                 } else if try !u.step(hyper).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
@@ -364,6 +383,7 @@ extension Optimizer {
             } else {
                 u.dense(hyper).update(context)
             }
+            if u.tensor.elements.hasMaster { writeBackMaster(u.tensor, rounding: u.tensor.weightRounding(hyper), context) }
             var header = u.tensor.header
             if header.storage == .lowRank {
                 header.payloadChecksum = Checksum.of(UnsafeRawPointer(u.tensor.payload), count: header.payloadBytes)

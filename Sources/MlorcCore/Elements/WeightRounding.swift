@@ -11,14 +11,19 @@ import CVectorMath
 /// well-mixed low bits.)
 struct WeightRounding {
     private let key: (UInt32, UInt32)?
+    /// The flat index in the whole matrix of this tensor's element 0 (a row
+    /// shard's first element): every shard rounds an element as the whole
+    /// matrix's step would.
+    private var offset = 0
 
     static let nearest = WeightRounding(key: nil)
 
     private init(key: (UInt32, UInt32)?) { self.key = key }
 
-    init(stochastic: Bool, seed: UInt64, tensorID: UInt64, step: UInt64) {
+    init(stochastic: Bool, seed: UInt64, tensorID: UInt64, step: UInt64, offset: Int = 0) {
         // "SROUNDNG": keeps these keys apart from the sketches' of the same tensor.
         self.init(key: stochastic ? Self.key(seed: seed ^ 0x474E_444E_554F_5253, tensorID: tensorID, step: step) : nil)
+        self.offset = offset
     }
 
     /// The bits that round moment k of a bf16 state (dense values, or the
@@ -40,6 +45,7 @@ struct WeightRounding {
     @inline(__always)
     func random(at e: Int) -> SIMD8<UInt32>? {
         guard let key else { return nil }
+        let e = e &+ offset
         let bits = mlorc_counter_bits8(UInt32(truncatingIfNeeded: e), UInt32(truncatingIfNeeded: e >> 32), key.0, key.1)
         return bits & 0xFFFF
     }

@@ -90,7 +90,7 @@ package final class Optimizer {
         guard bytes >= header.totalBytes else {
             throw MlorcError(.stateTooSmall, "state has \(bytes) bytes; a \(header.rows)x\(header.cols) tensor needs \(header.totalBytes)")
         }
-        if header.masterWeights {
+        if header.masterWeights && header.rows > 0 {  // a shard without rows has no master weights to fill
             guard let param else {
                 throw MlorcError(.nullPointer, "the state keeps fp32 master weights (MLORC_PARAM_MASTER_WEIGHTS): initialise it with the parameter's values (mlorc_state_init_with_param)")
             }

@@ -38,8 +38,8 @@ extension Optimizer {
         guard rule.entry.sharded else {
             throw MlorcError(.invalidArgument, "rule \(rule.entry.name) has no sharded step (mlorc_step_sharded and mlorc_state_init_sharded take AdamW, Lion, ADOPT, CAME, MoFaSGD, Prodigy and DAdapt-Lion)")
         }
-        if let dtype, dtype != F32.dtype {
-            throw MlorcError(.unsupportedDtype, "the sharded step takes f32 tensors only in this version, not \(dtypeName(dtype))")
+        if let dtype, dtype != F32.dtype, !rule.entry.shardedHalfPrecision {
+            throw MlorcError(.unsupportedDtype, "the sharded step of \(rule.entry.name) takes f32 tensors only in this version, not \(dtypeName(dtype))")
         }
     }
 

@@ -20,6 +20,9 @@ struct RuleEntry {
     /// Whether bf16/f16 parameters are stepped (MLORC_PARAM_MASTER_WEIGHTS and
     /// MLORC_PARAM_STOCHASTIC_ROUNDING then apply).
     var halfPrecision = false
+    /// Whether the sharded step takes bf16/f16 parameters (with master
+    /// weights and stochastic rounding as mlorc_step does).
+    var shardedHalfPrecision = false
     /// Whether the moments (dense) and MLorc factors may be stored bf16
     /// (MLORC_PARAM_STATE_DTYPE; the key group RuleRegistry.stateDtype).
     var bf16State = false

@@ -25,22 +25,30 @@ CASES = {
     "adamw+orthograd": lambda params: mlorc.torch.AdamW(params, lr=1e-2, rank=2, compress=True, orthograd=True,
                                                        clip_norm=0.5),
     "adopt, auto storage": lambda params: mlorc.torch.Adopt(params, lr=1e-2, rank=2),
+    # bf16 parameters (the model converted before fully_shard): stochastic
+    # rounding (keyed by the element's index in the whole matrix), and fp32
+    # master weights.
+    "adamw, bf16": lambda params: mlorc.torch.AdamW(params, lr=1e-2, rank=2, compress=True),
+    "adamw, bf16, master": lambda params: mlorc.torch.AdamW(params, lr=1e-2, rank=2, compress=True,
+                                                           master_weights=True),
 }
+BF16 = ("adamw, bf16", "adamw, bf16, master")
 
 
-def model():
+def model(dtype=torch.float32):
     torch.manual_seed(0)  # 33 and 7 rows: neither divides by 2 or 3; 7 x 33 and 33 x 12 low-rank at rank 2
-    return torch.nn.Sequential(torch.nn.Linear(12, 33), torch.nn.Tanh(), torch.nn.Linear(33, 7))
+    return torch.nn.Sequential(torch.nn.Linear(12, 33), torch.nn.Tanh(), torch.nn.Linear(33, 7)).to(dtype)
 
 
-def batch(step):
+def batch(step, dtype=torch.float32):
     g = torch.Generator().manual_seed(100 + step)  # the same on every rank
-    return torch.randn(16, 12, generator=g), torch.randn(16, 7, generator=g)
+    return torch.randn(16, 12, generator=g).to(dtype), torch.randn(16, 7, generator=g).to(dtype)
 
 
 def train(net, opt, steps, first=0):
+    dtype = next(net.parameters()).dtype
     for step in range(first, first + steps):
-        x, y = batch(step)
+        x, y = batch(step, dtype)
         opt.zero_grad()
         torch.nn.functional.mse_loss(net(x), y).backward()
         opt.step()
@@ -59,17 +67,30 @@ def main():
     try:
         mesh = init_device_mesh("cpu", (world,))
         for case, make in CASES.items():
-            reference = model()
-            sharded = fully_shard(model(), mesh=mesh)
+            dtype = torch.bfloat16 if case in BF16 else torch.float32
+            reference = model(dtype)
+            sharded = fully_shard(model(dtype), mesh=mesh)
             ref_opt, opt = make(reference.named_parameters()), make(sharded.named_parameters())
             start = [p.detach().clone() for p in reference.parameters()]
             train(reference, ref_opt, STEPS)
             train(sharded, opt, STEPS)
-            diff = max(float((p.full_tensor() - r).detach().abs().max()) for p, r in zip(sharded.parameters(),
-                                                                                reference.parameters()))
-            moved = max(float((r - s).detach().abs().max()) for r, s in zip(reference.parameters(), start))
+            diff = max(float((p.full_tensor().float() - r.float()).detach().abs().max())
+                       for p, r in zip(sharded.parameters(), reference.parameters()))
+            moved = max(float((r.float() - s.float()).detach().abs().max()) for r, s in zip(reference.parameters(), start))
+            # bf16: the differences beyond 1e-3 of the movement, in ulps of the reference's element
+            # (2^(floor(log2 |y|) - 7) for bf16's 8 significant bits), and how many elements differ.
+            ulps, differing, elements = 0.0, 0, 0
+            for p, r in zip(sharded.parameters(), reference.parameters()):
+                x, y = p.full_tensor().detach().float(), r.detach().float()
+                ulp = torch.where(y != 0, torch.exp2(torch.floor(torch.log2(y.abs())) - 7), torch.tensor(2.0 ** -133))
+                excess = ((x - y).abs() - 1e-3 * moved).clamp(min=0)
+                ulps = max(ulps, float((excess / ulp).max()))
+                differing += int((x != y).sum())
+                elements += y.numel()
             kinds = sorted({mlorc.inspect_state(opt.state[p]["mlorc_state"])["storage"] for p in sharded.parameters()})
-            report[case] = {"max_diff": diff, "moved": moved, "storages": kinds}
+            report[case] = {"max_diff": diff, "moved": moved, "storages": kinds, "excess_ulps": ulps,
+                            "differing": differing / elements,
+                            "dtypes": sorted({str(p.dtype) for p in sharded.parameters()})}
 
         # A non-finite gradient on one rank: every rank refuses, nothing changes anywhere.
         sharded = fully_shard(model(), mesh=mesh)

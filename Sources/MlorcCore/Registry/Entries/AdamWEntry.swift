@@ -5,7 +5,7 @@ extension RuleRegistry {
         defaults: [.beta1: 0.9, .beta2: 0.999, .weightDecay: 0.01],
         keys: keys(common, halfPrecision, stateDtype, gradientOptions, directionOptions, [.eps: flag, .biasCorrection: flag, .atan2: flag]),
         momentSlots: AdamWRule.momentCount, groupState: false,
-        halfPrecision: true, bf16State: true,
+        halfPrecision: true, shardedHalfPrecision: true, bf16State: true,
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             let h = optimizer.hyper
             var plan = MomentPlan(hyper: h, lowRank: .factors) { t in AdamWRule(h, lr: lr, step: t) }

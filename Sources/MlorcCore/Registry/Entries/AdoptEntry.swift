@@ -5,7 +5,7 @@ extension RuleRegistry {
         defaults: [.beta1: 0.9, .beta2: 0.9999, .weightDecay: 0, .eps: 1e-6],
         keys: keys(common, halfPrecision, stateDtype, gradientOptions, directionOptions, [.eps: flag, .adoptClip: flag, .atan2: flag]),
         momentSlots: AdoptRule.momentCount, groupState: false,
-        halfPrecision: true, bf16State: true,
+        halfPrecision: true, shardedHalfPrecision: true, bf16State: true,
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             let h = optimizer.hyper
             var plan = MomentPlan(hyper: h, lowRank: .factors) { t in AdoptRule(h, lr: lr, step: t) }

@@ -6,7 +6,7 @@ extension RuleRegistry {
         defaults: [.beta1: 0.9, .beta2: 0.99, .weightDecay: 0],
         keys: keys(common, halfPrecision, gradientOptions, adaptation),
         momentSlots: DAdaptLionRule.momentCount, groupState: true,
-        halfPrecision: true,
+        halfPrecision: true, shardedHalfPrecision: true,
         extraFloats: { rows, cols, stride, rowBegin, _ in
             DAdaptation.statsFloats(.dadaptLion, first: rowBegin * cols, elements: rows * cols, stride: stride)
         },

@@ -5,7 +5,7 @@ extension RuleRegistry {
         defaults: [.beta1: 0.95, .beta2: 0.98, .weightDecay: 0.05],
         keys: keys(common, halfPrecision, stateDtype, gradientOptions, directionOptions),
         momentSlots: LionRule.momentCount, groupState: false,
-        halfPrecision: true, bf16State: true,
+        halfPrecision: true, shardedHalfPrecision: true, bf16State: true,
         step: { optimizer, tensors, lr, _ throws(MlorcError) in
             let h = optimizer.hyper
             var plan = MomentPlan(hyper: h, lowRank: .factors) { _ in LionRule(h, lr: lr) }

@@ -8,7 +8,7 @@ extension RuleRegistry {
                    [.eps: flag, .biasCorrection: flag, .atan2: flag, .beta3: beta, .dCoef: 1e-6...1e6,
                     .growthRate: 1...Double.infinity]),
         momentSlots: ProdigyRule.momentCount, groupState: true,
-        halfPrecision: true,
+        halfPrecision: true, shardedHalfPrecision: true,
         extraFloats: { rows, cols, stride, rowBegin, _ in
             DAdaptation.statsFloats(.prodigy, first: rowBegin * cols, elements: rows * cols, stride: stride)
         },

@@ -81,7 +81,8 @@ extension Optimizer.Prepared {
     /// MLORC_PARAM_STOCHASTIC_ROUNDING, else to nearest even.
     func weightRounding(_ hyper: Hyperparameters) -> WeightRounding {
         guard elements.stored == .bf16, hyper.stochasticRounding else { return .nearest }
-        return WeightRounding(stochastic: true, seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1)
+        return WeightRounding(stochastic: true, seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
+                              offset: header.rowBegin * header.cols)
     }
 
     /// How a step rounds moment k of a bf16 state (the same key decides).

@@ -189,7 +189,8 @@ static PyMethodDef Handle_methods[] = {
     {"state_size_sharded", (PyCFunction)handle_state_size_sharded, METH_VARARGS,
      "state_size_sharded(rows, cols, storage, dtype, global_rows, row_begin) -> int bytes."},
     {"state_init_sharded", (PyCFunction)handle_state_init_sharded, METH_VARARGS,
-     "state_init_sharded(state, rows, cols, tensor_id, storage, dtype, global_rows, row_begin)."},
+     "state_init_sharded(state, rows, cols, tensor_id, storage, dtype, global_rows, row_begin[, param]):\n"
+     "param: the shard's half-precision values, read for fp32 master weights."},
     {"step_sharded", (PyCFunction)handle_step_sharded, METH_VARARGS,
      "step_sharded(tensors, lr[, group]): one mlorc_step_sharded over\n"
      "[(param, grad, state, rows, cols, dtype, global_rows, row_begin), ...];\n"

@@ -74,10 +74,10 @@ PyObject *handle_state_size_sharded(HandleObject *self, PyObject *args) {
 
 PyObject *handle_state_init_sharded(HandleObject *self, PyObject *args) {
     mlorc_tensor_layout layout = {0, 0, MLORC_DTYPE_F32, MLORC_STORAGE_AUTO};
-    PyObject *state, *id_object;
+    PyObject *state, *id_object, *param = Py_None;
     long long rows, cols, global_rows, row_begin;
-    if (!PyArg_ParseTuple(args, "OLLOiiLL:state_init_sharded", &state, &rows, &cols, &id_object,
-                          &layout.storage, &layout.dtype, &global_rows, &row_begin))
+    if (!PyArg_ParseTuple(args, "OLLOiiLL|O:state_init_sharded", &state, &rows, &cols, &id_object,
+                          &layout.storage, &layout.dtype, &global_rows, &row_begin, &param))
         return NULL;
     if (handle_check_idle(self) < 0) return NULL;
     unsigned long long tensor_id = PyLong_AsUnsignedLongLong(id_object);
@@ -85,10 +85,26 @@ PyObject *handle_state_init_sharded(HandleObject *self, PyObject *args) {
     mlorc_shard shard = {global_rows, row_begin};
     layout.rows = rows;
     layout.cols = cols;
-    Py_buffer view;
-    if (get_byte_buffer(state, &view, 1, "state") < 0) return NULL;
-    int status = mlorc_state_init_sharded(self->opt, &layout, &shard, tensor_id, NULL, view.buf, (size_t)view.len);
+    Py_buffer view, param_view;
+    int param_held = 0;
+    if (param != Py_None) { /* the shard's values, for fp32 master weights */
+        if (get_element_buffer(param, &param_view, 0, "param", layout.dtype) < 0) return NULL;
+        param_held = 1;
+        if (rows < 0 || cols < 1 || param_view.len / param_view.itemsize != rows * cols) {
+            PyErr_Format(PyExc_ValueError, "param has %zd elements, but the shard is %lldx%lld",
+                         param_view.len / param_view.itemsize, rows, cols);
+            PyBuffer_Release(&param_view);
+            return NULL;
+        }
+    }
+    if (get_byte_buffer(state, &view, 1, "state") < 0) {
+        if (param_held) PyBuffer_Release(&param_view);
+        return NULL;
+    }
+    int status = mlorc_state_init_sharded(self->opt, &layout, &shard, tensor_id, param_held ? param_view.buf : NULL,
+                                          view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
+    if (param_held) PyBuffer_Release(&param_view);
     if (status != MLORC_OK) return raise_status(status, self->opt, "mlorc_state_init_sharded");
     Py_RETURN_NONE;
 }

@@ -271,12 +271,12 @@ class MlorcOptimizer(torch.optim.Optimizer):
             request, dtype = self._storage[p], dtype_of(p)
             tensor = torch.empty(self._state_size(handle, p, request), dtype=torch.uint8)
             shard = self._shards.get(p)
+            # The values of fp32 master weights (ignored without them).
+            param = param_array(p) if dtype != _native.DTYPES["f32"] else None
             if shard is not None:
                 handle.state_init_sharded(tensor.numpy(), rows, cols, self._tensor_ids[p], request, dtype,
-                                          shard[0], shard[2])
+                                          shard[0], shard[2], param)
             else:
-                # The values of fp32 master weights (ignored without them).
-                param = param_array(p) if dtype != _native.DTYPES["f32"] else None
                 handle.state_init(tensor.numpy(), rows, cols, self._tensor_ids[p], request, dtype, param)
             state[STATE_KEY] = tensor
             self._mark_checked(p, tensor)
