@@ -14,7 +14,7 @@ import os
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 import mlorc
 
@@ -69,7 +69,9 @@ def main():
         for case, make in CASES.items():
             dtype = torch.bfloat16 if case in BF16 else torch.float32
             reference = model(dtype)
-            sharded = fully_shard(model(dtype), mesh=mesh)
+            # Gradients reduced in fp32: the ranks' identical bf16 gradients then
+            # average to themselves exactly (in bf16, 3 of them would not).
+            sharded = fully_shard(model(dtype), mesh=mesh, mp_policy=MixedPrecisionPolicy(reduce_dtype=torch.float32))
             ref_opt, opt = make(reference.named_parameters()), make(sharded.named_parameters())
             start = [p.detach().clone() for p in reference.parameters()]
             train(reference, ref_opt, STEPS)

@@ -36,9 +36,10 @@ def test_fsdp2_matches_the_unsharded_step(tmp_path, world):
         # the whole matrix; master weights round the fp32 master), so they
         # differ only where one lands across a rounding boundary and the other
         # does not: by one ulp of that element there (twice at most over 20
-        # steps, allowing for FSDP2's averaging of the ranks' identical bf16
-        # gradients), beyond the fp32 cases' 1e-3 of the movement; and only a
-        # few elements differ at all. A wrong shard or a missing reduction
+        # steps), beyond the fp32 cases' 1e-3 of the movement; and only a few
+        # elements differ at all. (The gradients are the same: FSDP2 reduces
+        # them in fp32 here, where the ranks' identical values average to
+        # themselves exactly.) A wrong shard or a missing reduction
         # moves every weight by a step's size (lr = 1e-2: several ulps).
         assert r["excess_ulps"] <= 2, (case, r)
         assert r["differing"] <= 0.05, (case, r)
