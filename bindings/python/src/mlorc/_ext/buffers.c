@@ -77,3 +77,17 @@ int get_element_buffer(PyObject *obj, Py_buffer *view, int writable, const char 
     }
     return 0;
 }
+
+int get_param_values(PyObject *param, Py_buffer *view, int dtype, long long rows, long long cols, int *held) {
+    *held = 0;
+    if (param == Py_None) return 0;
+    if (get_element_buffer(param, view, 0, "param", dtype) < 0) return -1;
+    if (rows < 0 || cols < 1 || view->len / view->itemsize != rows * cols) {
+        PyErr_Format(PyExc_ValueError, "param has %zd elements, but the state is for %lldx%lld",
+                     view->len / view->itemsize, rows, cols);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    *held = 1;
+    return 0;
+}

@@ -44,6 +44,10 @@ PyObject *raise_status_detail(int status, const char *detail, const char *call);
 int get_f32_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what);
 int get_byte_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what);
 int get_element_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what, int dtype);
+/* The optional `param` of a state init (rows x cols values, read for fp32
+ * master weights): Py_None leaves *held 0; -1 with an exception set on a
+ * wrong buffer or element count. */
+int get_param_values(PyObject *param, Py_buffer *view, int dtype, long long rows, long long cols, int *held);
 
 /* split.c: the module's functions of states across world sizes */
 extern PyMethodDef split_methods[];

@@ -87,16 +87,8 @@ PyObject *handle_state_init_sharded(HandleObject *self, PyObject *args) {
     layout.cols = cols;
     Py_buffer view, param_view;
     int param_held = 0;
-    if (param != Py_None) { /* the shard's values, for fp32 master weights */
-        if (get_element_buffer(param, &param_view, 0, "param", layout.dtype) < 0) return NULL;
-        param_held = 1;
-        if (rows < 0 || cols < 1 || param_view.len / param_view.itemsize != rows * cols) {
-            PyErr_Format(PyExc_ValueError, "param has %zd elements, but the shard is %lldx%lld",
-                         param_view.len / param_view.itemsize, rows, cols);
-            PyBuffer_Release(&param_view);
-            return NULL;
-        }
-    }
+    /* the shard's values, for fp32 master weights */
+    if (get_param_values(param, &param_view, layout.dtype, rows, cols, &param_held) < 0) return NULL;
     if (get_byte_buffer(state, &view, 1, "state") < 0) {
         if (param_held) PyBuffer_Release(&param_view);
         return NULL;
