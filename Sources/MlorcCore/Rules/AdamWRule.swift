@@ -49,8 +49,20 @@ struct AdamWRule: MomentRule {
         return (PerMoment(m, v), m / Double(eps))
     }
 
+    var hasRuleOption: Bool { atan2 }
+
     @inline(__always)
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        apply(&m, &v, g, atan2: atan2)
+    }
+
+    @inline(__always)
+    func applyWithoutRuleOption(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        apply(&m, &v, g, atan2: false)
+    }
+
+    @inline(__always)
+    private func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>, atan2: Bool) -> SIMD8<Float> {
         // Written as fused multiply-adds: one rounding each, and it keeps LLVM's
         // SLP vectoriser from shuffling lanes between the two moments.
         m = (oneMinusBeta1 * g).addingProduct(beta1, m)

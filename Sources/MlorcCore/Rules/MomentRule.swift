@@ -27,6 +27,12 @@ protocol MomentRule {
     /// The options applied around the rule for the tensor being stepped.
     var modifiers: StepModifiers { get set }
     func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float>
+    /// Whether an option of the rule itself that `apply` tests per chunk
+    /// (AdamW's atan2) is on.
+    var hasRuleOption: Bool { get }
+    /// `apply` for `hasRuleOption` false, without the test (the kernels'
+    /// no-options path, PlainRule).
+    func applyWithoutRuleOption(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float>
 
     /// Upper bounds (in fp64) of |new moment k| and of |direction| (before
     /// the options and the step size) from bounds of |g| and |previous moment
@@ -45,6 +51,18 @@ protocol MomentRule {
 }
 
 extension MomentRule {
+    var hasRuleOption: Bool { false }
+    @inline(__always)
+    func applyWithoutRuleOption(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        apply(&m, &v, g)
+    }
+
+    /// Whether no option is on for this tensor: the kernels may then take
+    /// their no-options path (PlainRule), which computes the same bits.
+    var optionsOff: Bool {
+        !modifiers.grams && modifiers.cautiousScale == 0 && !modifiers.transformsGradient && !hasRuleOption
+    }
+
     /// W·(1 − lr·λ) − stepSize·direction, computed as W − (lr·λ·W +
     /// stepSize·direction): 1 − lr·λ rounded to float would lose any lr·λ
     /// below 6e-8 and skew it by up to 2x near there, which small learning

@@ -35,6 +35,53 @@ protocol WeightAccess {
     static func storeWeights(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int, _ count: Int)
     /// v as the caller's parameter would hold it (the stored type's rounding).
     static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float>
+
+    /// The column pass (update or accumulate only) and the sketch pass of a
+    /// rule with no option on (MomentRule.optionsOff) through PlainRule, if
+    /// this access has that path; false if not. Only FP32Access has it: one
+    /// more compiled copy of the hot loops, not one per element type.
+    static func columnPassWithoutOptions<Rule: MomentRule>(
+        _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
+        _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
+        _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>) -> Bool
+    static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool
+}
+
+extension WeightAccess {
+    static func columnPassWithoutOptions<Rule: MomentRule>(
+        _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
+        _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
+        _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>) -> Bool { false }
+    static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
+        false
+    }
+}
+
+/// A rule with every option off as a compile-time constant (default
+/// modifiers, the rule's own option not tested), so that the kernels' loops
+/// hold none of their per-chunk tests. Only for rules whose optionsOff is
+/// true: it then computes exactly what the rule does.
+struct PlainRule<Base: MomentRule>: MomentRule {
+    let base: Base
+    init(_ base: Base) { self.base = base }
+    static var momentCount: Int { Base.momentCount }
+    static func isNonNegative(_ k: Int) -> Bool { Base.isNonNegative(k) }
+    func decay(_ k: Int) -> Float { base.decay(k) }
+    static func isLinear(_ k: Int) -> Bool { Base.isLinear(k) }
+    func gain(_ k: Int) -> Float { base.gain(k) }
+    var stepSize: Float { base.stepSize }
+    var decayRate: Float { base.decayRate }
+    var modifiers: StepModifiers {
+        get { StepModifiers() }
+        set { preconditionFailure("PlainRule's modifiers are constant") }
+    }
+    func outputBounds(grad g: Double, moments: PerMoment<Double>) -> (moments: PerMoment<Double>, direction: Double)? {
+        base.outputBounds(grad: g, moments: moments)
+    }
+    @inline(__always)
+    func apply(_ m: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>) -> SIMD8<Float> {
+        base.applyWithoutRuleOption(&m, &v, g)
+    }
 }
 
 enum FP32Access: WeightAccess {
@@ -48,6 +95,31 @@ enum FP32Access: WeightAccess {
         F32.store8(v, t.weights.assumingMemoryBound(to: Float.self) + e, count)
     }
     @_transparent static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float> { v }
+
+    static func columnPassWithoutOptions<Rule: MomentRule>(
+        _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
+        _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
+        _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
+    ) -> Bool {
+        let plain = PlainRule(rule)
+        // The unrolled widths only; the rare narrower sketches keep the general path.
+        switch (t.sketchWidth == 8 ? 8 : t.sketchWidth >= 4 ? 4 : 0, updateWeights) {
+        case (8, true): columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, scratch, kept)
+        case (8, false): columnPass(plain, t, cols, q, c, out, Width8.self, KeepWeights.self, scratch, kept)
+        case (4, true): columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch, kept)
+        case (4, false): columnPass(plain, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch, kept)
+        default: return false
+        }
+        return true
+    }
+
+    static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
+        // Sketch widths that are multiples of 4 only: one sweep width compiled, not four.
+        guard t.sketchWidth % 4 == 0 else { return false }
+        let plain = PlainRule(rule)
+        sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self) }
+        return true
+    }
 }
 
 enum AnyElementAccess: WeightAccess {
@@ -316,19 +388,39 @@ func sketchPass<Rule: MomentRule, A: WeightAccess>(
                 rowCount: UnsafeMutablePointer<Double>),
     scratch: UnsafeMutablePointer<Float>
 ) {
-    let coef = PassScratch(scratch, rank: t.rank).coef
-    for i in rows {
-        loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
+    let a = SketchRows(rows: rows, omega: omega, gradSketch: gradSketch, y: y, negatives: negatives, scratch: scratch)
+    if rule.optionsOff && A.sketchPassWithoutOptions(rule, t, a) { return }
+    sketchRows(t, a, momentCount: Rule.momentCount) { sweep, width in
+        switch width {
+        case 1: sketchSweep(rule, sweep, Width1.self)
+        case 2: sketchSweep(rule, sweep, Width2.self)
+        case 3: sketchSweep(rule, sweep, Width3.self)
+        default: sketchSweep(rule, sweep, Width4.self)
+        }
+    }
+}
+
+/// The arguments of a sketch pass.
+struct SketchRows {
+    let rows: Range<Int>, omega: UnsafePointer<Float>
+    let gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>
+    let negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
+                    rowCount: UnsafeMutablePointer<Double>)
+    let scratch: UnsafeMutablePointer<Float>
+}
+
+/// Calls `sweep` for each row and block of up to 4 sketch columns (with
+/// the block's width), the row's coefficients loaded.
+@inline(__always)
+private func sketchRows<A: WeightAccess>(_ t: LowRankTensor<A>, _ a: SketchRows, momentCount: Int,
+                                         _ sweep: (SketchSweep<A>, Int) -> Void) {
+    let coef = PassScratch(a.scratch, rank: t.rank).coef
+    for i in a.rows {
+        loadCoefficients(t, momentCount: momentCount, row: i, into: coef)
         var b0 = 0
         while b0 < t.sketchWidth {
-            let a = SketchSweep<A>(t: t, row: i, b0: b0, coef: coef, omega: omega, gradSketch: gradSketch,
-                                y: y, negatives: negatives)
-            switch min(4, t.sketchWidth - b0) {
-            case 1: sketchSweep(rule, a, Width1.self)
-            case 2: sketchSweep(rule, a, Width2.self)
-            case 3: sketchSweep(rule, a, Width3.self)
-            default: sketchSweep(rule, a, Width4.self)
-            }
+            sweep(SketchSweep<A>(t: t, row: i, b0: b0, coef: coef, omega: a.omega, gradSketch: a.gradSketch,
+                                 y: a.y, negatives: a.negatives), min(4, t.sketchWidth - b0))
             b0 += 4
         }
     }
@@ -492,6 +584,9 @@ func columnPass<Rule: MomentRule, A: WeightAccess>(
     if countKept {
         kept.pointee = 0
         columnPass(rule, t, cols, q, c, out, Width0.self, CountKept.self, scratch, kept)
+        return
+    }
+    if rule.optionsOff && A.columnPassWithoutOptions(rule, t, cols, q, c, out, updateWeights: updateWeights, scratch, kept) {
         return
     }
     // Unrolled for the common sketch widths (8, and 4 or more); the rare
