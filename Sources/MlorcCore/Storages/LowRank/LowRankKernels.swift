@@ -101,13 +101,18 @@ enum FP32Access: WeightAccess {
         _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
         _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
     ) -> Bool {
-        let plain = PlainRule(rule)
+        let plain = PlainRule(rule), l = t.sketchWidth
         // The unrolled widths only; the rare narrower sketches keep the general path.
-        switch (t.sketchWidth == 8 ? 8 : t.sketchWidth >= 4 ? 4 : 0, updateWeights) {
-        case (8, true): columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, scratch, kept)
-        case (8, false): columnPass(plain, t, cols, q, c, out, Width8.self, KeepWeights.self, scratch, kept)
-        case (4, true): columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch, kept)
-        case (4, false): columnPass(plain, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch, kept)
+        // The update of ranks 4 and 8 without oversampling with both known.
+        switch (l == 8 ? 8 : l >= 4 ? 4 : 0, updateWeights) {
+        case (8, true) where t.rank == 8:
+            columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, Shape8.self, scratch, kept)
+        case (4, true) where t.rank == 4 && l == 4:
+            columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
+        case (8, true): columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, AnyShape.self, scratch, kept)
+        case (8, false): columnPass(plain, t, cols, q, c, out, Width8.self, KeepWeights.self, AnyShape.self, scratch, kept)
+        case (4, true): columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, AnyShape.self, scratch, kept)
+        case (4, false): columnPass(plain, t, cols, q, c, out, Width4.self, KeepWeights.self, AnyShape.self, scratch, kept)
         default: return false
         }
         return true
@@ -116,8 +121,14 @@ enum FP32Access: WeightAccess {
     static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
         // Sketch widths that are multiples of 4 only: one sweep width compiled, not four.
         guard t.sketchWidth % 4 == 0 else { return false }
-        let plain = PlainRule(rule)
-        sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self) }
+        let plain = PlainRule(rule), l = t.sketchWidth
+        if t.rank == 4 && l == 4 {
+            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
+        } else if t.rank == 8 && l == 8 {
+            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape8.self) }
+        } else {
+            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, AnyShape.self) }
+        }
         return true
     }
 }
@@ -149,6 +160,26 @@ struct LowRankTensor<A: WeightAccess> {
     let factors: PerMoment<Factors>
     /// How new weights (or, with a master, the parameter) are rounded.
     let rounding: WeightRounding
+}
+
+/// A rank known at compile time, with a sketch width equal to it (no
+/// oversampling, the default), for the no-options path: the factor and output
+/// panels' offsets and the rebuild then need neither at run time. AnyShape:
+/// both at run time.
+protocol KnownShape { static var rank: Int { get } }
+enum Shape4: KnownShape { static var rank: Int { 4 } }
+enum Shape8: KnownShape { static var rank: Int { 8 } }
+enum AnyShape: KnownShape { static var rank: Int { 0 } }
+
+extension LowRankTensor {
+    /// This tensor with S's rank and sketch width as constants (the same
+    /// values: callers pick S by them), so that the passes fold them.
+    @_transparent
+    func with<S: KnownShape>(_: S.Type) -> LowRankTensor {
+        S.rank == 0 ? self : LowRankTensor(rows: rows, cols: cols, rank: S.rank, sketchWidth: S.rank, weights: weights,
+                                           weightKind: weightKind, grad: grad, gradKind: gradKind, storedKind: storedKind,
+                                           factors: factors, rounding: rounding)
+    }
 }
 
 /// Per-thread scratch of the passes, in floats (a multiple of 16, so that
@@ -392,10 +423,10 @@ func sketchPass<Rule: MomentRule, A: WeightAccess>(
     if rule.optionsOff && A.sketchPassWithoutOptions(rule, t, a) { return }
     sketchRows(t, a, momentCount: Rule.momentCount) { sweep, width in
         switch width {
-        case 1: sketchSweep(rule, sweep, Width1.self)
-        case 2: sketchSweep(rule, sweep, Width2.self)
-        case 3: sketchSweep(rule, sweep, Width3.self)
-        default: sketchSweep(rule, sweep, Width4.self)
+        case 1: sketchSweep(rule, sweep, Width1.self, AnyShape.self)
+        case 2: sketchSweep(rule, sweep, Width2.self, AnyShape.self)
+        case 3: sketchSweep(rule, sweep, Width3.self, AnyShape.self)
+        default: sketchSweep(rule, sweep, Width4.self, AnyShape.self)
         }
     }
 }
@@ -480,7 +511,11 @@ private func sketchTail<Rule: MomentRule, A: WeightAccess>(
     sketchChunk(rule, a, Width0.self, j, false, count, &sums, width: width)
 }
 
-private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(_ rule: Rule, _ a: SketchSweep<A>, _: W.Type) {
+private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess, S: KnownShape>(
+    _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _: S.Type
+) {
+    let a = S.rank == 0 ? a : SketchSweep<A>(t: a.t.with(S.self), row: a.row, b0: a.b0, coef: a.coef, omega: a.omega,
+                                             gradSketch: a.gradSketch, y: a.y, negatives: a.negatives)
     let n = a.t.cols, m = a.t.rows, i = a.row
     var sums = SketchSums()
     let fullEnd = n & ~7
@@ -578,12 +613,12 @@ func columnPass<Rule: MomentRule, A: WeightAccess>(
 ) {
     if checkOutputs {
         kept.pointee = 0
-        columnPass(rule, t, cols, q, c, out, Width0.self, CheckOutputs.self, scratch, kept)
+        columnPass(rule, t, cols, q, c, out, Width0.self, CheckOutputs.self, AnyShape.self, scratch, kept)
         return
     }
     if countKept {
         kept.pointee = 0
-        columnPass(rule, t, cols, q, c, out, Width0.self, CountKept.self, scratch, kept)
+        columnPass(rule, t, cols, q, c, out, Width0.self, CountKept.self, AnyShape.self, scratch, kept)
         return
     }
     if rule.optionsOff && A.columnPassWithoutOptions(rule, t, cols, q, c, out, updateWeights: updateWeights, scratch, kept) {
@@ -592,23 +627,25 @@ func columnPass<Rule: MomentRule, A: WeightAccess>(
     // Unrolled for the common sketch widths (8, and 4 or more); the rare
     // narrower sketches take the loop (Width0), compiled once for all of them.
     switch (t.sketchWidth == 8 ? 8 : t.sketchWidth >= 4 ? 4 : 0, updateWeights) {
-    case (8, true): columnPass(rule, t, cols, q, c, out, Width8.self, UpdateWeights.self, scratch, kept)
-    case (8, false): columnPass(rule, t, cols, q, c, out, Width8.self, KeepWeights.self, scratch, kept)
-    case (4, true): columnPass(rule, t, cols, q, c, out, Width4.self, UpdateWeights.self, scratch, kept)
-    case (4, false): columnPass(rule, t, cols, q, c, out, Width4.self, KeepWeights.self, scratch, kept)
-    case (_, true): columnPass(rule, t, cols, q, c, out, Width0.self, UpdateWeights.self, scratch, kept)
-    default: columnPass(rule, t, cols, q, c, out, Width0.self, KeepWeights.self, scratch, kept)
+    case (8, true): columnPass(rule, t, cols, q, c, out, Width8.self, UpdateWeights.self, AnyShape.self, scratch, kept)
+    case (8, false): columnPass(rule, t, cols, q, c, out, Width8.self, KeepWeights.self, AnyShape.self, scratch, kept)
+    case (4, true): columnPass(rule, t, cols, q, c, out, Width4.self, UpdateWeights.self, AnyShape.self, scratch, kept)
+    case (4, false): columnPass(rule, t, cols, q, c, out, Width4.self, KeepWeights.self, AnyShape.self, scratch, kept)
+    case (_, true): columnPass(rule, t, cols, q, c, out, Width0.self, UpdateWeights.self, AnyShape.self, scratch, kept)
+    default: columnPass(rule, t, cols, q, c, out, Width0.self, KeepWeights.self, AnyShape.self, scratch, kept)
     }
 }
 
 /// The column pass with the first W sketch columns unrolled; the remaining
-/// columns (all of them for Width0) go through a loop.
-private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess>(
+/// columns (all of them for Width0) go through a loop. S: the rank and sketch
+/// width as constants (KnownShape), or AnyShape.
+private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: WeightAccess, S: KnownShape>(
     _ rule: Rule, _ t: LowRankTensor<A>, _ cols: Range<Int>,
     _ q: PerMoment<UnsafePointer<Float>>, _ c: PerMoment<Float>,
-    _ out: PerMoment<UnsafeMutablePointer<Float>>, _: W.Type, _: Mode.Type,
+    _ out: PerMoment<UnsafeMutablePointer<Float>>, _: W.Type, _: Mode.Type, _: S.Type,
     _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
 ) {
+    let t = t.with(S.self)
     let l = t.sketchWidth, n = t.cols, m = t.rows
     let parts = PassScratch(scratch, rank: t.rank, sketchWidth: l)
     // Columns per sweep over the rows: as wide as possible (long contiguous row
