@@ -8,6 +8,7 @@
  *   - lr = 1e308 (finite as a double, infinite as the fp32 step size)
  *   - a weight of 3e38 with weight decay 0.1 and an lr that makes lr·λ > 2
  *     (the decayed weight overflows)
+ *   - a weight of -inf (first element) or NaN (last element)
  *   - a gradient of 3e38: g² overflows the second moment of the rules that
  *     square gradients (Lion and DAdapt-Lion may take it: m stays finite)
  *   - a dense state whose first moment holds NaN (passes inspect: dense
@@ -125,6 +126,16 @@ int main(void) {
             f.w[5] = 3e38f;
             expect_step(&f, adaptive ? 1e8 : 100, MLORC_ERROR_NON_FINITE, "weight 3e38, lr*decay > 2", rule, storage);
             f.w[5] = w0;
+            /* Non-finite weights, first and last element (the low-rank step
+             * takes max |w| from its sketch pass's reads of every row). */
+            for (int k = 0; k < 2; k++) {
+                int at = k ? N - 1 : 0;
+                float kept = f.w[at];
+                f.w[at] = k ? NAN : -INFINITY;
+                expect_step(&f, 1e-3, MLORC_ERROR_NON_FINITE, k ? "NaN last weight" : "-inf first weight", rule,
+                            storage);
+                f.w[at] = kept;
+            }
             int squares = rule != MLORC_RULE_LION && rule != MLORC_RULE_DADAPT_LION;
             float g0 = f.g[7];
             f.g[7] = 3e38f;
@@ -144,7 +155,7 @@ int main(void) {
             /* The same state and gradient, ordinary lr: taken. */
             expect_step(&f, 1e-3, MLORC_OK, "control", rule, storage);
             teardown(&f);
-            cases += 5;
+            cases += 7;
         }
     }
     /* eps = 0: bounds are inconclusive, the exact check decides. */

@@ -116,8 +116,12 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             if hyper.cautious { rule.modifiers.cautiousScale = dense(Rule.OtherDense.self).cautiousScale(context) }
             return dense(Rule.OtherDense.self).verify(context)
         case .factors:
-            let w = OutputBounds.maxMagnitude(tensor.elements.kernelParam, tensor.kernelWeights, count: elements, context: context)
-            let g = OutputBounds.maxMagnitude(tensor.elements.grad, tensor.gradient, count: elements, context: context)
+            // The sketch pass (prepare) recorded both bounds where it read every element.
+            let recorded = lowRankFP32 ? lowRank(FP32Access.self).inputBounds() : lowRank(Rule.OtherWeights.self).inputBounds()
+            let w = recorded?.weights
+                ?? OutputBounds.maxMagnitude(tensor.elements.kernelParam, tensor.kernelWeights, count: elements, context: context)
+            let g = recorded?.grad
+                ?? OutputBounds.maxMagnitude(tensor.elements.grad, tensor.gradient, count: elements, context: context)
             guard w.isFinite else { return "the weights contain NaN or infinity" }
             let parts = context.parts(for: elements)
             let finite = lowRankFP32

@@ -275,9 +275,11 @@ extension Optimizer {
                     b[i] = 1
                     continue
                 }
-                let t = u.tensor
-                let w = OutputBounds.maxMagnitude(t.elements.kernelParam, t.kernelWeights, count: u.elements, context: context)
-                let g = OutputBounds.maxMagnitude(t.elements.grad, t.gradient, count: u.elements, context: context)
+                let t = u.tensor, recorded = u.step(hyper).inputBounds()
+                let w = recorded?.weights
+                    ?? OutputBounds.maxMagnitude(t.elements.kernelParam, t.kernelWeights, count: u.elements, context: context)
+                let g = recorded?.grad
+                    ?? OutputBounds.maxMagnitude(t.elements.grad, t.gradient, count: u.elements, context: context)
                 if !w.isFinite {
                     localProblems[i] = "the weights contain NaN or infinity"
                 } else if try !u.step(hyper).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,

@@ -1,3 +1,5 @@
+import CVectorMath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -276,14 +278,17 @@ struct CAMEStep {
                 var bound = SIMD2<Double>.zero
                 let gradBuffer = buffers + part * partStride, weightBuffer = gradBuffer + g.bufferFloats
                 for i in partition(m, parts: parts, part: part) {
-                    var gb = SIMD8<Float>(repeating: 0), wmax = gb, mmax = gb
+                    // |w| and |M| as magnitude bits: a float max would drop a NaN
+                    // (pointwiseMax returns the other lane), integer bits put it above +inf.
+                    var gb = SIMD8<Float>(repeating: 0), wBits = SIMD8<Int32>(repeating: 0), mBits = wBits
                     let gRow = g.row(i, buffer: gradBuffer), wRow = w.row(i, 0..<n, buffer: weightBuffer)
                     eachChunk(n) { j, c in
                         gb = pointwiseMax(gb, magnitude8(load8(gRow + j, c)) * load8(b + j, c))
-                        wmax = pointwiseMax(wmax, magnitude8(load8(wRow + j, c)))
-                        if !lowRank { mmax = pointwiseMax(mmax, magnitude8(load8(dense + i * n + j, c))) }
+                        wBits = mlorc_max_magnitude_bits8(wBits, load8(wRow + j, c))
+                        if !lowRank { mBits = mlorc_max_magnitude_bits8(mBits, load8(dense + i * n + j, c)) }
                     }
-                    var previous = Double(mmax.max())
+                    let wmax = OutputBounds.magnitude(ofBits: wBits.max())
+                    var previous = OutputBounds.magnitude(ofBits: mBits.max())
                     if let f {
                         var sum = 0.0
                         for k in 0..<r { sum += abs(Double(f.u[i * r + k])) * Double(f.s[k]) }
@@ -292,7 +297,7 @@ struct CAMEStep {
                     let u = Double(gb.max()) * Double(a[i]) * scale
                     let moment = beta1 * previous + (1 - beta1) * u
                     let confidence = vector ? 1 : Double(confidenceRow[i]) * Double(maxB)
-                    let weights = Double(wmax.max()) * (1 + decay) + lr * moment * confidence
+                    let weights = wmax * (1 + decay) + lr * moment * confidence
                     // NaN compares false: a non-finite input leaves the bound infinite.
                     bound = max(weights, moment) <= .greatestFiniteMagnitude
                         ? SIMD2(max(bound.x, weights), max(bound.y, moment)) : SIMD2(repeating: .infinity)

@@ -417,9 +417,10 @@ func sketchPass<Rule: MomentRule, A: WeightAccess>(
     gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
     negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                 rowCount: UnsafeMutablePointer<Double>),
-    scratch: UnsafeMutablePointer<Float>
+    inputBits: UnsafeMutablePointer<SIMD2<Int32>>, scratch: UnsafeMutablePointer<Float>
 ) {
-    let a = SketchRows(rows: rows, omega: omega, gradSketch: gradSketch, y: y, negatives: negatives, scratch: scratch)
+    let a = SketchRows(rows: rows, omega: omega, gradSketch: gradSketch, y: y, negatives: negatives,
+                       inputBits: inputBits, scratch: scratch)
     if rule.optionsOff && A.sketchPassWithoutOptions(rule, t, a) { return }
     sketchRows(t, a, momentCount: Rule.momentCount) { sweep, width in
         switch width {
@@ -437,6 +438,9 @@ struct SketchRows {
     let gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>
     let negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                     rowCount: UnsafeMutablePointer<Double>)
+    /// Per row: the largest magnitude bits of the raw gradient and of the
+    /// weights (NaN above +inf), for the step's output bounds.
+    let inputBits: UnsafeMutablePointer<SIMD2<Int32>>
     let scratch: UnsafeMutablePointer<Float>
 }
 
@@ -451,7 +455,7 @@ private func sketchRows<A: WeightAccess>(_ t: LowRankTensor<A>, _ a: SketchRows,
         var b0 = 0
         while b0 < t.sketchWidth {
             sweep(SketchSweep<A>(t: t, row: i, b0: b0, coef: coef, omega: a.omega, gradSketch: a.gradSketch,
-                                 y: a.y, negatives: a.negatives), min(4, t.sketchWidth - b0))
+                                 y: a.y, negatives: a.negatives, inputBits: a.inputBits), min(4, t.sketchWidth - b0))
             b0 += 4
         }
     }
@@ -464,11 +468,13 @@ private struct SketchSweep<A: WeightAccess> {
     let gradSketch: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>
     let negatives: (yNeg: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Double>,
                     rowCount: UnsafeMutablePointer<Double>)
+    let inputBits: UnsafeMutablePointer<SIMD2<Int32>>
 }
 
 private struct SketchSums {
     var grad = Accumulators4(), x = Accumulators4(), neg = Accumulators4()
     var negSum = SIMD8<Float>(repeating: 0), negCount = SIMD8<Float>(repeating: 0)
+    var gradBits = SIMD8<Int32>(repeating: 0), weightBits = SIMD8<Int32>(repeating: 0)
 }
 
 @_transparent
@@ -478,7 +484,13 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
-    let g = gradient(rule, t, a.row &* n &+ j, full, count)
+    let e = a.row &* n &+ j, g = gradient(rule, t, e, full, count)
+    if a.b0 == 0 {
+        // The output bounds' inputs, from this pass's reads (lanes past `count` load as 0):
+        // the raw gradient (before any transform) and the weights.
+        sums.gradBits = mlorc_max_magnitude_bits8(sums.gradBits, A.loadGrad(t, e, full ? 8 : count))
+        sums.weightBits = mlorc_max_magnitude_bits8(sums.weightBits, A.loadWeights(t, e, full ? 8 : count))
+    }
     var x = SIMD8<Float>(repeating: 0), negative = SIMD8<Float>(repeating: 0)
     if nonLinear {
         // The previous second moment, clipped at 0 (c is added later through NΩ).
@@ -515,7 +527,8 @@ private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess, S: Kn
     _ rule: Rule, _ a: SketchSweep<A>, _: W.Type, _: S.Type
 ) {
     let a = S.rank == 0 ? a : SketchSweep<A>(t: a.t.with(S.self), row: a.row, b0: a.b0, coef: a.coef, omega: a.omega,
-                                             gradSketch: a.gradSketch, y: a.y, negatives: a.negatives)
+                                             gradSketch: a.gradSketch, y: a.y, negatives: a.negatives,
+                                             inputBits: a.inputBits)
     let n = a.t.cols, m = a.t.rows, i = a.row
     var sums = SketchSums()
     let fullEnd = n & ~7
@@ -523,6 +536,7 @@ private func sketchSweep<Rule: MomentRule, W: BlockWidth, A: WeightAccess, S: Kn
     while j < fullEnd { sketchChunk(rule, a, W.self, j, true, 8, &sums); j &+= 8 }
     if j < n { sketchTail(rule, a, j, n &- j, width: W.value, &sums) }
     for b in 0..<W.value { a.gradSketch[i + (a.b0 + b) * m] = sums.grad[b].sum() }
+    if a.b0 == 0 { a.inputBits[i] = SIMD2(sums.gradBits.max(), sums.weightBits.max()) }
     if Rule.momentCount > 1 && !Rule.isLinear(1) {
         for b in 0..<W.value {
             a.y[i + (a.b0 + b) * m] = sums.x[b].sum()

@@ -40,7 +40,8 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
     private static func sketchRegionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
         let ml = h.rows * sketchWidth(h, hyper)
         let round = { (x: Int) in (x + 15) / 16 * 16 }
-        return Rule.momentCount * round(ml) + round(ml) + 2 * round(2 * h.rows)
+        // y per moment, yNeg, rowSum and rowCount (doubles), inputBits (Int32 pairs).
+        return Rule.momentCount * round(ml) + round(ml) + 3 * round(2 * h.rows)
     }
 
     init(rule: Rule, tensor p: Optimizer.Prepared, hyper: Hyperparameters, region: UnsafeMutablePointer<Float>,
@@ -70,6 +71,22 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
         UnsafeMutableRawPointer(region + (mc + 1) * roundedML + (2 * m + 15) / 16 * 16).assumingMemoryBound(to: Double.self)
     }
     var ys: PerMoment<UnsafeMutablePointer<Float>> { PerMoment(y(0), y(min(1, mc - 1))) }
+    /// Per row, the largest magnitude bits of the raw gradient and the weights, which the sketch pass records.
+    var inputBits: UnsafeMutablePointer<SIMD2<Int32>> {
+        UnsafeMutableRawPointer(region + (mc + 1) * roundedML + 2 * ((2 * m + 15) / 16 * 16))
+            .assumingMemoryBound(to: SIMD2<Int32>.self)
+    }
+
+    /// max |w| and max |g| over this tensor's rows (infinite if any is NaN or
+    /// infinite), from the sketch pass's reads: nil for the rules whose sketch
+    /// takes the row pass instead (a first moment that is not linear in g),
+    /// which leave them to a separate scan.
+    func inputBounds() -> (weights: Double, grad: Double)? {
+        guard Rule.isLinear(0) else { return nil }
+        var bits = SIMD2<Int32>(repeating: 0)
+        for i in 0..<m { bits = pointwiseMax(bits, inputBits[i]) }
+        return (OutputBounds.magnitude(ofBits: bits.y), OutputBounds.magnitude(ofBits: bits.x))
+    }
 
     func threadScratch(_ parts: Int, _ workspace: inout Workspace) throws(MlorcError) -> (UnsafeMutablePointer<Float>, Int) {
         let stride = passScratchFloats(rank: tensor.rank, sketchWidth: l)
@@ -85,14 +102,15 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
                                      step: prepared.header.step + 1, count: l * n, into: staging)
         Panel.fromRowMajor(staging, into: omega, rows: l, cols: n)
         let (scratch, stride) = try threadScratch(parts, &workspace)
-        let t = tensor, negatives = (yNeg, rowSum, rowCount), rule = rule
+        let t = tensor, negatives = (yNeg, rowSum, rowCount), rule = rule, inputBits = inputBits
         if Rule.isLinear(0) {
             // Linear moments from GΩ; at most the non-negative slot 1 is rebuilt.
             let gradSketch = try workspace.floats(.gradSketch, m * l)
             let nonLinearY = y(mc - 1)
             pool.run(parts: parts) { part in
                 sketchPass(rule, t, rows: partition(t.rows, parts: parts, part: part), omega: omega,
-                           gradSketch: gradSketch, y: nonLinearY, negatives: negatives, scratch: scratch + part * stride)
+                           gradSketch: gradSketch, y: nonLinearY, negatives: negatives, inputBits: inputBits,
+                           scratch: scratch + part * stride)
             }
             // A NaN or infinity in the gradient reaches every entry of GΩ in its row.
             guard allWithin(gradSketch, count: m * l, bound: .greatestFiniteMagnitude) else { return false }
