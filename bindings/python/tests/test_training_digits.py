@@ -17,20 +17,20 @@ def digits():
     return (x[:1400], y[:1400]), (x[1400:], y[1400:])
 
 
-def train_on_digits(make_optimizer, make_scheduler=None, epochs=12, dtype=torch.float32):
-    """Trains a 64-128-128-10 MLP on digits (batches of 64, fixed seeds), its
-    parameters and inputs in `dtype`, with the optimizer
-    make_optimizer(named_parameters) builds; returns (model, optimizer,
-    held-out accuracy)."""
+def train_on_digits(make_optimizer, make_scheduler=None, epochs=12, dtype=torch.float32, seed=0):
+    """Trains a 64-128-128-10 MLP on digits (batches of 64, fixed seeds: the
+    initialisation's `seed`, the batches' seed + 1), its parameters and inputs
+    in `dtype`, with the optimizer make_optimizer(named_parameters) builds;
+    returns (model, optimizer, held-out accuracy)."""
     (x_train, y_train), (x_test, y_test) = digits()
     x_train, x_test = x_train.to(dtype), x_test.to(dtype)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 10)).to(dtype)
     opt = make_optimizer(model.named_parameters())
     sched = make_scheduler(opt) if make_scheduler else None
-    batches = torch.Generator().manual_seed(1)
+    batches = torch.Generator().manual_seed(seed + 1)
     for _ in range(epochs):
         for idx in torch.randperm(len(y_train), generator=batches).split(64):
             opt.zero_grad()
@@ -57,19 +57,31 @@ def test_mlorc_adamw_rank4_learns_digits():
 
 @pytest.mark.parametrize("rule, lr", [("AdamW", 1e-2), ("Lion", 1e-3)])
 @pytest.mark.parametrize("master_weights", [False, True])
-def test_bf16_training_matches_fp32_within_one_point(rule, lr, master_weights):
+def test_bf16_training_matches_fp32(rule, lr, master_weights):
     """The same recipe with bf16 parameters (fp32 moments; stochastic rounding,
-    or fp32 master weights) lands within 1 point of held-out accuracy of the
-    fp32 run."""
+    or fp32 master weights) reaches the held-out accuracy of the fp32 run,
+    both averaged over 5 seeds.
+
+    One run against one run cannot show this: bf16 and fp32 training diverge
+    like two seeds do, and one seed's accuracy on the 397 held-out digits
+    spreads by about 0.6-0.8 points (seen, 5 seeds, fp32 and bf16 alike).
+    Means of 5 then differ by about 0.45 points (one standard deviation) when
+    nothing is wrong; 1.5 points is over 3 of them. Seen on an AVX-512 machine
+    (fp32 / bf16 / bf16 with master weights): AdamW 95.2 / 95.4 / 95.5, Lion
+    93.0 / 92.8 / 92.3."""
     make = getattr(mlorc.torch, rule)
 
-    def run(dtype, **precision):
-        return train_on_digits(lambda params: make(params, lr=lr, rank=4, **precision),
-                               lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12 * 22),
-                               dtype=dtype)
+    def mean_accuracy(dtype, **precision):
+        total = 0.0
+        for seed in range(5):
+            model, _, accuracy = train_on_digits(
+                lambda params: make(params, lr=lr, rank=4, **precision),
+                lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12 * 22), dtype=dtype, seed=seed)
+            total += accuracy
+        if dtype == torch.bfloat16:
+            assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+        return total / 5
 
-    _, _, fp32 = run(torch.float32)
-    model, opt, bf16 = run(torch.bfloat16, master_weights=master_weights)
-    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
-    # Seen: AdamW 95.2% fp32, 95.5% bf16; Lion 92.9% both.
-    assert fp32 >= 0.9 and abs(bf16 - fp32) <= 0.01, (fp32, bf16)
+    fp32 = mean_accuracy(torch.float32)
+    bf16 = mean_accuracy(torch.bfloat16, master_weights=master_weights)
+    assert fp32 >= 0.9 and abs(bf16 - fp32) <= 0.015, (fp32, bf16)

@@ -186,17 +186,55 @@ extension LowRankTensor {
 /// consecutive threads' blocks stay 64-byte aligned): for two rows, 2·rank
 /// coefficients and 2·l entries of Q's row each.
 func passScratchFloats(rank: Int, sketchWidth l: Int) -> Int {
-    (4 * rank + 4 * l + 15) / 16 * 16
+    (4 * rank + 4 * l + 15) / 16 * 16 + 8 * (4 * rank + 4 * l)
 }
 
 private struct PassScratch {
     let coef: UnsafeMutablePointer<Float>, coef2: UnsafeMutablePointer<Float>
     let qRow: UnsafeMutablePointer<Float>, qRow2: UnsafeMutablePointer<Float>
+    /// The same coefficients as 8-lane splats (column passes): an FMA then
+    /// reads each from memory as its operand instead of a broadcast first.
+    let coefSplat: UnsafeMutablePointer<Float>, coefSplat2: UnsafeMutablePointer<Float>
+    let qSplat: UnsafeMutablePointer<Float>, qSplat2: UnsafeMutablePointer<Float>
     init(_ base: UnsafeMutablePointer<Float>, rank: Int, sketchWidth l: Int = 0) {
         coef = base
         coef2 = base + 2 * rank
         qRow = base + 4 * rank
         qRow2 = base + 4 * rank + 2 * l
+        let splats = base + (4 * rank + 4 * l + 15) / 16 * 16
+        coefSplat = splats
+        coefSplat2 = splats + 16 * rank
+        qSplat = splats + 32 * rank
+        qSplat2 = splats + 32 * rank + 16 * l
+    }
+}
+
+/// A row's coefficients as 8-lane vectors: scalars splat at use, or splats
+/// stored 8 floats apart.
+protocol CoefficientRow {
+    func callAsFunction(_ a: Int) -> SIMD8<Float>
+    func advanced(by count: Int) -> Self
+}
+
+struct ScalarRow: CoefficientRow {
+    let p: UnsafePointer<Float>
+    @_transparent func callAsFunction(_ a: Int) -> SIMD8<Float> { SIMD8(repeating: p[a]) }
+    @_transparent func advanced(by count: Int) -> ScalarRow { ScalarRow(p: p + count) }
+}
+
+struct SplatRow: CoefficientRow {
+    let p: UnsafePointer<Float>
+    @_transparent func callAsFunction(_ a: Int) -> SIMD8<Float> {
+        UnsafeRawPointer(p + a &* 8).loadUnaligned(as: SIMD8<Float>.self)
+    }
+    @_transparent func advanced(by count: Int) -> SplatRow { SplatRow(p: p + count &* 8) }
+}
+
+/// dst[8a ..< 8a + 8] = src[a] for a in 0..<count.
+@_transparent
+private func splat(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>) {
+    for a in 0..<count {
+        UnsafeMutableRawPointer(dst + a &* 8).storeBytes(of: SIMD8<Float>(repeating: src[a]), as: SIMD8<Float>.self)
     }
 }
 
@@ -247,33 +285,33 @@ private func gradient<Rule: MomentRule, A: WeightAccess>(_ rule: Rule, _ t: LowR
 /// Σ_a coef[a] · Vt[a, j..j+7] for a panel block (rows `stride` apart),
 /// four ranks per iteration.
 @_transparent
-private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>, stride: Int, rank: Int,
-                     _ full: Bool, _ count: Int) -> SIMD8<Float> {
+private func rebuild<C: CoefficientRow>(_ coef: C, _ block: UnsafePointer<Float>, stride: Int, rank: Int,
+                                        _ full: Bool, _ count: Int) -> SIMD8<Float> {
     @_transparent func term(_ a: Int) -> SIMD8<Float> { load(block + a &* stride, full, count) }
     // The common ranks as straight-line code (the branch is loop-invariant, so
     // LLVM hoists it out of the chunk loop).
     if rank == 4 {
-        return (term(0) * coef[0]).addingProduct(coef[1], term(1))
-            + (term(2) * coef[2]).addingProduct(coef[3], term(3))
+        return (term(0) * coef(0)).addingProduct(coef(1), term(1))
+            + (term(2) * coef(2)).addingProduct(coef(3), term(3))
     }
     if rank == 8 {
-        let s0 = (term(0) * coef[0]).addingProduct(coef[1], term(1)).addingProduct(coef[2], term(2))
-            .addingProduct(coef[3], term(3))
-        let s1 = (term(4) * coef[4]).addingProduct(coef[5], term(5)).addingProduct(coef[6], term(6))
-            .addingProduct(coef[7], term(7))
+        let s0 = (term(0) * coef(0)).addingProduct(coef(1), term(1)).addingProduct(coef(2), term(2))
+            .addingProduct(coef(3), term(3))
+        let s1 = (term(4) * coef(4)).addingProduct(coef(5), term(5)).addingProduct(coef(6), term(6))
+            .addingProduct(coef(7), term(7))
         return s0 + s1
     }
     var s0 = SIMD8<Float>(repeating: 0), s1 = SIMD8<Float>(repeating: 0)
     var a = 0
     while a &+ 4 <= rank {
-        s0 = s0.addingProduct(coef[a], load(block + a &* stride, full, count))
-        s1 = s1.addingProduct(coef[a &+ 1], load(block + (a &+ 1) &* stride, full, count))
-        s0 = s0.addingProduct(coef[a &+ 2], load(block + (a &+ 2) &* stride, full, count))
-        s1 = s1.addingProduct(coef[a &+ 3], load(block + (a &+ 3) &* stride, full, count))
+        s0 = s0.addingProduct(coef(a), load(block + a &* stride, full, count))
+        s1 = s1.addingProduct(coef(a &+ 1), load(block + (a &+ 1) &* stride, full, count))
+        s0 = s0.addingProduct(coef(a &+ 2), load(block + (a &+ 2) &* stride, full, count))
+        s1 = s1.addingProduct(coef(a &+ 3), load(block + (a &+ 3) &* stride, full, count))
         a &+= 4
     }
     while a < rank {
-        s0 = s0.addingProduct(coef[a], load(block + a &* stride, full, count))
+        s0 = s0.addingProduct(coef(a), load(block + a &* stride, full, count))
         a &+= 1
     }
     return s0 + s1
@@ -284,13 +322,13 @@ private func rebuild(_ coef: UnsafePointer<Float>, _ block: UnsafePointer<Float>
 /// fixed: its entries below zero become c. Also returns that moment's raw
 /// values (zero for rules without one).
 @_transparent
-private func previousMoments<Rule: MomentRule, A: WeightAccess>(_: Rule.Type, _ t: LowRankTensor<A>, _ coef: UnsafePointer<Float>,
+private func previousMoments<Rule: MomentRule, A: WeightAccess, C: CoefficientRow>(_: Rule.Type, _ t: LowRankTensor<A>, _ coef: C,
                                                _ c: PerMoment<Float>, _ j: Int, _ full: Bool, _ count: Int)
     -> (fixed: PerMoment<SIMD8<Float>>, raw: SIMD8<Float>) {
     // Moments written out one by one (not a loop) so each specialisation is straight-line code.
     @_transparent func moment(_ k: Int) -> SIMD8<Float> {
         let (block, stride) = Panel.block(t.factors[k].vt, col: j, rows: t.rank, cols: t.cols, full: full)
-        return rebuild(coef + k &* t.rank, block, stride: stride, rank: t.rank, full, count)
+        return rebuild(coef.advanced(by: k &* t.rank), block, stride: stride, rank: t.rank, full, count)
     }
     var p = PerMoment<SIMD8<Float>>(repeating: .zero)
     var raw = SIMD8<Float>(repeating: 0)
@@ -376,7 +414,7 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightA
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let g = gradient(rule, t, a.row &* n &+ j, full, count)
-    var (p, _) = previousMoments(Rule.self, t, a.coef, a.c, j, full, count)
+    var (p, _) = previousMoments(Rule.self, t, ScalarRow(p: a.coef), a.c, j, full, count)
     _ = rule.apply(&p.first, &p.second, g)
     let value = p[K.index]
     let (block, stride) = Panel.block(UnsafeMutablePointer(mutating: a.sketch), col: j, rows: l, cols: n, full: full)
@@ -495,7 +533,7 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
     if nonLinear {
         // The previous second moment, clipped at 0 (c is added later through NΩ).
         let (block, stride) = Panel.block(t.factors[1].vt, col: j, rows: t.rank, cols: n, full: full)
-        let raw = rebuild(a.coef + t.rank, block, stride: stride, rank: t.rank, full, count)
+        let raw = rebuild(ScalarRow(p: a.coef + t.rank), block, stride: stride, rank: t.rank, full, count)
         negative = mlorc_negative_indicator8(raw)  // lanes past `count` are 0: not negative
         if a.b0 == 0 {
             sums.negSum = sums.negSum.addingProduct(raw, negative)
@@ -562,7 +600,7 @@ func negativeStatistics<A: WeightAccess>(_ t: LowRankTensor<A>, rows: Range<Int>
         while j < n {
             let c = min(8, n &- j), full = c == 8
             let (block, stride) = Panel.block(t.factors[1].vt, col: j, rows: t.rank, cols: n, full: full)
-            let raw = rebuild(coef + t.rank, block, stride: stride, rank: t.rank, full, c)
+            let raw = rebuild(ScalarRow(p: coef + t.rank), block, stride: stride, rank: t.rank, full, c)
             let negative = mlorc_negative_indicator8(raw)
             sum = sum.addingProduct(raw, negative)
             count += negative
@@ -670,19 +708,22 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
     var blockStart = cols.lowerBound
     while blockStart < cols.upperBound {
         let blockEnd = min(blockStart + blockWidth, cols.upperBound)
-        @_transparent func rowView(_ i: Int, _ coef: UnsafeMutablePointer<Float>,
-                                   _ qRow: UnsafeMutablePointer<Float>) -> ColumnRow<A> {
+        @_transparent func rowView(_ i: Int, _ coef: UnsafeMutablePointer<Float>, _ qRow: UnsafeMutablePointer<Float>,
+                                   _ coefSplat: UnsafeMutablePointer<Float>, _ qSplat: UnsafeMutablePointer<Float>) -> ColumnRow<A> {
             loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
             for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
-            return ColumnRow<A>(t: t, coef: coef, qRow: qRow, c: c, out: out, rowOffset: i &* n,
-                             kept: kept)
+            splat(coef, count: Rule.momentCount &* t.rank, into: coefSplat)
+            splat(qRow, count: Rule.momentCount &* l, into: qSplat)
+            return ColumnRow<A>(t: t, coef: SplatRow(p: coefSplat), qRow: SplatRow(p: qSplat), c: c, out: out,
+                                rowOffset: i &* n, kept: kept)
         }
         let fullEnd = blockStart + (blockEnd - blockStart) & ~7
         // Two rows per sweep share the factor loads and the output panel's
         // load/store; they are added in row order, as one row at a time would.
         var i = 0
         while i &+ 2 <= m {
-            let first = rowView(i, parts.coef, parts.qRow), second = rowView(i &+ 1, parts.coef2, parts.qRow2)
+            let first = rowView(i, parts.coef, parts.qRow, parts.coefSplat, parts.qSplat)
+            let second = rowView(i &+ 1, parts.coef2, parts.qRow2, parts.coefSplat2, parts.qSplat2)
             var j = blockStart
             while j < fullEnd { columnChunk2(rule, first, second, W.self, Mode.self, j); j &+= 8 }
             if j < blockEnd {
@@ -692,7 +733,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
             i &+= 2
         }
         if i < m {
-            let row = rowView(i, parts.coef, parts.qRow)
+            let row = rowView(i, parts.coef, parts.qRow, parts.coefSplat, parts.qSplat)
             var j = blockStart
             while j < fullEnd { columnChunk(rule, row, W.self, Mode.self, j, true, 8); j &+= 8 }
             if j < blockEnd { columnTail(rule, row, Mode.self, j, blockEnd &- j) }
@@ -704,7 +745,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
 /// What one row of a column sweep needs.
 private struct ColumnRow<A: WeightAccess> {
     let t: LowRankTensor<A>
-    let coef: UnsafePointer<Float>, qRow: UnsafePointer<Float>
+    let coef: SplatRow, qRow: SplatRow
     let c: PerMoment<Float>
     let out: PerMoment<UnsafeMutablePointer<Float>>
     let rowOffset: Int  // row · cols
@@ -789,15 +830,15 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: 
     // coefficients are then constants of the chunk, not selected at run time.
     @_transparent func accumulate2(_ out: UnsafeMutablePointer<Float>, _ k: Int, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>) {
         let (o, stride) = Panel.block(out, col: j, rows: l, cols: n, full: true)
-        let q1 = r1.qRow + k &* l, q2 = r2.qRow + k &* l
+        let q1 = r1.qRow.advanced(by: k &* l), q2 = r2.qRow.advanced(by: k &* l)
         for b in 0..<W.value {
             let ob = o + b &* stride
-            store(load(ob, true, 8).addingProduct(q1[b], v1).addingProduct(q2[b], v2), ob, true, 8)
+            store(load(ob, true, 8).addingProduct(q1(b), v1).addingProduct(q2(b), v2), ob, true, 8)
         }
         var b = W.value
         while b < l {
             let ob = o + b &* stride
-            store(load(ob, true, 8).addingProduct(q1[b], v1).addingProduct(q2[b], v2), ob, true, 8)
+            store(load(ob, true, 8).addingProduct(q1(b), v1).addingProduct(q2(b), v2), ob, true, 8)
             b &+= 1
         }
     }
@@ -811,15 +852,15 @@ private func accumulate<W: BlockWidth, A: WeightAccess>(_ r: ColumnRow<A>, _: W.
                                        _ j: Int, _ full: Bool, _ count: Int) {
     let l = r.t.sketchWidth
     let (o, stride) = Panel.block(r.out[k], col: j, rows: l, cols: r.t.cols, full: full)
-    let qk = r.qRow + k &* l
+    let qk = r.qRow.advanced(by: k &* l)
     for b in 0..<W.value {
         let ob = o + b &* stride
-        store(load(ob, full, count).addingProduct(qk[b], value), ob, full, count)
+        store(load(ob, full, count).addingProduct(qk(b), value), ob, full, count)
     }
     var b = W.value
     while b < l {
         let ob = o + b &* stride
-        store(load(ob, full, count).addingProduct(qk[b], value), ob, full, count)
+        store(load(ob, full, count).addingProduct(qk(b), value), ob, full, count)
         b &+= 1
     }
 }
