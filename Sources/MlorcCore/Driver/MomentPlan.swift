@@ -116,12 +116,8 @@ struct MomentTensorStep<Rule: MomentRule>: TensorStep {
             if hyper.cautious { rule.modifiers.cautiousScale = dense(Rule.OtherDense.self).cautiousScale(context) }
             return dense(Rule.OtherDense.self).verify(context)
         case .factors:
-            // The sketch pass (prepare) recorded both bounds where it read every element.
-            let recorded = lowRankFP32 ? lowRank(FP32Access.self).inputBounds() : lowRank(Rule.OtherWeights.self).inputBounds()
-            let w = recorded?.weights
-                ?? OutputBounds.maxMagnitude(tensor.elements.kernelParam, tensor.kernelWeights, count: elements, context: context)
-            let g = recorded?.grad
-                ?? OutputBounds.maxMagnitude(tensor.elements.grad, tensor.gradient, count: elements, context: context)
+            let (w, g) = lowRankFP32 ? lowRank(FP32Access.self).inputBounds(context)
+                                     : lowRank(Rule.OtherWeights.self).inputBounds(context)
             guard w.isFinite else { return "the weights contain NaN or infinity" }
             let parts = context.parts(for: elements)
             let finite = lowRankFP32

@@ -275,14 +275,10 @@ extension Optimizer {
                     b[i] = 1
                     continue
                 }
-                let t = u.tensor, recorded = u.step(hyper).inputBounds()
-                let w = recorded?.weights
-                    ?? OutputBounds.maxMagnitude(t.elements.kernelParam, t.kernelWeights, count: u.elements, context: context)
-                let g = recorded?.grad
-                    ?? OutputBounds.maxMagnitude(t.elements.grad, t.gradient, count: u.elements, context: context)
+                let st = u.step(hyper), (w, g) = st.inputBounds(context)
                 if !w.isFinite {
                     localProblems[i] = "the weights contain NaN or infinity"
-                } else if try !u.step(hyper).outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
+                } else if try !st.outputsAreFinite(weightBound: w, gradBound: g, workspace: &context.workspace,
                                                               pool: context.pool, parts: parts(u)) {
                     localProblems[i] = "the new weights or moments would not be finite (check the state, the gradient's scale and lr)"
                 }

@@ -78,11 +78,15 @@ struct LowRankStep<Rule: MomentRule, A: WeightAccess> {
     }
 
     /// max |w| and max |g| over this tensor's rows (infinite if any is NaN or
-    /// infinite), from the sketch pass's reads: nil for the rules whose sketch
-    /// takes the row pass instead (a first moment that is not linear in g),
-    /// which leave them to a separate scan.
-    func inputBounds() -> (weights: Double, grad: Double)? {
-        guard Rule.isLinear(0) else { return nil }
+    /// infinite), after `sketch`: from the sketch pass's reads, or, for the
+    /// rules whose sketch takes the row pass instead (a first moment that is
+    /// not linear in g), from scans.
+    func inputBounds(_ context: StepContext) -> (weights: Double, grad: Double) {
+        guard Rule.isLinear(0) else {
+            let p = prepared, count = m * n
+            return (OutputBounds.maxMagnitude(p.elements.kernelParam, p.kernelWeights, count: count, context: context),
+                    OutputBounds.maxMagnitude(p.elements.grad, p.gradient, count: count, context: context))
+        }
         var bits = SIMD2<Int32>(repeating: 0)
         for i in 0..<m { bits = pointwiseMax(bits, inputBits[i]) }
         return (OutputBounds.magnitude(ofBits: bits.y), OutputBounds.magnitude(ofBits: bits.x))
