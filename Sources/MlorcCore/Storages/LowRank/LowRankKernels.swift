@@ -186,22 +186,19 @@ extension LowRankTensor {
 /// consecutive threads' blocks stay 64-byte aligned): for two rows, 2·rank
 /// coefficients and 2·l entries of Q's row each.
 func passScratchFloats(rank: Int, sketchWidth l: Int) -> Int {
-    (4 * rank + 4 * l + 15) / 16 * 16 + 8 * (4 * rank + 4 * l)
+    (2 * rank + 15) / 16 * 16 + 8 * (4 * rank + 4 * l)
 }
 
 private struct PassScratch {
-    let coef: UnsafeMutablePointer<Float>, coef2: UnsafeMutablePointer<Float>
-    let qRow: UnsafeMutablePointer<Float>, qRow2: UnsafeMutablePointer<Float>
-    /// The same coefficients as 8-lane splats (column passes): an FMA then
-    /// reads each from memory as its operand instead of a broadcast first.
+    /// One row's coefficients (row and sketch passes).
+    let coef: UnsafeMutablePointer<Float>
+    /// Two rows' coefficients and Q rows as 8-lane splats (column passes): an
+    /// FMA then reads each from memory as its operand instead of a broadcast first.
     let coefSplat: UnsafeMutablePointer<Float>, coefSplat2: UnsafeMutablePointer<Float>
     let qSplat: UnsafeMutablePointer<Float>, qSplat2: UnsafeMutablePointer<Float>
     init(_ base: UnsafeMutablePointer<Float>, rank: Int, sketchWidth l: Int = 0) {
         coef = base
-        coef2 = base + 2 * rank
-        qRow = base + 4 * rank
-        qRow2 = base + 4 * rank + 2 * l
-        let splats = base + (4 * rank + 4 * l + 15) / 16 * 16
+        let splats = base + (2 * rank + 15) / 16 * 16
         coefSplat = splats
         coefSplat2 = splats + 16 * rank
         qSplat = splats + 32 * rank
@@ -230,12 +227,10 @@ struct SplatRow: CoefficientRow {
     @_transparent func advanced(by count: Int) -> SplatRow { SplatRow(p: p + count &* 8) }
 }
 
-/// dst[8a ..< 8a + 8] = src[a] for a in 0..<count.
+/// splats[8a ..< 8a + 8] = x.
 @_transparent
-private func splat(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>) {
-    for a in 0..<count {
-        UnsafeMutableRawPointer(dst + a &* 8).storeBytes(of: SIMD8<Float>(repeating: src[a]), as: SIMD8<Float>.self)
-    }
+private func storeSplat(_ x: Float, _ splats: UnsafeMutablePointer<Float>, _ a: Int) {
+    UnsafeMutableRawPointer(splats + a &* 8).storeBytes(of: SIMD8<Float>(repeating: x), as: SIMD8<Float>.self)
 }
 
 /// A sketch-column count known at compile time, so that the accumulators of
@@ -708,12 +703,14 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
     var blockStart = cols.lowerBound
     while blockStart < cols.upperBound {
         let blockEnd = min(blockStart + blockWidth, cols.upperBound)
-        @_transparent func rowView(_ i: Int, _ coef: UnsafeMutablePointer<Float>, _ qRow: UnsafeMutablePointer<Float>,
-                                   _ coefSplat: UnsafeMutablePointer<Float>, _ qSplat: UnsafeMutablePointer<Float>) -> ColumnRow<A> {
-            loadCoefficients(t, momentCount: Rule.momentCount, row: i, into: coef)
-            for k in 0..<Rule.momentCount { for b in 0..<l { qRow[k &* l &+ b] = q[k][i &+ b &* m] } }
-            splat(coef, count: Rule.momentCount &* t.rank, into: coefSplat)
-            splat(qRow, count: Rule.momentCount &* l, into: qSplat)
+        @_transparent func rowView(_ i: Int, _ coefSplat: UnsafeMutablePointer<Float>,
+                                   _ qSplat: UnsafeMutablePointer<Float>) -> ColumnRow<A> {
+            // The products of loadCoefficients, splatted.
+            for k in 0..<Rule.momentCount {
+                let f = t.factors[k]
+                for a in 0..<t.rank { storeSplat(f.u[i &* t.rank &+ a] * f.s[a], coefSplat, k &* t.rank &+ a) }
+                for b in 0..<l { storeSplat(q[k][i &+ b &* m], qSplat, k &* l &+ b) }
+            }
             return ColumnRow<A>(t: t, coef: SplatRow(p: coefSplat), qRow: SplatRow(p: qSplat), c: c, out: out,
                                 rowOffset: i &* n, kept: kept)
         }
@@ -722,8 +719,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
         // load/store; they are added in row order, as one row at a time would.
         var i = 0
         while i &+ 2 <= m {
-            let first = rowView(i, parts.coef, parts.qRow, parts.coefSplat, parts.qSplat)
-            let second = rowView(i &+ 1, parts.coef2, parts.qRow2, parts.coefSplat2, parts.qSplat2)
+            let first = rowView(i, parts.coefSplat, parts.qSplat), second = rowView(i &+ 1, parts.coefSplat2, parts.qSplat2)
             var j = blockStart
             while j < fullEnd { columnChunk2(rule, first, second, W.self, Mode.self, j); j &+= 8 }
             if j < blockEnd {
@@ -733,7 +729,7 @@ private func columnPass<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: We
             i &+= 2
         }
         if i < m {
-            let row = rowView(i, parts.coef, parts.qRow, parts.coefSplat, parts.qSplat)
+            let row = rowView(i, parts.coefSplat, parts.qSplat)
             var j = blockStart
             while j < fullEnd { columnChunk(rule, row, W.self, Mode.self, j, true, 8); j &+= 8 }
             if j < blockEnd { columnTail(rule, row, Mode.self, j, blockEnd &- j) }
