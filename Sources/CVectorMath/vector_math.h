@@ -98,6 +98,13 @@ static inline mlorc_uint8 mlorc_counter_bits8(unsigned lo, unsigned hi, unsigned
     return mlorc_mix32x8(x ^ high ^ k1);
 }
 
+/* A hint to bring the 64-byte line at p into the caches (prefetcht0; never
+ * faults, so p may lie past the end of a buffer): the streaming passes issue
+ * it a fixed distance ahead of their loads (Elements/Prefetch.swift). */
+static inline void mlorc_prefetch(const void *p) {
+    __builtin_prefetch(p, 0, 3);
+}
+
 /* mask ? a : b per lane (mask lanes all ones or all zeros). */
 static inline mlorc_float8 mlorc_select8(mlorc_int8 mask, mlorc_float8 a, mlorc_float8 b) {
     return (mlorc_float8)((mask & (mlorc_int8)a) | (~mask & (mlorc_int8)b));

@@ -35,6 +35,8 @@ protocol WeightAccess {
     static func storeWeights(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int, _ count: Int)
     /// v as the caller's parameter would hold it (the stored type's rounding).
     static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float>
+    /// Prefetches the gradient and weights ahead of element e (full chunks of the streaming passes).
+    static func prefetchInputs(_ t: LowRankTensor<Self>, _ e: Int)
 
     /// The column pass (update or accumulate only) and the sketch pass of a
     /// rule with no option on (MomentRule.optionsOff) through PlainRule, if
@@ -95,6 +97,10 @@ enum FP32Access: WeightAccess {
         F32.store8(v, t.weights.assumingMemoryBound(to: Float.self) + e, count)
     }
     @_transparent static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float> { v }
+    @_transparent static func prefetchInputs(_ t: LowRankTensor<Self>, _ e: Int) {
+        prefetchF32(t.grad, e)
+        prefetchF32(t.weights, e)
+    }
 
     static func columnPassWithoutOptions<Rule: MomentRule>(
         _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
@@ -145,6 +151,10 @@ enum AnyElementAccess: WeightAccess {
     }
     @_transparent static func stored(_ v: SIMD8<Float>, _ t: LowRankTensor<Self>, _ e: Int) -> SIMD8<Float> {
         t.storedKind.roundTrip(v, at: e, rounding: t.rounding)
+    }
+    @_transparent static func prefetchInputs(_ t: LowRankTensor<Self>, _ e: Int) {
+        t.gradKind.prefetch(t.grad, e)
+        t.weightKind.prefetch(t.weights, e)
     }
 }
 
@@ -408,6 +418,7 @@ private func rowChunk<Rule: MomentRule, W: BlockWidth, K: MomentSlot, A: WeightA
     _ sums: inout Accumulators4, width: Int = W.value
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
+    if full { A.prefetchInputs(t, a.row &* n &+ j) }
     let g = gradient(rule, t, a.row &* n &+ j, full, count)
     var (p, _) = previousMoments(Rule.self, t, ScalarRow(p: a.coef), a.c, j, full, count)
     _ = rule.apply(&p.first, &p.second, g)
@@ -517,7 +528,9 @@ private func sketchChunk<Rule: MomentRule, W: BlockWidth, A: WeightAccess>(
 ) {
     let t = a.t, n = t.cols, l = t.sketchWidth
     let nonLinear = Rule.momentCount > 1 && !Rule.isLinear(1)
-    let e = a.row &* n &+ j, g = gradient(rule, t, e, full, count)
+    let e = a.row &* n &+ j
+    if full { A.prefetchInputs(t, e) }
+    let g = gradient(rule, t, e, full, count)
     if a.b0 == 0 {
         // The output bounds' inputs, from this pass's reads (lanes past `count` load as 0):
         // the raw gradient (before any transform) and the weights.
@@ -763,6 +776,7 @@ private func columnChunk<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: W
     _ rule: Rule, _ r: ColumnRow<A>, _: W.Type, _: Mode.Type, _ j: Int, _ full: Bool, _ count: Int
 ) {
     let t = r.t
+    if full { A.prefetchInputs(t, r.rowOffset &+ j) }
     let g = gradient(rule, t, r.rowOffset &+ j, full, count)
     var (p, _) = previousMoments(Rule.self, t, r.coef, r.c, j, full, count)
     let direction = rule.modifiers.direction(rule.apply(&p.first, &p.second, g), g)
@@ -793,6 +807,8 @@ private func columnChunk2<Rule: MomentRule, W: BlockWidth, Mode: WeightMode, A: 
     _ rule: Rule, _ r1: ColumnRow<A>, _ r2: ColumnRow<A>, _: W.Type, _: Mode.Type, _ j: Int
 ) {
     let t = r1.t, l = t.sketchWidth, n = t.cols
+    A.prefetchInputs(t, r1.rowOffset &+ j)
+    A.prefetchInputs(t, r2.rowOffset &+ j)
     let g1 = gradient(rule, t, r1.rowOffset &+ j, true, 8), g2 = gradient(rule, t, r2.rowOffset &+ j, true, 8)
     var (p1, _) = previousMoments(Rule.self, t, r1.coef, r1.c, j, true, 8)
     var (p2, _) = previousMoments(Rule.self, t, r2.coef, r2.c, j, true, 8)
