@@ -152,6 +152,12 @@ check sharded_test build_and_run_c sharded_test "${LINK_MLORC[@]}" -lm -lpthread
 check sharded_rules_test build_and_run_c sharded_rules_test "${LINK_MLORC[@]}" -lm -lpthread
 check state_split_test build_and_run_c state_split_test "${LINK_MLORC[@]}" -lm
 check golden_test build_and_run_c golden_test "${LINK_MLORC[@]}" -lm -- Tests/golden/digests.txt
+# The same digests with OpenBLAS at one and at four threads: results must not
+# depend on the machine's core count (the library holds OpenBLAS at one thread).
+golden_openblas_threads() {
+    OPENBLAS_NUM_THREADS=1 "$OUT/golden_test" Tests/golden/digests.txt && OPENBLAS_NUM_THREADS=4 "$OUT/golden_test" Tests/golden/digests.txt
+}
+check golden_openblas_threads golden_openblas_threads
 check dlopen_test dlopen_test
 check unload_test unload_test
 check unload_valgrind unload_valgrind

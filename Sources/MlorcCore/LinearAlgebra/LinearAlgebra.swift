@@ -9,6 +9,11 @@ enum LinearAlgebra {
     static func orthonormalize(_ a: UnsafeMutablePointer<Float>, rows m: Int, cols k: Int,
                                workspace: inout Workspace) throws(MlorcError) {
         let tau = try workspace.floats(.tau, k)
+        try BLASThreads.single { () throws(MlorcError) in try qr(a, rows: m, cols: k, tau: tau, workspace: &workspace) }
+    }
+
+    private static func qr(_ a: UnsafeMutablePointer<Float>, rows m: Int, cols k: Int, tau: UnsafeMutablePointer<Float>,
+                           workspace: inout Workspace) throws(MlorcError) {
         var query: Float = 0
         var info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, Int32(m), Int32(k), a, Int32(m), tau, &query, -1)
         var lwork = Int(query)
@@ -27,6 +32,15 @@ enum LinearAlgebra {
                         u: UnsafeMutablePointer<Float>, s: UnsafeMutablePointer<Float>,
                         vt: UnsafeMutablePointer<Float>, workspace: inout Workspace) throws(MlorcError) {
         let iwork = try workspace.ints(8 * k)
+        try BLASThreads.single { () throws(MlorcError) in
+            try gesdd(a, rows: n, cols: k, u: u, s: s, vt: vt, iwork: iwork, workspace: &workspace)
+        }
+    }
+
+    private static func gesdd(_ a: UnsafeMutablePointer<Float>, rows n: Int, cols k: Int,
+                              u: UnsafeMutablePointer<Float>, s: UnsafeMutablePointer<Float>,
+                              vt: UnsafeMutablePointer<Float>, iwork: UnsafeMutablePointer<Int32>,
+                              workspace: inout Workspace) throws(MlorcError) {
         var query: Float = 0
         var info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "S")), Int32(n), Int32(k), a, Int32(n),
                                        s, u, Int32(n), vt, Int32(k), &query, -1, iwork)
