@@ -105,6 +105,12 @@ static inline void mlorc_prefetch(const void *p) {
     __builtin_prefetch(p, 0, 3);
 }
 
+/* The larger of a and b per lane, b where a is NaN and a where b is
+ * (as Swift's pointwiseMax, which the optimiser left as a call per chunk). */
+static inline mlorc_float8 mlorc_max8(mlorc_float8 a, mlorc_float8 b) {
+    return __builtin_elementwise_max(a, b);
+}
+
 /* mask ? a : b per lane (mask lanes all ones or all zeros). */
 static inline mlorc_float8 mlorc_select8(mlorc_int8 mask, mlorc_float8 a, mlorc_float8 b) {
     return (mlorc_float8)((mask & (mlorc_int8)a) | (~mask & (mlorc_int8)b));

@@ -1,6 +1,7 @@
 /// The row kernels of a CAME step (CAMEStep): each handles one row of n
 /// elements, 8 lanes at a time (lanes past the row read as zero and are never
-/// written). Row sums are returned, column sums added into a chunk's own
+/// written), prefetching its streams ahead (Elements/Prefetch.swift). Row
+/// sums are returned, column sums added into a chunk's own
 /// accumulator row, so that every reduction has a fixed order (CAMEStep sums
 /// the chunks in order): results do not depend on the thread count.
 
@@ -8,6 +9,7 @@
 func cameSquareSums(_ g: UnsafePointer<Float>, _ n: Int, columns: UnsafeMutablePointer<Float>) -> Double {
     var acc = SIMD8<Float>(repeating: 0)
     eachChunk(n) { j, c in
+        if c == 8 { prefetchF32(g, j) }
         let x = load8(g + j, c), sq = x * x
         acc += sq
         store8(load8(columns + j, c) + sq, columns + j, c)
@@ -19,6 +21,7 @@ func cameSquareSums(_ g: UnsafePointer<Float>, _ n: Int, columns: UnsafeMutableP
 func cameNormalisedSquareSum(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Float, _ n: Int) -> Double {
     var acc = SIMD8<Float>(repeating: 0)
     eachChunk(n) { j, c in
+        if c == 8 { prefetchF32(g, j) }
         let u = load8(g + j, c) * load8(b + j, c) * a
         acc = acc.addingProduct(u, u)
     }
@@ -34,6 +37,7 @@ func cameMomentRow(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Fl
                    prev: UnsafePointer<Float>, beta1: Float, oneMinusBeta1: Float,
                    into out: UnsafeMutablePointer<Float>, residualColumns: UnsafeMutablePointer<Float>?) -> Double {
     @_transparent func moment(_ j: Int, _ c: Int) -> (u: SIMD8<Float>, m: SIMD8<Float>) {
+        if c == 8 { prefetchF32(g, j); prefetchF32(prev, j) }
         let u = load8(g + j, c) * load8(b + j, c) * a
         let mv = (oneMinusBeta1 * u).addingProduct(beta1, load8(prev + j, c))
         store8(mv, out + j, c)
@@ -60,6 +64,7 @@ func cameUpdateRow(_ w: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, 
                    step: Float, colFactor: UnsafePointer<Float>?) {
     if let colFactor {
         eachChunk(n) { j, c in
+            if c == 8 { prefetchF32(w, j) }
             let wv = load8(w + j, c)
             store8(wv - (load8(m + j, c) * step * load8(colFactor + j, c)).addingProduct(decayRate, wv), w + j, c)
         }

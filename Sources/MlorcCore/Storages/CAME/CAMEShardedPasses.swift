@@ -87,7 +87,7 @@ extension CAMEStep {
             let row = buffer + stride, part = columns + chunk * n
             let sum = cameMomentRow(g, b, a[i] * scale, n, prev: previous.row(i, buffer: buffer), beta1: beta1,
                                     oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: vector ? nil : part)
-            for c in 0..<l { y[i + c * m] = dot(row, omega + c * n, n) }
+            dots(row, omega, count: l, n) { c, value in y[i + c * m] = value }
             return sum
         }
         var total = 0.0, ok = true
@@ -134,7 +134,7 @@ extension CAMEStep {
         for k in 0..<chunks { (partials + k * l * n).initialize(repeating: 0, count: l * n) }
         try forEachNewRow(workspace: &workspace, pool: pool) { i, row, chunk in
             let part = partials + chunk * l * n
-            for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+            axpys(row, into: part, count: l, n) { y[i + $0 * m] }
         }
         for e in 0..<(l * n) {
             var sum: Float = 0
@@ -147,7 +147,7 @@ extension CAMEStep {
     func shardResketch(_ z: UnsafePointer<Float>, workspace: inout Workspace, pool: ThreadPool) throws(MlorcError) {
         let m = m, n = n, l = l, y = y
         try forEachNewRow(workspace: &workspace, pool: pool) { i, row, _ in
-            for c in 0..<l { y[i + c * m] = dot(row, z + c * n, n) }
+            dots(row, z, count: l, n) { c, value in y[i + c * m] = value }
         }
     }
 

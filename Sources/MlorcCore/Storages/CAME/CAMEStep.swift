@@ -233,7 +233,7 @@ struct CAMEStep {
                 rowSums[i] = cameMomentRow(g.row(i, buffer: gradBuffer), b, a[i] * scale, n, prev: prev, beta1: beta1,
                                            oneMinusBeta1: oneMinusBeta1, into: row,
                                            residualColumns: vector ? nil : part)
-                for c in 0..<l { y[i + c * m] = dot(row, omega + c * n, n) }
+                dots(row, omega, count: l, n) { c, value in y[i + c * m] = value }
             }
         }
         if !vector {
@@ -283,7 +283,7 @@ struct CAMEStep {
                     var gb = SIMD8<Float>(repeating: 0), wBits = SIMD8<Int32>(repeating: 0), mBits = wBits
                     let gRow = g.row(i, buffer: gradBuffer), wRow = w.row(i, 0..<n, buffer: weightBuffer)
                     eachChunk(n) { j, c in
-                        gb = pointwiseMax(gb, magnitude8(load8(gRow + j, c)) * load8(b + j, c))
+                        gb = mlorc_max8(gb, magnitude8(load8(gRow + j, c)) * load8(b + j, c))
                         wBits = mlorc_max_magnitude_bits8(wBits, load8(wRow + j, c))
                         if !lowRank { mBits = mlorc_max_magnitude_bits8(mBits, load8(dense + i * n + j, c)) }
                     }
@@ -352,7 +352,7 @@ struct CAMEStep {
                 [y], rows: m, cols: n, width: l, count: hyper.powerIterations, workspace: &workspace,
                 transposeProducts: { _ throws(MlorcError) in
                     forEachRow(inPlace: false) { i, row, part, _ in
-                        for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+                        axpys(row, into: part, count: l, n) { y[i + $0 * m] }
                     }
                     return [reduced]
                 },
@@ -363,7 +363,7 @@ struct CAMEStep {
                         for i in partition(m, parts: chunks, part: k) {
                             _ = cameMomentRow(g.row(i, buffer: gradBuffer), b, a[i] * scale, n, prev: previous.row(i, buffer: prevBuffer),
                                               beta1: beta1, oneMinusBeta1: oneMinusBeta1, into: row, residualColumns: nil)
-                            for c in 0..<l { y[i + c * m] = dot(row, reduced + c * n, n) }
+                            dots(row, reduced, count: l, n) { c, value in y[i + c * m] = value }
                         }
                     }
                 })
@@ -377,7 +377,7 @@ struct CAMEStep {
             forEachRow(inPlace: !lowRank) { i, row, part, _ in
                 cameUpdateRow(w + i * n, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
                               colFactor: confidence)
-                for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+                axpys(row, into: part, count: l, n) { y[i + $0 * m] }
             }
         } else {
             forEachRow(inPlace: !lowRank) { i, row, part, weightBuffer in
@@ -385,7 +385,7 @@ struct CAMEStep {
                 cameUpdateRow(weightRow, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
                               colFactor: confidence)
                 w.finish(i, 0..<n, weightRow)
-                for c in 0..<l { axpy(y[i + c * m], row, part + c * n, 0..<n) }
+                axpys(row, into: part, count: l, n) { y[i + $0 * m] }
             }
         }
         if lowRank {
