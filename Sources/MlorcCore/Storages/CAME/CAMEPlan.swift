@@ -22,7 +22,8 @@ struct CAMETensorStep: TensorStep {
     }
     func verify(_ context: inout StepContext) throws(MlorcError) -> String? {
         let c = context  // read-only view; the scratch is lent separately
-        return try step.verify(lr: lr, context: c, workspace: &context.workspace)
+        return try step.verify(lr: lr, context: c, workspace: &context.workspace,
+                               rowBoundsRecorded: step.preparesRowBounds)
     }
     func commit(_ context: inout StepContext) throws(MlorcError) {
         try step.commit(lr: lr, workspace: &context.workspace, pool: context.pool)

@@ -1,3 +1,5 @@
+import CVectorMath
+
 /// The row kernels of a CAME step (CAMEStep): each handles one row of n
 /// elements, 8 lanes at a time (lanes past the row read as zero and are never
 /// written), prefetching its streams ahead (Elements/Prefetch.swift). Row
@@ -98,4 +100,24 @@ struct PreviousMomentRows {
         }
         return buffer
     }
+}
+
+/// One row's inputs to CAMEStep.verify's bound: max_j |g[j]|·b[j], and the
+/// largest magnitude bits of the weights and of a dense moment row (integer
+/// bits put NaN above +inf, where a float max would drop it).
+struct CAMERowBound {
+    var gradTimesB: Float = 0
+    var weightBits: Int32 = 0, momentBits: Int32 = 0
+}
+
+func cameRowBound(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                  dense: UnsafePointer<Float>?, _ n: Int) -> CAMERowBound {
+    var gb = SIMD8<Float>(repeating: 0), wBits = SIMD8<Int32>(repeating: 0), mBits = wBits
+    eachChunk(n) { j, c in
+        if c == 8 { prefetchF32(w, j) }
+        gb = mlorc_max8(gb, magnitude8(load8(g + j, c)) * load8(b + j, c))
+        wBits = mlorc_max_magnitude_bits8(wBits, load8(w + j, c))
+        if let dense { mBits = mlorc_max_magnitude_bits8(mBits, load8(dense + j, c)) }
+    }
+    return CAMERowBound(gradTimesB: gb.max(), weightBits: wBits.max(), momentBits: mBits.max())
 }

@@ -117,7 +117,7 @@ extension CAMEStep {
     /// The verify bound of this shard's rows (CAMEStep.verify; none without rows).
     func shardVerify(lr: Double, context: StepContext, workspace: inout Workspace) throws(MlorcError) -> String? {
         if m == 0 { return OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) }
-        return try verify(lr: lr, context: context, workspace: &workspace)
+        return try verify(lr: lr, context: context, workspace: &workspace, rowBoundsRecorded: false)
     }
 
     /// This shard's sketch Y, for the sharded QR.

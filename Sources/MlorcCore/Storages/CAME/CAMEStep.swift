@@ -90,10 +90,15 @@ struct CAMEStep {
     private static func round16(_ x: Int) -> Int { (x + 15) / 16 * 16 }
 
     /// Region: new r, c, R, C | their factors a, b (of V) and A, B (of S) |
-    /// 16 scalars | Y (m x l, column-major; low-rank only).
+    /// 16 scalars | Y (m x l, column-major; low-rank only) | the rows'
+    /// verify inputs (3m: CAMERowBound's fields).
     static func regionFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
         let side = round16(2 * (h.rows + h.cols))
-        return 2 * side + 16 + (h.storage == .lowRank ? round16(h.rows * sketchWidth(h, hyper)) : 0)
+        return 2 * side + 16 + sketchFloats(h, hyper) + round16(3 * h.rows)
+    }
+
+    private static func sketchFloats(_ h: StateFormat.Header, _ hyper: Hyperparameters) -> Int {
+        h.storage == .lowRank ? round16(h.rows * sketchWidth(h, hyper)) : 0
     }
 
     init(hyper: Hyperparameters, tensor: Optimizer.Prepared, region: UnsafeMutablePointer<Float>) {
@@ -111,6 +116,22 @@ struct CAMEStep {
     var confidenceCol: UnsafeMutablePointer<Float> { region + side + 2 * m + n }  // B = C'^−½
     var scalars: UnsafeMutablePointer<Float> { region + 2 * side }    // [0]: clipping scale
     var y: UnsafeMutablePointer<Float> { region + 2 * side + 16 }
+    /// Per row: max_j |g|·b_j, then the weights' and the dense moment's magnitude bits (as float bit patterns).
+    var rowBounds: UnsafeMutablePointer<Float> { y + Self.sketchFloats(header, hyper) }
+    /// Whether `prepare` records rowBounds (it reads every row of G, the
+    /// weights and a dense moment in its moment pass): all but dense vectors.
+    var preparesRowBounds: Bool { !(isVector && !lowRank) }
+
+    func storeRowBound(_ i: Int, _ bound: CAMERowBound) {
+        rowBounds[i] = bound.gradTimesB
+        rowBounds[m + i] = Float(bitPattern: UInt32(bitPattern: bound.weightBits))
+        rowBounds[2 * m + i] = Float(bitPattern: UInt32(bitPattern: bound.momentBits))
+    }
+
+    func recordedRowBound(_ i: Int) -> CAMERowBound {
+        CAMERowBound(gradTimesB: rowBounds[i], weightBits: Int32(bitPattern: rowBounds[m + i].bitPattern),
+                     momentBits: Int32(bitPattern: rowBounds[2 * m + i].bitPattern))
+    }
 
     // Views into the state.
     var momentFloats: Int { header.floatsPerMoment }
@@ -222,18 +243,21 @@ struct CAMEStep {
             RandomizedSVD.drawTestMatrix(seed: hyper.seed, tensorID: header.tensorID, step: header.step + 1,
                                          count: l * n, into: omega)
         }
-        let previous = previous, y = y, vector = isVector
+        let previous = previous, y = y, vector = isVector, w = weights, lowRank = lowRank
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
         pool.run(parts: chunks) { k in
             let prevBuffer = buffers + k * chunkStride, row = prevBuffer + stride, part = columns + k * n
-            let gradBuffer = prevBuffer + 2 * stride
+            let gradBuffer = prevBuffer + 2 * stride, weightBuffer = gradBuffer + g.bufferFloats
             part.initialize(repeating: 0, count: n)
             for i in partition(m, parts: chunks, part: k) {
-                let prev = previous.row(i, buffer: prevBuffer)
-                rowSums[i] = cameMomentRow(g.row(i, buffer: gradBuffer), b, a[i] * scale, n, prev: prev, beta1: beta1,
+                let prev = previous.row(i, buffer: prevBuffer), gRow = g.row(i, buffer: gradBuffer)
+                rowSums[i] = cameMomentRow(gRow, b, a[i] * scale, n, prev: prev, beta1: beta1,
                                            oneMinusBeta1: oneMinusBeta1, into: row,
                                            residualColumns: vector ? nil : part)
                 dots(row, omega, count: l, n) { c, value in y[i + c * m] = value }
+                // verify's inputs while the row is in cache (G and M were just read).
+                storeRowBound(i, cameRowBound(gRow, b, w.row(i, 0..<n, buffer: weightBuffer),
+                                              dense: lowRank ? nil : prev, n))
             }
         }
         if !vector {
@@ -258,9 +282,10 @@ struct CAMEStep {
     /// the update lr·M'·A_i·B_j (lr·M' for a vector), row i's bound takes
     /// max_j |g_ij|·b_j (small even where b_j is huge: b_j is large only
     /// where column j's gradients are tiny), max_j |M_ij| and max_j |w_ij|
-    /// from one read-only scan of the row. An inconclusive bound (values near
-    /// float's limit) refuses.
-    func verify(lr: Double, context: StepContext, workspace: inout Workspace) throws(MlorcError) -> String? {
+    /// recorded by `prepare` (rowBoundsRecorded), else from one read-only
+    /// scan of the row. An inconclusive bound (values near float's limit) refuses.
+    func verify(lr: Double, context: StepContext, workspace: inout Workspace,
+                rowBoundsRecorded: Bool) throws(MlorcError) -> String? {
         if let problem = OutputBounds.scalarsProblem(lr: lr, weightDecay: hyper.weightDecay) { return problem }
         let m = m, n = n, g = grads, w = weights, b = colFactor, a = rowFactor
         let scale = Double(scalars[0]), vector = isVector, lowRank = lowRank, f = lowRank ? factors : nil
@@ -278,23 +303,17 @@ struct CAMEStep {
                 var bound = SIMD2<Double>.zero
                 let gradBuffer = buffers + part * partStride, weightBuffer = gradBuffer + g.bufferFloats
                 for i in partition(m, parts: parts, part: part) {
-                    // |w| and |M| as magnitude bits: a float max would drop a NaN
-                    // (pointwiseMax returns the other lane), integer bits put it above +inf.
-                    var gb = SIMD8<Float>(repeating: 0), wBits = SIMD8<Int32>(repeating: 0), mBits = wBits
-                    let gRow = g.row(i, buffer: gradBuffer), wRow = w.row(i, 0..<n, buffer: weightBuffer)
-                    eachChunk(n) { j, c in
-                        gb = mlorc_max8(gb, magnitude8(load8(gRow + j, c)) * load8(b + j, c))
-                        wBits = mlorc_max_magnitude_bits8(wBits, load8(wRow + j, c))
-                        if !lowRank { mBits = mlorc_max_magnitude_bits8(mBits, load8(dense + i * n + j, c)) }
-                    }
-                    let wmax = OutputBounds.magnitude(ofBits: wBits.max())
-                    var previous = OutputBounds.magnitude(ofBits: mBits.max())
+                    let row = rowBoundsRecorded ? recordedRowBound(i)
+                        : cameRowBound(g.row(i, buffer: gradBuffer), b, w.row(i, 0..<n, buffer: weightBuffer),
+                                       dense: lowRank ? nil : dense + i * n, n)
+                    let wmax = OutputBounds.magnitude(ofBits: row.weightBits)
+                    var previous = OutputBounds.magnitude(ofBits: row.momentBits)
                     if let f {
                         var sum = 0.0
                         for k in 0..<r { sum += abs(Double(f.u[i * r + k])) * Double(f.s[k]) }
                         previous = sum * 1.001  // |Vt| <= 1.001 (validated)
                     }
-                    let u = Double(gb.max()) * Double(a[i]) * scale
+                    let u = Double(row.gradTimesB) * Double(a[i]) * scale
                     let moment = beta1 * previous + (1 - beta1) * u
                     let confidence = vector ? 1 : Double(confidenceRow[i]) * Double(maxB)
                     let weights = wmax * (1 + decay) + lr * moment * confidence
