@@ -92,6 +92,20 @@ struct PreviousMomentRows {
         // coef[a] = U[i, a]·s[a], kept at the end of the buffer's row (n + r floats).
         let coef = buffer + n
         for a in 0..<r { coef[a] = f.u[i * r + a] * f.s[a] }
+        if r == 4 {
+            // The loop below with the coefficients splatted once per row and the
+            // ranks written out: the same fused multiply-adds in the same order.
+            let c0 = SIMD8<Float>(repeating: coef[0]), c1 = SIMD8<Float>(repeating: coef[1])
+            let c2 = SIMD8<Float>(repeating: coef[2]), c3 = SIMD8<Float>(repeating: coef[3])
+            eachChunk(n) { j, c in
+                let (block, stride) = Panel.block(f.vt, col: j, rows: 4, cols: n, full: c == 8)
+                let acc = SIMD8<Float>(repeating: 0).addingProduct(c0, load8(block, c))
+                    .addingProduct(c1, load8(block + stride, c)).addingProduct(c2, load8(block + 2 * stride, c))
+                    .addingProduct(c3, load8(block + 3 * stride, c))
+                store8(acc, buffer + j, c)
+            }
+            return buffer
+        }
         eachChunk(n) { j, c in
             let (block, stride) = Panel.block(f.vt, col: j, rows: r, cols: n, full: c == 8)
             var acc = SIMD8<Float>(repeating: 0)
