@@ -14,6 +14,7 @@ else { fatalError("include/mlorc.h has no '#define MLORC_VERSION_MAJOR N' line")
 //   every exported function against it at compile time.
 // - CLinearAlgebra wraps Debian's OpenBLAS (cblas.h) and LAPACKE (lapacke.h).
 // - CVectorMath holds the few vector intrinsics Swift's SIMD types lack.
+// - CWideKernels holds AVX-512 kernels, used where the CPU has AVX-512.
 // - MlorcCore holds the rules, storages, kernels and linear algebra (internal).
 // - Mlorc is only the exported C functions; its .dynamic product is libmlorc.so,
 //   linked with the Swift runtime statically and exporting only mlorc_*.
@@ -26,9 +27,12 @@ let package = Package(
         .systemLibrary(name: "CMlorcHeader", path: "Sources/CMlorcHeader"),
         .systemLibrary(name: "CLinearAlgebra", path: "Sources/CLinearAlgebra"),
         .systemLibrary(name: "CVectorMath", path: "Sources/CVectorMath"),
+        // AVX-512 versions of the hottest kernels, chosen at run time (docs/architecture.md, "Wide kernels").
+        // DWARF 4: the valgrind the failure tests run (Debian's 3.19) cannot read clang's DWARF 5.
+        .target(name: "CWideKernels", path: "Sources/CWideKernels", cSettings: [.unsafeFlags(["-gdwarf-4"])]),
         .target(
             name: "MlorcCore",
-            dependencies: ["CLinearAlgebra", "CVectorMath"],
+            dependencies: ["CLinearAlgebra", "CVectorMath", "CWideKernels"],
             // The kernels are written for 256-bit SIMD with FMA (AVX2 + FMA, Haswell and later):
             // every machine this project targets has it (docs/architecture.md).
             swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]

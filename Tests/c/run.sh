@@ -158,6 +158,18 @@ golden_openblas_threads() {
     OPENBLAS_NUM_THREADS=1 "$OUT/golden_test" Tests/golden/digests.txt && OPENBLAS_NUM_THREADS=4 "$OUT/golden_test" Tests/golden/digests.txt
 }
 check golden_openblas_threads golden_openblas_threads
+# The same digests through the AVX2 (Swift) kernels only: the AVX-512 kernels
+# (docs/architecture.md, "Wide kernels") must compute the same bits. Says which
+# paths ran, so that a CPU without AVX-512 does not pass for a test of both.
+golden_avx2_kernels() {
+    if grep -qw avx512f /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+        echo "golden_test ran the AVX-512 kernels; now the AVX2 kernels"
+    else
+        echo "no AVX-512 on this CPU: golden_test ran the AVX2 kernels; running them again"
+    fi
+    MLORC_KERNELS=avx2 "$OUT/golden_test" Tests/golden/digests.txt
+}
+check golden_avx2_kernels golden_avx2_kernels
 check dlopen_test dlopen_test
 check unload_test unload_test
 check unload_valgrind unload_valgrind

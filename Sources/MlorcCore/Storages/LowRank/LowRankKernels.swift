@@ -114,7 +114,11 @@ enum FP32Access: WeightAccess {
         case (8, true) where t.rank == 8:
             columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, Shape8.self, scratch, kept)
         case (4, true) where t.rank == 4 && l == 4:
-            columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
+            // The AVX-512 kernel where it covers the rule; the Swift pass for the rest.
+            let rest = WideColumnPass.update(rule, t, cols, q, c, out) ?? cols
+            if !rest.isEmpty {
+                columnPass(plain, t, rest, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
+            }
         case (8, true): columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, AnyShape.self, scratch, kept)
         case (8, false): columnPass(plain, t, cols, q, c, out, Width8.self, KeepWeights.self, AnyShape.self, scratch, kept)
         case (4, true): columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, AnyShape.self, scratch, kept)

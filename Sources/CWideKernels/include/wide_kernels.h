@@ -1,0 +1,41 @@
+#ifndef WIDE_KERNELS_H
+#define WIDE_KERNELS_H
+/* Kernels compiled for AVX-512 (16 float lanes, 32 vector registers), called
+ * only where the CPU and the OS support it (wide_kernels_available).
+ * Each computes exactly what the AVX2 Swift kernel it stands in for computes:
+ * the same operations on each element in the same order, so results are
+ * bit-identical on either path (docs/architecture.md, "Wide kernels"). */
+#include <stddef.h>
+
+/* Internal to libmlorc: never exported (only mlorc_* is the ABI). */
+#define WIDE_INTERNAL __attribute__((visibility("hidden")))
+
+/* 1 if AVX-512 F/VL/DQ and the OS's zmm state are available and the
+ * environment does not set MLORC_KERNELS=avx2; decided once. */
+WIDE_INTERNAL int wide_kernels_available(void);
+
+/* The column pass of a low-rank AdamW step with no option on, rank 4 and
+ * sketch width 4, fp32 weights and gradient, updating the weights: for the
+ * full 8-column blocks of columns [col_begin, col_end) (both multiples of 8)
+ * and every row i in order,
+ *   m' = β1·rebuild(U_m, s_m, Vt_m) + (1−β1)·g,
+ *   v' = β2·fix(rebuild(U_v, s_v, Vt_v)) + (1−β2)·g²   (negative entries → fix),
+ *   w ← w − (stepSize·m'/(√v'·invSqrtBC2 + ε) + decayRate·w),
+ *   out_m[b, j] += q_m[i, b]·m',  out_v[b, j] += q_v[i, b]·v'.
+ * Vt and out are 4 x cols panels (blocks of 8 columns, Panel.swift); u is
+ * rows x 4 row-major; q is rows x 4 column-major. */
+typedef struct {
+    ptrdiff_t rows, cols, col_begin, col_end;
+    float *weights;
+    const float *grad;
+    const float *u_m, *s_m, *vt_m, *q_m;
+    const float *u_v, *s_v, *vt_v, *q_v;
+    float *out_m, *out_v;
+    float fix;
+    float beta1, one_minus_beta1, beta2, one_minus_beta2;
+    float eps, inverse_sqrt_bias_correction2, step_size, decay_rate;
+} wide_adamw_columns;
+
+WIDE_INTERNAL void wide_adamw_columns_r4(const wide_adamw_columns *a);
+
+#endif
