@@ -1,43 +1,10 @@
 #include "wide_kernels.h"
-
-#include <immintrin.h>
-
-/* Compiled for AVX-512 function by function, so that nothing else in the
- * library can pick up zmm code; callers check wide_kernels_available. */
-#define WIDE __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-#define INLINE static inline __attribute__((always_inline)) WIDE
+#include "wide_vectors.h"
 
 /* One row's constants of a sweep: U_k[i, a]·s_k[a] and q_k[i, b]. */
 typedef struct {
     float coef_m[4], coef_v[4], q_m[4], q_v[4];
 } RowConstants;
-
-/* Columns j..j+15 of a panel row (two 8-column blocks 32 floats apart), or
- * j..j+7 (upper lanes 0) when `wide` is 0. */
-INLINE __m512 load_panel(const float *p, int wide) {
-    __m512 lo = _mm512_zextps256_ps512(_mm256_loadu_ps(p));
-    return wide ? _mm512_insertf32x8(lo, _mm256_loadu_ps(p + 32), 1) : lo;
-}
-
-INLINE void store_panel(float *p, __m512 v, int wide) {
-    _mm256_storeu_ps(p, _mm512_castps512_ps256(v));
-    if (wide) _mm256_storeu_ps(p + 32, _mm512_extractf32x8_ps(v, 1));
-}
-
-INLINE __m512 load_row(const float *p, int wide) {
-    return wide ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(0x00FF, p);
-}
-
-INLINE void store_row(float *p, __m512 v, int wide) {
-    if (wide) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, 0x00FF, v);
-}
-
-/* Σ_a coef[a]·Vt[a] in the Swift rebuild's order: (t0·c0 + c1·t1) + (t2·c2 + c3·t3). */
-INLINE __m512 rebuild(const float *coef, const __m512 *vt) {
-    __m512 s01 = _mm512_fmadd_ps(_mm512_set1_ps(coef[1]), vt[1], _mm512_mul_ps(vt[0], _mm512_set1_ps(coef[0])));
-    __m512 s23 = _mm512_fmadd_ps(_mm512_set1_ps(coef[3]), vt[3], _mm512_mul_ps(vt[2], _mm512_set1_ps(coef[2])));
-    return _mm512_add_ps(s01, s23);
-}
 
 /* The step's scalars, copied out of the arguments so that the compiler keeps
  * them in registers (stores through the weight pointer could alias them). */
@@ -104,16 +71,6 @@ INLINE void sweep(const wide_adamw_columns *a, const RowConstants *k, ptrdiff_t 
     if (j < end) chunk(a, &s, k, i, rows, j, 0);
 }
 
-static WIDE void sweep4(const wide_adamw_columns *a, const RowConstants *k, ptrdiff_t i, ptrdiff_t begin,
-                        ptrdiff_t end) {
-    sweep(a, k, i, 4, begin, end);
-}
-
-static WIDE void sweep1(const wide_adamw_columns *a, const RowConstants *k, ptrdiff_t i, ptrdiff_t begin,
-                        ptrdiff_t end) {
-    sweep(a, k, i, 1, begin, end);
-}
-
 static void row_constants(const wide_adamw_columns *a, ptrdiff_t i, RowConstants *k) {
     for (int r = 0; r < 4; r++) {
         k->coef_m[r] = a->u_m[i * 4 + r] * a->s_m[r];
@@ -123,22 +80,15 @@ static void row_constants(const wide_adamw_columns *a, ptrdiff_t i, RowConstants
     }
 }
 
-WIDE void wide_adamw_columns_r4(const wide_adamw_columns *a) {
-    const ptrdiff_t m = a->rows;
+static WIDE void rows_sweep(const void *args, ptrdiff_t i, int rows, ptrdiff_t begin, ptrdiff_t end) {
+    const wide_adamw_columns *a = args;
+    RowConstants k[4];
+    for (int p = 0; p < rows; p++) row_constants(a, i + p, &k[p]);
+    if (rows == 4) sweep(a, k, i, 4, begin, end); else sweep(a, k, i, 1, begin, end);
+}
+
+void wide_adamw_columns_r4(const wide_adamw_columns *a) {
     /* Column blocks whose Vt and out panels (2 moments x 8 rows x 4 B per
      * column) fill half of a 512 KiB L2, as in the Swift pass. */
-    const ptrdiff_t block = 4096;
-    for (ptrdiff_t start = a->col_begin; start < a->col_end; start += block) {
-        const ptrdiff_t end = start + block < a->col_end ? start + block : a->col_end;
-        ptrdiff_t i = 0;
-        RowConstants k[4];
-        for (; i + 4 <= m; i += 4) {
-            for (int p = 0; p < 4; p++) row_constants(a, i + p, &k[p]);
-            sweep4(a, k, i, start, end);
-        }
-        for (; i < m; i++) {
-            row_constants(a, i, &k[0]);
-            sweep1(a, k, i, start, end);
-        }
-    }
+    wide_drive_columns(a, a->rows, a->col_begin, a->col_end, 4096, rows_sweep);
 }

@@ -38,4 +38,18 @@ typedef struct {
 
 WIDE_INTERNAL void wide_adamw_columns_r4(const wide_adamw_columns *a);
 
+/* The same for Lion (one moment, no option on): for every row i in order,
+ *   c = β1·m + (1−β1)·g,  m' = β2·m + (1−β2)·g  (m = rebuild(U, s, Vt)),
+ *   w ← w − (stepSize·sign(c) + decayRate·w),  out[b, j] += q[i, b]·m'. */
+typedef struct {
+    ptrdiff_t rows, cols, col_begin, col_end;
+    float *weights;
+    const float *grad;
+    const float *u, *s, *vt, *q;
+    float *out;
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, decay_rate;
+} wide_lion_columns;
+
+WIDE_INTERNAL void wide_lion_columns_r4(const wide_lion_columns *a);
+
 #endif
