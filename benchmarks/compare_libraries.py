@@ -30,6 +30,8 @@ def build(library: Path, name: str) -> Path:
     folder = ROOT / ".build" / f"compare-{name}"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(library, folder / "libmlorc.so")
+    # bench_step asks the loader for the SONAME (libmlorc.so.MAJOR).
+    subprocess.run(["bash", str(ROOT / "scripts" / "soname-link.sh"), str(folder)], check=True)
     binary = folder / "bench_step"
     subprocess.run(["cc", "-O2", "-std=c99", f"-I{ROOT / 'include'}", str(ROOT / "benchmarks" / "bench_step.c"),
                     f"-L{folder}", "-lmlorc", f"-Wl,-rpath,{folder}", "-o", str(binary)], check=True)

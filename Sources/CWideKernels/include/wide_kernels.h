@@ -52,4 +52,29 @@ typedef struct {
 
 WIDE_INTERNAL void wide_lion_columns_r4(const wide_lion_columns *a);
 
+/* The sketch pass of a low-rank AdamW or Lion step with no option on, rank 4
+ * and sketch width 4, fp32 weights and gradient, cols a multiple of 8: for
+ * rows [row_begin, row_end), with Ω a 4 x cols panel,
+ *   grad_sketch[i, b] = Σ_j g[i, j]·Ω[b, j],
+ *   input_bits[2i], [2i + 1] = the largest |g[i, :]| and |w[i, :]| as bits;
+ * and when u_v is not NULL (AdamW: the non-linear second moment), with
+ * R = rebuild(U_v, s_v, Vt_v), R⁺ = R with its negative entries 0 and
+ * x = β2·R⁺ + (1−β2)·g²,
+ *   y[i, b] = Σ_j x[i, j]·Ω[b, j],  y_neg[i, b] = Σ_j [R < 0]·Ω[b, j],
+ *   row_sum[i] = Σ_j |R| over R < 0,  row_count[i] = #{R < 0}.
+ * grad_sketch, y and y_neg are rows x 4 column-major; every sum is rounded
+ * as the Swift sketch pass rounds it (8 lanes, then the lanes in order). */
+typedef struct {
+    ptrdiff_t rows, cols, row_begin, row_end;
+    const float *weights, *grad;
+    const float *u_v, *s_v, *vt_v;
+    const float *omega;
+    float beta2, one_minus_beta2;
+    float *grad_sketch, *y, *y_neg;
+    double *row_sum, *row_count;
+    int *input_bits;
+} wide_sketch_rows;
+
+WIDE_INTERNAL void wide_sketch_rows_r4(const wide_sketch_rows *a);
+
 #endif

@@ -133,6 +133,8 @@ enum FP32Access: WeightAccess {
         guard t.sketchWidth % 4 == 0 else { return false }
         let plain = PlainRule(rule), l = t.sketchWidth
         if t.rank == 4 && l == 4 {
+            // The AVX-512 kernel where it covers the rule and shape.
+            if WideSketchPass.run(rule, t, a) { return true }
             sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
         } else if t.rank == 8 && l == 8 {
             sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape8.self) }
