@@ -1,7 +1,9 @@
 /*
  * golden_test.c - the golden digests: every rule x storage x shape x option
- * of the library, stepped 5 times from fixed inputs, hashed (weights, every
- * state, the group state) and compared with Tests/golden/digests.txt.
+ * of the library, and every rule's half-precision paths (bf16 and f16
+ * parameters, fp32 gradients, master weights, bf16 moments), stepped 5 times
+ * from fixed inputs, hashed (weights, every state, the group state) and
+ * compared with Tests/golden/digests.txt.
  *
  * The digests were recorded from the library before a restructuring of its
  * core; any change to a result fails this test. A change that alters
@@ -63,6 +65,7 @@ typedef struct {
     int rule;
     int storage;
     int64_t rows, cols;
+    int32_t dtype; /* mlorc_tensor.dtype of both tensors: MLORC_DTYPE_F32 (0) but in the half cases */
     setting settings[4];
     int settings_count;
 } golden_case;
@@ -106,6 +109,69 @@ static const int64_t shapes[][2] = {
     {6, 10},  /* a matrix below the AUTO threshold */
 };
 
+/* The half-precision paths: each rule on dense and low-rank storage with
+ * bf16 parameters and gradients (stochastic rounding, the default, and to
+ * nearest even), an fp32 gradient, fp32 master weights, bf16 moments
+ * (refused by the rules without them: the status is pinned) and f16; at a
+ * small shape and at 321 x 256 (1 and 2 threads). */
+typedef struct {
+    const char *name;
+    int32_t dtype;
+    setting s; /* key 0: none */
+} half_variant;
+
+static const half_variant half_variants[] = {
+    {"bf16", MLORC_DTYPE_BF16, {0, 0}},
+    {"bf16-nearest", MLORC_DTYPE_BF16, {MLORC_PARAM_STOCHASTIC_ROUNDING, 0}},
+    {"bf16-gradf32", MLORC_DTYPE_BF16 | MLORC_DTYPE_GRAD_F32, {0, 0}},
+    {"bf16-master", MLORC_DTYPE_BF16, {MLORC_PARAM_MASTER_WEIGHTS, 1}},
+    {"bf16-state", MLORC_DTYPE_BF16, {MLORC_PARAM_STATE_DTYPE, MLORC_DTYPE_BF16}},
+    {"f16", MLORC_DTYPE_F16, {0, 0}},
+};
+
+static int half_cases(golden_case *cases, int n) {
+    static const int64_t half_shapes[][3] = {{20, 48, 1}, {321, 256, 1}, {321, 256, 2}}; /* rows, cols, threads */
+    for (int rule = 1; rule <= 8; rule++) {
+        for (int storage = 1; storage <= 2; storage++) {
+            for (size_t v = 0; v < sizeof half_variants / sizeof half_variants[0]; v++) {
+                for (size_t s = 0; s < sizeof half_shapes / sizeof half_shapes[0]; s++) {
+                    golden_case *c = &cases[n++];
+                    memset(c, 0, sizeof *c);
+                    c->rule = rule, c->storage = storage;
+                    c->rows = half_shapes[s][0], c->cols = half_shapes[s][1];
+                    c->dtype = half_variants[v].dtype;
+                    if (half_variants[v].s.key) c->settings[c->settings_count++] = half_variants[v].s;
+                    c->settings[c->settings_count++] = (setting){MLORC_PARAM_THREADS, (double)half_shapes[s][2]};
+                    snprintf(c->name, sizeof c->name, "%s/%s/%lldx%lld/%s/t%lld", rule_names[rule],
+                             storage_names[storage], (long long)c->rows, (long long)c->cols, half_variants[v].name,
+                             (long long)half_shapes[s][2]);
+                }
+            }
+        }
+    }
+    return n;
+}
+
+/* Test inputs in a half type: bf16 rounded to nearest even, f16 truncated
+ * (|x| < 8 here; tiny values flush to zero). Any fixed mapping would do. */
+static uint16_t to_half(float x, int32_t dtype) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    if ((dtype & 0xff) == MLORC_DTYPE_BF16) return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    uint32_t sign = (b >> 16) & 0x8000u, m = (b >> 13) & 0x3ffu;
+    int e = (int)((b >> 23) & 0xffu) - 127 + 15;
+    return (uint16_t)(e <= 0 ? sign : sign | (uint32_t)e << 10 | m);
+}
+
+/* Whether a stored element is finite. */
+static int element_finite(const void *p, size_t i, int32_t dtype) {
+    switch (dtype & 0xff) {
+    case MLORC_DTYPE_BF16: return (((const uint16_t *)p)[i] & 0x7f80u) != 0x7f80u;
+    case MLORC_DTYPE_F16: return (((const uint16_t *)p)[i] & 0x7c00u) != 0x7c00u;
+    default: return isfinite(((const float *)p)[i]) != 0;
+    }
+}
+
 static int build_cases(golden_case *cases) {
     int n = 0;
     for (int rule = 1; rule <= 8; rule++) {
@@ -143,7 +209,7 @@ static int build_cases(golden_case *cases) {
             }
         }
     }
-    return n;
+    return half_cases(cases, n);
 }
 
 static double base_lr(int rule) {
@@ -172,7 +238,11 @@ static void run_case(const golden_case *c, char *out, size_t out_size) {
     uint64_t seed = fnv(0xcbf29ce484222325ULL, c->name, (size_t)(strrchr(c->name, '/') - c->name)) | 1;
     const int64_t rows[2] = {c->rows, 1}, cols[2] = {c->cols, 7};
     const int storages[2] = {c->storage, MLORC_STORAGE_AUTO};
-    float *param[2] = {0}, *grad[2] = {0};
+    /* Element sizes: half cases hold 2-byte parameters and, without MLORC_DTYPE_GRAD_F32, gradients. */
+    const int32_t param_dtype = c->dtype & 0xff;
+    const size_t param_size = param_dtype == MLORC_DTYPE_F32 ? 4 : 2;
+    const size_t grad_size = param_dtype == MLORC_DTYPE_F32 || (c->dtype & MLORC_DTYPE_GRAD_F32) ? 4 : 2;
+    void *param[2] = {0}, *grad[2] = {0};
     void *state[2] = {0};
     size_t state_bytes[2] = {0};
     unsigned char group[MLORC_GROUP_STATE_BYTES];
@@ -180,16 +250,20 @@ static void run_case(const golden_case *c, char *out, size_t out_size) {
     const char *stage = NULL;
     for (int t = 0; t < 2 && !stage; t++) {
         size_t n = (size_t)(rows[t] * cols[t]);
-        param[t] = malloc(n * sizeof(float));
-        grad[t] = malloc(n * sizeof(float));
-        for (size_t i = 0; i < n; i++) param[t][i] = 0.5f * uniform(&seed);
-        mlorc_tensor_layout layout = {rows[t], cols[t], MLORC_DTYPE_F32, storages[t]};
+        param[t] = malloc(n * param_size);
+        grad[t] = malloc(n * grad_size);
+        for (size_t i = 0; i < n; i++) {
+            float x = 0.5f * uniform(&seed);
+            if (param_size == 4) ((float *)param[t])[i] = x; else ((uint16_t *)param[t])[i] = to_half(x, param_dtype);
+        }
+        mlorc_tensor_layout layout = {rows[t], cols[t], param_dtype, storages[t]};
         if ((st = mlorc_state_size(opt, &layout, &state_bytes[t])) != MLORC_OK) {
             stage = "state_size";
             break;
         }
         state[t] = malloc(state_bytes[t]);
-        if ((st = mlorc_state_init(opt, &layout, 11 + (uint64_t)t, state[t], state_bytes[t])) != MLORC_OK)
+        if ((st = mlorc_state_init_with_param(opt, &layout, 11 + (uint64_t)t, param[t], state[t], state_bytes[t])) !=
+            MLORC_OK)
             stage = "state_init";
     }
     if (!stage && mlorc_group_state_init(opt, group, sizeof group) == MLORC_OK) has_group = 1;
@@ -197,9 +271,11 @@ static void run_case(const golden_case *c, char *out, size_t out_size) {
         mlorc_tensor tensors[2];
         for (int t = 0; t < 2; t++) {
             size_t n = (size_t)(rows[t] * cols[t]);
-            for (size_t i = 0; i < n; i++) grad[t][i] = uniform(&seed) * (1.0f + (float)(i % 5));
-            tensors[t] = (mlorc_tensor){param[t], grad[t], state[t], state_bytes[t], rows[t], cols[t],
-                                        MLORC_DTYPE_F32, 0};
+            for (size_t i = 0; i < n; i++) {
+                float x = uniform(&seed) * (1.0f + (float)(i % 5));
+                if (grad_size == 4) ((float *)grad[t])[i] = x; else ((uint16_t *)grad[t])[i] = to_half(x, param_dtype);
+            }
+            tensors[t] = (mlorc_tensor){param[t], grad[t], state[t], state_bytes[t], rows[t], cols[t], c->dtype, 0};
         }
         double lr = base_lr(c->rule) * (1.0 - 0.1 * step);
         st = has_group ? mlorc_step_group(opt, tensors, 2, lr, group, sizeof group)
@@ -213,8 +289,8 @@ static void run_case(const golden_case *c, char *out, size_t out_size) {
         int finite = 1;
         for (int t = 0; t < 2; t++) {
             size_t n = (size_t)(rows[t] * cols[t]);
-            for (size_t i = 0; i < n; i++) finite &= isfinite(param[t][i]) != 0;
-            h = fnv(h, param[t], n * sizeof(float));
+            for (size_t i = 0; i < n; i++) finite &= element_finite(param[t], i, param_dtype);
+            h = fnv(h, param[t], n * param_size);
             h = fnv(h, state[t], state_bytes[t]);
         }
         if (has_group) h = fnv(h, group, sizeof group);
