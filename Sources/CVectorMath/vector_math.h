@@ -75,6 +75,34 @@ static inline mlorc_uint8 mlorc_bf16_round8(mlorc_uint8 bits, mlorc_uint8 increm
     return kept >> 16;
 }
 
+typedef unsigned short mlorc_ushort8 __attribute__((ext_vector_type(8)));
+
+/* bfloat16 bits widened to binary32 (vpmovzxwd + vpslld). In C because
+ * Swift's SIMD8<UInt32>(truncatingIfNeeded:) of 16-bit lanes compiled to an
+ * out-of-line call per 8 lanes. */
+static inline mlorc_float8 mlorc_bf16_widen8(mlorc_ushort8 h) {
+    return (mlorc_float8)(__builtin_convertvector(h, mlorc_uint8) << 16);
+}
+
+/* The low 16 bits of each lane (a shuffle), for the same reason. */
+static inline mlorc_ushort8 mlorc_low_halves8(mlorc_uint8 x) {
+    return __builtin_convertvector(x, mlorc_ushort8);
+}
+
+typedef _Float16 mlorc_half8 __attribute__((ext_vector_type(8)));
+
+/* binary16 bits widened to binary32 (vcvtph2ps) and binary32 rounded to
+ * binary16 bits, to nearest even (vcvtps2ph): inline, where Swift's
+ * SIMD8<Float16> conversions compiled to a call per 8 lanes (which also
+ * clobbers every vector register of the calling kernel). */
+static inline mlorc_float8 mlorc_f16_widen8(mlorc_ushort8 h) {
+    return __builtin_convertvector((mlorc_half8)h, mlorc_float8);
+}
+
+static inline mlorc_ushort8 mlorc_f16_narrow8(mlorc_float8 v) {
+    return (mlorc_ushort8)__builtin_convertvector(v, mlorc_half8);
+}
+
 /* One round of a 32-bit integer mixer (xor-shift-multiply; constants of
  * Chris Wellons' "lowbias32"): a bijection with full avalanche. */
 static inline mlorc_uint8 mlorc_mix32x8(mlorc_uint8 x) {

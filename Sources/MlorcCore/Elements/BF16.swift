@@ -12,7 +12,7 @@ enum BF16: Element {
     static func load8(_ p: UnsafePointer<UInt16>, _ count: Int) -> SIMD8<Float> {
         var h = SIMD8<UInt16>(repeating: 0)
         if count >= 8 { h = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt16>.self) } else { for i in 0..<count { h[i] = p[i] } }
-        return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
+        return mlorc_bf16_widen8(h)
     }
 
     /// Round to nearest even: add 0x7FFF plus the lowest kept bit, truncate;
@@ -22,7 +22,7 @@ enum BF16: Element {
     static func rounded(_ v: SIMD8<Float>, random: SIMD8<UInt32>?) -> SIMD8<UInt16> {
         let bits = unsafeBitCast(v, to: SIMD8<UInt32>.self)
         let increment = random.map { $0 & 0xFFFF } ?? (0x7FFF &+ ((bits &>> 16) & 1))
-        return SIMD8<UInt16>(truncatingIfNeeded: mlorc_bf16_round8(bits, increment))
+        return mlorc_low_halves8(mlorc_bf16_round8(bits, increment))
     }
 
     @inline(__always)
@@ -34,6 +34,6 @@ enum BF16: Element {
 
     @inline(__always)
     static func roundTrip(_ v: SIMD8<Float>, random: SIMD8<UInt32>?) -> SIMD8<Float> {
-        unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: rounded(v, random: random)) &<< 16, to: SIMD8<Float>.self)
+        mlorc_bf16_widen8(rounded(v, random: random))
     }
 }

@@ -40,8 +40,9 @@ protocol WeightAccess {
 
     /// The column pass (update or accumulate only) and the sketch pass of a
     /// rule with no option on (MomentRule.optionsOff) through PlainRule, if
-    /// this access has that path; false if not. Only FP32Access has it: one
-    /// more compiled copy of the hot loops, not one per element type.
+    /// this access has that path for the tensor's shape; false if not.
+    /// FP32Access has it for the common ranks and widths, AnyElementAccess
+    /// for rank 4 only: each is one more compiled copy of the hot loops.
     static func columnPassWithoutOptions<Rule: MomentRule>(
         _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
         _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
@@ -161,6 +162,26 @@ enum AnyElementAccess: WeightAccess {
     @_transparent static func prefetchInputs(_ t: LowRankTensor<Self>, _ e: Int) {
         t.gradKind.prefetch(t.grad, e)
         t.weightKind.prefetch(t.weights, e)
+    }
+
+    /// The no-options passes for rank 4 without oversampling only, the
+    /// common half-precision step: one more compiled copy of each pass here,
+    /// not FP32Access's set of shapes and widths.
+    static func columnPassWithoutOptions<Rule: MomentRule>(
+        _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
+        _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
+        _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
+    ) -> Bool {
+        guard t.rank == 4, t.sketchWidth == 4, updateWeights else { return false }
+        columnPass(PlainRule(rule), t, cols, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
+        return true
+    }
+
+    static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
+        guard t.rank == 4, t.sketchWidth == 4 else { return false }
+        let plain = PlainRule(rule)
+        sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
+        return true
     }
 }
 
