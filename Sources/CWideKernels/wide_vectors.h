@@ -2,6 +2,8 @@
 #define WIDE_VECTORS_H
 /* The 16-lane loads, stores and rebuild the AVX-512 column kernels share
  * (internal to Sources/CWideKernels). */
+#include "wide_kernels.h"
+
 #include <immintrin.h>
 #include <stddef.h>
 
@@ -28,6 +30,60 @@ INLINE __m512 load_row(const float *p, int wide) {
 
 INLINE void store_row(float *p, __m512 v, int wide) {
     if (wide) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, 0x00FF, v);
+}
+
+/* Weights or gradient elements e..e+15 (e..e+7, upper lanes 0, when `wide`
+ * is 0) of a row-major fp32 or bf16 matrix, widened to fp32. */
+INLINE __m512 load_elements(const void *base, ptrdiff_t e, int wide, int bf16) {
+    if (!bf16) return load_row((const float *)base + e, wide);
+    const unsigned short *p = (const unsigned short *)base + e;
+    const __m512i h = wide ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p))
+                           : _mm512_zextsi256_si512(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+}
+
+/* mlorc_mix32x8 on 16 lanes. */
+INLINE __m512i mix32(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+/* mlorc_counter_bits8 for the 16 elements from index e (64-bit): lanes whose
+ * low word wraps carry into the high word. */
+INLINE __m512i counter_bits(long long e, unsigned key0, unsigned key1) {
+    const __m512i lo = _mm512_set1_epi32((int)(unsigned)e), hi = _mm512_set1_epi32((int)(unsigned)((unsigned long long)e >> 32));
+    const __m512i index = _mm512_add_epi32(lo, _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i high = _mm512_mask_add_epi32(hi, _mm512_cmplt_epu32_mask(index, lo), hi, _mm512_set1_epi32(1));
+    const __m512i x = mix32(_mm512_xor_si512(index, _mm512_set1_epi32((int)key0)));
+    return mix32(_mm512_xor_si512(_mm512_xor_si512(x, high), _mm512_set1_epi32((int)key1)));
+}
+
+/* v rounded to bf16 as BF16.rounded does (mlorc_bf16_round8): + 16 random
+ * bits, or + 0x7fff and the lowest kept bit; NaN stays a quiet NaN. */
+INLINE __m256i round_bf16(__m512 v, const wide_elements *el, long long e) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i increment =
+        el->stochastic ? _mm512_and_si512(counter_bits(e + el->offset, el->key0, el->key1), _mm512_set1_epi32(0xffff))
+                       : _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                                          _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1)));
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)),
+                                                  _mm512_set1_epi32(0x7f800000));
+    const __m512i kept = _mm512_mask_or_epi32(_mm512_add_epi32(bits, increment), nan, bits, _mm512_set1_epi32(0x00400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(kept, 16));
+}
+
+/* New weights e..e+15 (e..e+7 when `wide` is 0) stored as fp32 or rounded to bf16. */
+INLINE void store_elements(void *base, ptrdiff_t e, __m512 v, int wide, int bf16, const wide_elements *el) {
+    if (!bf16) {
+        store_row((float *)base + e, v, wide);
+        return;
+    }
+    const __m256i h = round_bf16(v, el, e);
+    unsigned short *p = (unsigned short *)base + e;
+    if (wide) _mm256_storeu_si256((__m256i *)p, h); else _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(h));
 }
 
 /* Σ_a coef[a]·Vt[a] in the Swift rebuild's order: (t0·c0 + c1·t1) + (t2·c2 + c3·t3). */

@@ -14,8 +14,19 @@
  * environment does not set MLORC_KERNELS=avx2; decided once. */
 WIDE_INTERNAL int wide_kernels_available(void);
 
+/* How a column kernel loads and stores the weights and the gradient: both
+ * fp32, or both bf16 (the parameter itself, no master weights), new weights
+ * rounded as WeightRounding does: stochastically, with the 16 low bits of
+ * mlorc_counter_bits8 keyed by (key0, key1) at the element's index in the
+ * tensor plus `offset`, or to nearest even. */
+typedef struct {
+    int bf16, stochastic;
+    unsigned key0, key1;
+    long long offset;
+} wide_elements;
+
 /* The column pass of a low-rank AdamW step with no option on, rank 4 and
- * sketch width 4, fp32 weights and gradient, updating the weights: for the
+ * sketch width 4, fp32 or bf16 weights and gradient (wide_elements), updating the weights: for the
  * full 8-column blocks of columns [col_begin, col_end) (both multiples of 8)
  * and every row i in order,
  *   m' = β1·rebuild(U_m, s_m, Vt_m) + (1−β1)·g,
@@ -26,8 +37,9 @@ WIDE_INTERNAL int wide_kernels_available(void);
  * rows x 4 row-major; q is rows x 4 column-major. */
 typedef struct {
     ptrdiff_t rows, cols, col_begin, col_end;
-    float *weights;
-    const float *grad;
+    void *weights;
+    const void *grad;
+    wide_elements elements;
     const float *u_m, *s_m, *vt_m, *q_m;
     const float *u_v, *s_v, *vt_v, *q_v;
     float *out_m, *out_v;
@@ -38,13 +50,14 @@ typedef struct {
 
 WIDE_INTERNAL void wide_adamw_columns_r4(const wide_adamw_columns *a);
 
-/* The same for Lion (one moment, no option on): for every row i in order,
+/* The same for Lion (one moment, no option on, fp32 or bf16): for every row i in order,
  *   c = β1·m + (1−β1)·g,  m' = β2·m + (1−β2)·g  (m = rebuild(U, s, Vt)),
  *   w ← w − (stepSize·sign(c) + decayRate·w),  out[b, j] += q[i, b]·m'. */
 typedef struct {
     ptrdiff_t rows, cols, col_begin, col_end;
-    float *weights;
-    const float *grad;
+    void *weights;
+    const void *grad;
+    wide_elements elements;
     const float *u, *s, *vt, *q;
     float *out;
     float beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, decay_rate;

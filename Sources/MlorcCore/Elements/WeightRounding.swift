@@ -10,11 +10,12 @@ import CVectorMath
 /// element here; the hash ~2, and rounding needs no more than unbiased,
 /// well-mixed low bits.)
 struct WeightRounding {
-    private let key: (UInt32, UInt32)?
+    /// nil: round to nearest (read by the AVX-512 kernels, which draw the same bits).
+    let key: (UInt32, UInt32)?
     /// The flat index in the whole matrix of this tensor's element 0 (a row
     /// shard's first element): every shard rounds an element as the whole
     /// matrix's step would.
-    private var offset = 0
+    private(set) var offset = 0
 
     static let nearest = WeightRounding(key: nil)
 
