@@ -13,9 +13,21 @@ typedef struct {
     __m512i grad_bits, weight_bits;
 } Sums;
 
-/* Lanes 0-7 from p, 8-15 from q. */
-INLINE __m512 load_pair(const float *p, const float *q) {
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(p)), _mm256_loadu_ps(q), 1);
+/* Elements j..j+7 of rows p (lanes 0-7) and q (lanes 8-15) of an fp32 or,
+ * with `bf16`, a bf16 matrix, widened. */
+INLINE __m512 load_pair(const void *p, const void *q, ptrdiff_t j, int bf16) {
+    if (!bf16)
+        return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps((const float *)p + j)),
+                                  _mm256_loadu_ps((const float *)q + j), 1);
+    const __m256i h = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)((const unsigned short *)p + j))),
+        _mm_loadu_si128((const __m128i *)((const unsigned short *)q + j)), 1);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* A hint 1 KiB ahead of element j of row p. */
+INLINE void prefetch_ahead(const void *p, ptrdiff_t j, int bf16) {
+    _mm_prefetch((const char *)p + j * (bf16 ? 2 : 4) + 1024, _MM_HINT_T0);
 }
 
 /* x (8 columns) in both halves. */
@@ -43,10 +55,12 @@ static inline int max8(const int *lanes) {
 
 /* Rows i0 and i1 (equal for a lone last row) over all columns; `moment` is a
  * compile-time constant: 1 rebuilds and sketches the non-linear second moment. */
-INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int moment) {
+INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int moment, int grad_bf16,
+                     int weights_bf16) {
     const ptrdiff_t n = a->cols, m = a->rows;
-    const float *g0 = a->grad + i0 * n, *g1 = a->grad + i1 * n;
-    const float *w0 = a->weights + i0 * n, *w1 = a->weights + i1 * n;
+    const size_t g_size = grad_bf16 ? 2 : 4, w_size = weights_bf16 ? 2 : 4;
+    const char *g0 = (const char *)a->grad + i0 * n * g_size, *g1 = (const char *)a->grad + i1 * n * g_size;
+    const char *w0 = (const char *)a->weights + i0 * n * w_size, *w1 = (const char *)a->weights + i1 * n * w_size;
     __m512 coef[4];
     if (moment) {
         for (int r = 0; r < 4; r++) {
@@ -64,13 +78,13 @@ INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int 
         /* 1 KiB ahead on each of the four streams, as the Swift pass
          * (Elements/Prefetch.swift): measured 12.3 -> 9.8 ms for this kernel
          * alone over a 4096² matrix at one thread. */
-        _mm_prefetch((const char *)(g0 + j) + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)(g1 + j) + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
-        const __m512 g = load_pair(g0 + j, g1 + j);
+        prefetch_ahead(g0, j, grad_bf16);
+        prefetch_ahead(g1, j, grad_bf16);
+        prefetch_ahead(w0, j, weights_bf16);
+        prefetch_ahead(w1, j, weights_bf16);
+        const __m512 g = load_pair(g0, g1, j, grad_bf16);
         s.grad_bits = max_magnitude_bits(s.grad_bits, g);
-        s.weight_bits = max_magnitude_bits(s.weight_bits, load_pair(w0 + j, w1 + j));
+        s.weight_bits = max_magnitude_bits(s.weight_bits, load_pair(w0, w1, j, weights_bf16));
         __m512 x = zero, negative = zero;
         __mmask16 below = 0;
         if (moment) {
@@ -128,16 +142,22 @@ INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int 
     }
 }
 
-static WIDE void pairs(const wide_sketch_rows *a, int moment) {
+/* The rows with compile-time flags (each combination a compiled copy). */
+INLINE void pairs(const wide_sketch_rows *a, int moment, int grad_bf16, int weights_bf16) {
     ptrdiff_t i = a->row_begin;
-    for (; i + 2 <= a->row_end; i += 2) {
-        if (moment) row_pair(a, i, i + 1, 1); else row_pair(a, i, i + 1, 0);
-    }
-    if (i < a->row_end) {
-        if (moment) row_pair(a, i, i, 1); else row_pair(a, i, i, 0);
+    for (; i + 2 <= a->row_end; i += 2) row_pair(a, i, i + 1, moment, grad_bf16, weights_bf16);
+    if (i < a->row_end) row_pair(a, i, i, moment, grad_bf16, weights_bf16);
+}
+
+static WIDE void pairs_of_types(const wide_sketch_rows *a, int moment) {
+    switch ((a->grad_bf16 ? 2 : 0) | (a->weights_bf16 ? 1 : 0)) {
+    case 0: if (moment) pairs(a, 1, 0, 0); else pairs(a, 0, 0, 0); break;
+    case 1: if (moment) pairs(a, 1, 0, 1); else pairs(a, 0, 0, 1); break;
+    case 2: if (moment) pairs(a, 1, 1, 0); else pairs(a, 0, 1, 0); break;
+    default: if (moment) pairs(a, 1, 1, 1); else pairs(a, 0, 1, 1); break;
     }
 }
 
 void wide_sketch_rows_r4(const wide_sketch_rows *a) {
-    pairs(a, a->u_v != NULL);
+    pairs_of_types(a, a->u_v != NULL);
 }

@@ -66,7 +66,8 @@ typedef struct {
 WIDE_INTERNAL void wide_lion_columns_r4(const wide_lion_columns *a);
 
 /* The sketch pass of a low-rank AdamW or Lion step with no option on, rank 4
- * and sketch width 4, fp32 weights and gradient, cols a multiple of 8: for
+ * and sketch width 4, fp32 or bf16 weights and gradient (each its own), cols
+ * a multiple of 8: for
  * rows [row_begin, row_end), with Ω a 4 x cols panel,
  *   grad_sketch[i, b] = Σ_j g[i, j]·Ω[b, j],
  *   input_bits[2i], [2i + 1] = the largest |g[i, :]| and |w[i, :]| as bits;
@@ -79,7 +80,8 @@ WIDE_INTERNAL void wide_lion_columns_r4(const wide_lion_columns *a);
  * as the Swift sketch pass rounds it (8 lanes, then the lanes in order). */
 typedef struct {
     ptrdiff_t rows, cols, row_begin, row_end;
-    const float *weights, *grad;
+    const void *weights, *grad;
+    int weights_bf16, grad_bf16; /* 0: fp32 elements; 1: bf16 */
     const float *u_v, *s_v, *vt_v;
     const float *omega;
     float beta2, one_minus_beta2;

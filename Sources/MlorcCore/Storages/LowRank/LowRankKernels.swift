@@ -183,6 +183,7 @@ enum AnyElementAccess: WeightAccess {
 
     static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
         guard t.rank == 4, t.sketchWidth == 4 else { return false }
+        if WideSketchPass.run(rule, t, a) { return true }
         let plain = PlainRule(rule)
         sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
         return true
