@@ -14,7 +14,7 @@ typedef struct {
 
 /* `rows` consecutive rows from row i over the 16 (or 8) columns at j. */
 INLINE void chunk(const wide_adamw_columns *a, const Scalars *s, const RowConstants *k, ptrdiff_t i, int rows,
-                  ptrdiff_t j, int wide, int bf16) {
+                  ptrdiff_t j, int wide, int types) {
     const ptrdiff_t n = a->cols;
     float *restrict out_m = a->out_m + j * 4, *restrict out_v = a->out_v + j * 4;
     __m512 vt_m[4], vt_v[4], acc_m[4], acc_v[4];
@@ -30,7 +30,7 @@ INLINE void chunk(const wide_adamw_columns *a, const Scalars *s, const RowConsta
         const ptrdiff_t e = (i + p) * n + j;
         /* No software prefetch: four rows' streams in flight cover the latency
          * (a 1 KiB-ahead prefetch measured 12.1 -> 13.0 ms over a 4096² matrix). */
-        const __m512 g = load_elements(a->grad, e, wide, bf16);
+        const __m512 g = load_elements(a->grad, e, wide, types & GRAD_BF16);
         __m512 m = rebuild(k[p].coef_m, vt_m);
         __m512 v = rebuild(k[p].coef_v, vt_v);
         v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), v, s->fix);
@@ -40,9 +40,9 @@ INLINE void chunk(const wide_adamw_columns *a, const Scalars *s, const RowConsta
         const __m512 denom = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(v), s->inverse_sqrt_bc2), s->eps);
         const __m512 direction = _mm512_div_ps(m, denom);
         /* MomentRule.updatedWeights: w − (stepSize·d + decayRate·w). */
-        const __m512 w = load_elements(a->weights, e, wide, bf16);
+        const __m512 w = load_elements(a->weights, e, wide, types & WEIGHTS_BF16);
         const __m512 step = _mm512_fmadd_ps(s->decay_rate, w, _mm512_mul_ps(s->step_size, direction));
-        store_elements(a->weights, e, _mm512_sub_ps(w, step), wide, bf16, &a->elements);
+        store_elements(a->weights, e, _mm512_sub_ps(w, step), wide, types & WEIGHTS_BF16, &a->elements);
 #pragma clang loop unroll(full)
         for (int b = 0; b < 4; b++) {
             acc_m[b] = _mm512_fmadd_ps(_mm512_set1_ps(k[p].q_m[b]), m, acc_m[b]);
@@ -57,15 +57,15 @@ INLINE void chunk(const wide_adamw_columns *a, const Scalars *s, const RowConsta
 
 /* Columns [begin, end) (multiples of 8) of `rows` rows from row i. */
 INLINE void sweep(const wide_adamw_columns *a, const RowConstants *k, ptrdiff_t i, int rows,
-                  ptrdiff_t begin, ptrdiff_t end, int bf16) {
+                  ptrdiff_t begin, ptrdiff_t end, int types) {
     const Scalars s = {
         _mm512_set1_ps(a->fix), _mm512_set1_ps(a->beta1), _mm512_set1_ps(a->one_minus_beta1),
         _mm512_set1_ps(a->beta2), _mm512_set1_ps(a->one_minus_beta2), _mm512_set1_ps(a->eps),
         _mm512_set1_ps(a->inverse_sqrt_bias_correction2), _mm512_set1_ps(a->step_size), _mm512_set1_ps(a->decay_rate),
     };
     ptrdiff_t j = begin;
-    for (; j + 16 <= end; j += 16) chunk(a, &s, k, i, rows, j, 1, bf16);
-    if (j < end) chunk(a, &s, k, i, rows, j, 0, bf16);
+    for (; j + 16 <= end; j += 16) chunk(a, &s, k, i, rows, j, 1, types);
+    if (j < end) chunk(a, &s, k, i, rows, j, 0, types);
 }
 
 static void row_constants(const wide_adamw_columns *a, ptrdiff_t i, RowConstants *k) {
@@ -81,11 +81,19 @@ static WIDE void rows_sweep(const void *args, ptrdiff_t i, int rows, ptrdiff_t b
     const wide_adamw_columns *a = args;
     RowConstants k[4];
     for (int p = 0; p < rows; p++) row_constants(a, i + p, &k[p]);
-    /* Each combination a compiled copy: rows, and the element type. */
-    if (a->elements.bf16) {
-        if (rows == 4) sweep(a, k, i, 4, begin, end, 1); else sweep(a, k, i, 1, begin, end, 1);
-    } else {
-        if (rows == 4) sweep(a, k, i, 4, begin, end, 0); else sweep(a, k, i, 1, begin, end, 0);
+    /* Each combination a compiled copy: rows, and the element types. */
+    switch (element_types(&a->elements)) {
+    case 0: if (rows == 4) sweep(a, k, i, 4, begin, end, 0); else sweep(a, k, i, 1, begin, end, 0); break;
+    case WEIGHTS_BF16:
+        if (rows == 4) sweep(a, k, i, 4, begin, end, WEIGHTS_BF16); else sweep(a, k, i, 1, begin, end, WEIGHTS_BF16);
+        break;
+    case GRAD_BF16:
+        if (rows == 4) sweep(a, k, i, 4, begin, end, GRAD_BF16); else sweep(a, k, i, 1, begin, end, GRAD_BF16);
+        break;
+    default:
+        if (rows == 4) sweep(a, k, i, 4, begin, end, GRAD_BF16 | WEIGHTS_BF16);
+        else sweep(a, k, i, 1, begin, end, GRAD_BF16 | WEIGHTS_BF16);
+        break;
     }
 }
 

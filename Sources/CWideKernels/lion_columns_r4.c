@@ -12,7 +12,7 @@ typedef struct {
 
 /* `rows` consecutive rows from row i over the 16 (or 8) columns at j. */
 INLINE void chunk(const wide_lion_columns *a, const Scalars *s, const RowConstants *k, ptrdiff_t i, int rows,
-                  ptrdiff_t j, int wide, int bf16) {
+                  ptrdiff_t j, int wide, int types) {
     const ptrdiff_t n = a->cols;
     float *restrict out = a->out + j * 4;
     __m512 vt[4], acc[4];
@@ -24,7 +24,7 @@ INLINE void chunk(const wide_lion_columns *a, const Scalars *s, const RowConstan
 #pragma clang loop unroll(full)
     for (int p = 0; p < rows; p++) {
         const ptrdiff_t e = (i + p) * n + j;
-        const __m512 g = load_elements(a->grad, e, wide, bf16);
+        const __m512 g = load_elements(a->grad, e, wide, types & GRAD_BF16);
         __m512 m = rebuild(k[p].coef, vt);
         /* LionRule.apply: c = β1·m + (1−β1)·g, m ← β2·m + (1−β2)·g, direction sign(c)
          * (mlorc_sign8: +1, −1, or +0 for ±0 and NaN). */
@@ -33,9 +33,9 @@ INLINE void chunk(const wide_lion_columns *a, const Scalars *s, const RowConstan
         const __m512 direction = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(c, zero, _CMP_GT_OQ), one),
                                                     _mm512_cmp_ps_mask(c, zero, _CMP_LT_OQ), minus_one);
         /* MomentRule.updatedWeights: w − (stepSize·d + decayRate·w). */
-        const __m512 w = load_elements(a->weights, e, wide, bf16);
+        const __m512 w = load_elements(a->weights, e, wide, types & WEIGHTS_BF16);
         const __m512 step = _mm512_fmadd_ps(s->decay_rate, w, _mm512_mul_ps(s->step_size, direction));
-        store_elements(a->weights, e, _mm512_sub_ps(w, step), wide, bf16, &a->elements);
+        store_elements(a->weights, e, _mm512_sub_ps(w, step), wide, types & WEIGHTS_BF16, &a->elements);
 #pragma clang loop unroll(full)
         for (int b = 0; b < 4; b++) acc[b] = _mm512_fmadd_ps(_mm512_set1_ps(k[p].q[b]), m, acc[b]);
     }
@@ -43,14 +43,14 @@ INLINE void chunk(const wide_lion_columns *a, const Scalars *s, const RowConstan
 }
 
 INLINE void sweep(const wide_lion_columns *a, const RowConstants *k, ptrdiff_t i, int rows, ptrdiff_t begin,
-                  ptrdiff_t end, int bf16) {
+                  ptrdiff_t end, int types) {
     const Scalars s = {
         _mm512_set1_ps(a->beta1), _mm512_set1_ps(a->one_minus_beta1), _mm512_set1_ps(a->beta2),
         _mm512_set1_ps(a->one_minus_beta2), _mm512_set1_ps(a->step_size), _mm512_set1_ps(a->decay_rate),
     };
     ptrdiff_t j = begin;
-    for (; j + 16 <= end; j += 16) chunk(a, &s, k, i, rows, j, 1, bf16);
-    if (j < end) chunk(a, &s, k, i, rows, j, 0, bf16);
+    for (; j + 16 <= end; j += 16) chunk(a, &s, k, i, rows, j, 1, types);
+    if (j < end) chunk(a, &s, k, i, rows, j, 0, types);
 }
 
 static WIDE void rows_sweep(const void *args, ptrdiff_t i, int rows, ptrdiff_t begin, ptrdiff_t end) {
@@ -62,11 +62,19 @@ static WIDE void rows_sweep(const void *args, ptrdiff_t i, int rows, ptrdiff_t b
             k[p].q[r] = a->q[i + p + r * a->rows];
         }
     }
-    /* Each combination a compiled copy: rows, and the element type. */
-    if (a->elements.bf16) {
-        if (rows == 4) sweep(a, k, i, 4, begin, end, 1); else sweep(a, k, i, 1, begin, end, 1);
-    } else {
-        if (rows == 4) sweep(a, k, i, 4, begin, end, 0); else sweep(a, k, i, 1, begin, end, 0);
+    /* Each combination a compiled copy: rows, and the element types. */
+    switch (element_types(&a->elements)) {
+    case 0: if (rows == 4) sweep(a, k, i, 4, begin, end, 0); else sweep(a, k, i, 1, begin, end, 0); break;
+    case WEIGHTS_BF16:
+        if (rows == 4) sweep(a, k, i, 4, begin, end, WEIGHTS_BF16); else sweep(a, k, i, 1, begin, end, WEIGHTS_BF16);
+        break;
+    case GRAD_BF16:
+        if (rows == 4) sweep(a, k, i, 4, begin, end, GRAD_BF16); else sweep(a, k, i, 1, begin, end, GRAD_BF16);
+        break;
+    default:
+        if (rows == 4) sweep(a, k, i, 4, begin, end, GRAD_BF16 | WEIGHTS_BF16);
+        else sweep(a, k, i, 1, begin, end, GRAD_BF16 | WEIGHTS_BF16);
+        break;
     }
 }
 

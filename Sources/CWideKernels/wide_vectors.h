@@ -42,6 +42,13 @@ INLINE __m512 load_elements(const void *base, ptrdiff_t e, int wide, int bf16) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
 }
 
+/* A column kernel's element types as compile-time flags. */
+enum { WEIGHTS_BF16 = 1, GRAD_BF16 = 2 };
+
+static inline int element_types(const wide_elements *el) {
+    return (el->weights_bf16 ? WEIGHTS_BF16 : 0) | (el->grad_bf16 ? GRAD_BF16 : 0);
+}
+
 /* mlorc_mix32x8 on 16 lanes. */
 INLINE __m512i mix32(__m512i x) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));

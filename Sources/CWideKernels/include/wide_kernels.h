@@ -14,13 +14,14 @@
  * environment does not set MLORC_KERNELS=avx2; decided once. */
 WIDE_INTERNAL int wide_kernels_available(void);
 
-/* How a column kernel loads and stores the weights and the gradient: both
- * fp32, or both bf16 (the parameter itself, no master weights), new weights
+/* How a column kernel loads and stores the weights and the gradient, each
+ * fp32 or bf16 (bf16 weights: the parameter itself, no master; fp32 weights
+ * with a bf16 gradient: the master of a bf16 parameter). New bf16 weights are
  * rounded as WeightRounding does: stochastically, with the 16 low bits of
  * mlorc_counter_bits8 keyed by (key0, key1) at the element's index in the
  * tensor plus `offset`, or to nearest even. */
 typedef struct {
-    int bf16, stochastic;
+    int weights_bf16, grad_bf16, stochastic;
     unsigned key0, key1;
     long long offset;
 } wide_elements;

@@ -2,8 +2,9 @@ import CWideKernels
 
 /// The AVX-512 column pass (Sources/CWideKernels) for the configurations it
 /// covers: AdamW and Lion with no option on, rank 4 and sketch width 4,
-/// weights and gradient both fp32 or both bf16 (a bf16 parameter without
-/// master weights), updating the weights. It computes exactly what the Swift
+/// weights and gradient each fp32 or bf16 (so fp32 tensors, a bf16 parameter
+/// with or without fp32 master weights, and a bf16 one with an fp32
+/// gradient), updating the weights. It computes exactly what the Swift
 /// column pass computes, rounding and stochastic bits included (the golden
 /// digests hold on either path); it is faster because 16 lanes and 32
 /// registers let four rows share each load of the factor and output panels,
@@ -12,17 +13,21 @@ enum WideColumnPass {
     static let available = wide_kernels_available() != 0
 
     /// How the kernel reads and writes this tensor's elements; nil if it does not cover them.
+    /// Weights and gradient are each fp32 or bf16; bf16 weights (a parameter without a master)
+    /// are rounded as `t.rounding` says, fp32 weights (the parameter or its master) are stored as
+    /// they are (a master's parameter is rounded after the step, as on the Swift path).
     static func elements<A: WeightAccess>(_ t: LowRankTensor<A>) -> wide_elements? {
-        switch (t.weightKind, t.gradKind, t.storedKind) {
-        case (.f32, .f32, .f32):
-            return wide_elements(bf16: 0, stochastic: 0, key0: 0, key1: 0, offset: 0)
-        case (.bf16, .bf16, .bf16):
-            let key = t.rounding.key
-            return wide_elements(bf16: 1, stochastic: key == nil ? 0 : 1, key0: key?.0 ?? 0, key1: key?.1 ?? 0,
-                                 offset: Int64(t.rounding.offset))
-        default:
-            return nil
+        func isBF16(_ kind: ElementKind) -> Int32? {
+            switch kind {
+            case .f32: 0
+            case .bf16: 1
+            default: nil
+            }
         }
+        guard let weightsBF16 = isBF16(t.weightKind), let gradBF16 = isBF16(t.gradKind) else { return nil }
+        let key = weightsBF16 == 1 ? t.rounding.key : nil
+        return wide_elements(weights_bf16: weightsBF16, grad_bf16: gradBF16, stochastic: key == nil ? 0 : 1,
+                             key0: key?.0 ?? 0, key1: key?.1 ?? 0, offset: Int64(t.rounding.offset))
     }
 
     /// Runs the full 8-column blocks of `cols` through the wide kernel if it
