@@ -173,7 +173,7 @@ enum AnyElementAccess: WeightAccess {
         _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
     ) -> Bool {
         guard t.rank == 4, t.sketchWidth == 4, updateWeights else { return false }
-        // The AVX-512 kernel where it covers the rule and element types (bf16 without a master).
+        // The AVX-512 kernel where it covers the rule and element types (fp32 or bf16 each).
         let rest = WideColumnPass.update(rule, t, cols, q, c, out) ?? cols
         if !rest.isEmpty {
             columnPass(PlainRule(rule), t, rest, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)

@@ -17,17 +17,19 @@ enum WideColumnPass {
     /// are rounded as `t.rounding` says, fp32 weights (the parameter or its master) are stored as
     /// they are (a master's parameter is rounded after the step, as on the Swift path).
     static func elements<A: WeightAccess>(_ t: LowRankTensor<A>) -> wide_elements? {
-        func isBF16(_ kind: ElementKind) -> Int32? {
-            switch kind {
-            case .f32: 0
-            case .bf16: 1
-            default: nil
-            }
-        }
-        guard let weightsBF16 = isBF16(t.weightKind), let gradBF16 = isBF16(t.gradKind) else { return nil }
+        guard let weightsBF16 = bf16Flag(t.weightKind), let gradBF16 = bf16Flag(t.gradKind) else { return nil }
         let key = weightsBF16 == 1 ? t.rounding.key : nil
         return wide_elements(weights_bf16: weightsBF16, grad_bf16: gradBF16, stochastic: key == nil ? 0 : 1,
                              key0: key?.0 ?? 0, key1: key?.1 ?? 0, offset: Int64(t.rounding.offset))
+    }
+
+    /// The wide kernels' flag for an element type: 0 for fp32, 1 for bf16; nil for one they do not read.
+    static func bf16Flag(_ kind: ElementKind) -> Int32? {
+        switch kind {
+        case .f32: 0
+        case .bf16: 1
+        default: nil
+        }
     }
 
     /// Runs the full 8-column blocks of `cols` through the wide kernel if it

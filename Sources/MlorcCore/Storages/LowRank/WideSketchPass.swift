@@ -12,7 +12,8 @@ enum WideSketchPass {
     /// True if the wide kernel ran the pass over `a.rows`.
     static func run<Rule: MomentRule, A: WeightAccess>(_ rule: Rule, _ t: LowRankTensor<A>, _ a: SketchRows) -> Bool {
         guard WideColumnPass.available, t.rank == 4, t.sketchWidth == 4, t.cols % 8 == 0,
-              let weightsBF16 = isBF16(t.weightKind), let gradBF16 = isBF16(t.gradKind) else { return false }
+              let weightsBF16 = WideColumnPass.bf16Flag(t.weightKind), let gradBF16 = WideColumnPass.bf16Flag(t.gradKind)
+        else { return false }
         let fv = t.factors[Rule.momentCount - 1]
         var args = wide_sketch_rows(
             rows: t.rows, cols: t.cols, row_begin: a.rows.lowerBound, row_end: a.rows.upperBound,
@@ -32,14 +33,5 @@ enum WideSketchPass {
         }
         wide_sketch_rows_r4(&args)
         return true
-    }
-
-    /// 0 for fp32 elements, 1 for bf16; nil for a type the kernel does not read.
-    private static func isBF16(_ kind: ElementKind) -> Int32? {
-        switch kind {
-        case .f32: 0
-        case .bf16: 1
-        default: nil
-        }
     }
 }
