@@ -112,8 +112,9 @@ static const int64_t shapes[][2] = {
 /* The half-precision paths: each rule on dense and low-rank storage with
  * bf16 parameters and gradients (stochastic rounding, the default, and to
  * nearest even), an fp32 gradient, fp32 master weights, bf16 moments
- * (refused by the rules without them: the status is pinned) and f16; at a
- * small shape and at 321 x 256 (1 and 2 threads). */
+ * (refused by the rules without them: the status is pinned), f16, and bf16
+ * at rank 8 (the default is 4); at a small shape and at 321 x 256 (1 and 2
+ * threads). */
 typedef struct {
     const char *name;
     int32_t dtype;
@@ -127,6 +128,7 @@ static const half_variant half_variants[] = {
     {"bf16-master", MLORC_DTYPE_BF16, {MLORC_PARAM_MASTER_WEIGHTS, 1}},
     {"bf16-state", MLORC_DTYPE_BF16, {MLORC_PARAM_STATE_DTYPE, MLORC_DTYPE_BF16}},
     {"f16", MLORC_DTYPE_F16, {0, 0}},
+    {"bf16-rank8", MLORC_DTYPE_BF16, {MLORC_PARAM_RANK, 8}},
 };
 
 static int half_cases(golden_case *cases, int n) {
