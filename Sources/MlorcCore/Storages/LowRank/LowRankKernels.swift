@@ -42,7 +42,7 @@ protocol WeightAccess {
     /// rule with no option on (MomentRule.optionsOff) through PlainRule, if
     /// this access has that path for the tensor's shape; false if not.
     /// FP32Access has it for the common ranks and widths, AnyElementAccess
-    /// for rank 4 only: each is one more compiled copy of the hot loops.
+    /// for ranks 4 and 8 only: each is one more compiled copy of the hot loops.
     static func columnPassWithoutOptions<Rule: MomentRule>(
         _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
         _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
@@ -164,15 +164,20 @@ enum AnyElementAccess: WeightAccess {
         t.weightKind.prefetch(t.weights, e)
     }
 
-    /// The no-options passes for rank 4 without oversampling only, the
-    /// common half-precision step: one more compiled copy of each pass here,
-    /// not FP32Access's set of shapes and widths.
+    /// The no-options passes for ranks 4 and 8 without oversampling only,
+    /// the common half-precision steps: two more compiled copies of each
+    /// pass here, not FP32Access's set of shapes and widths.
     static func columnPassWithoutOptions<Rule: MomentRule>(
         _ rule: Rule, _ t: LowRankTensor<Self>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
         _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
         _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
     ) -> Bool {
-        guard t.rank == 4, t.sketchWidth == 4, updateWeights else { return false }
+        guard updateWeights, t.sketchWidth == t.rank else { return false }
+        if t.rank == 8 {
+            columnPass(PlainRule(rule), t, cols, q, c, out, Width8.self, UpdateWeights.self, Shape8.self, scratch, kept)
+            return true
+        }
+        guard t.rank == 4 else { return false }
         // The AVX-512 kernel where it covers the rule and element types (fp32 or bf16 each).
         let rest = WideColumnPass.update(rule, t, cols, q, c, out) ?? cols
         if !rest.isEmpty {
@@ -182,9 +187,13 @@ enum AnyElementAccess: WeightAccess {
     }
 
     static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
-        guard t.rank == 4, t.sketchWidth == 4 else { return false }
-        if WideSketchPass.run(rule, t, a) { return true }
+        guard t.sketchWidth == t.rank, t.rank == 4 || t.rank == 8 else { return false }
         let plain = PlainRule(rule)
+        if t.rank == 8 {
+            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape8.self) }
+            return true
+        }
+        if WideSketchPass.run(rule, t, a) { return true }
         sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
         return true
     }
