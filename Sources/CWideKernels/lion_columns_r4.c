@@ -63,19 +63,9 @@ static WIDE void rows_sweep(const void *args, ptrdiff_t i, int rows, ptrdiff_t b
         }
     }
     /* Each combination a compiled copy: rows, and the element types. */
-    switch (element_types(&a->elements)) {
-    case 0: if (rows == 4) sweep(a, k, i, 4, begin, end, 0); else sweep(a, k, i, 1, begin, end, 0); break;
-    case WEIGHTS_BF16:
-        if (rows == 4) sweep(a, k, i, 4, begin, end, WEIGHTS_BF16); else sweep(a, k, i, 1, begin, end, WEIGHTS_BF16);
-        break;
-    case GRAD_BF16:
-        if (rows == 4) sweep(a, k, i, 4, begin, end, GRAD_BF16); else sweep(a, k, i, 1, begin, end, GRAD_BF16);
-        break;
-    default:
-        if (rows == 4) sweep(a, k, i, 4, begin, end, GRAD_BF16 | WEIGHTS_BF16);
-        else sweep(a, k, i, 1, begin, end, GRAD_BF16 | WEIGHTS_BF16);
-        break;
-    }
+#define SWEEP(T) (rows == 4 ? sweep(a, k, i, 4, begin, end, T) : sweep(a, k, i, 1, begin, end, T))
+    WIDE_FOR_ELEMENT_TYPES(element_types(a->elements.weights_bf16, a->elements.grad_bf16), SWEEP);
+#undef SWEEP
 }
 
 void wide_lion_columns_r4(const wide_lion_columns *a) {

@@ -19,10 +19,9 @@ INLINE __m512 load_pair(const void *p, const void *q, ptrdiff_t j, int bf16) {
     if (!bf16)
         return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps((const float *)p + j)),
                                   _mm256_loadu_ps((const float *)q + j), 1);
-    const __m256i h = _mm256_inserti128_si256(
+    return widen_bf16(_mm256_inserti128_si256(
         _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)((const unsigned short *)p + j))),
-        _mm_loadu_si128((const __m128i *)((const unsigned short *)q + j)), 1);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        _mm_loadu_si128((const __m128i *)((const unsigned short *)q + j)), 1));
 }
 
 /* A hint 1 KiB ahead of element j of row p. */
@@ -53,11 +52,12 @@ static inline int max8(const int *lanes) {
     return s;
 }
 
-/* Rows i0 and i1 (equal for a lone last row) over all columns; `moment` is a
- * compile-time constant: 1 rebuilds and sketches the non-linear second moment. */
-INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int moment, int grad_bf16,
-                     int weights_bf16) {
+/* Rows i0 and i1 (equal for a lone last row) over all columns; `moment` and
+ * `types` are compile-time constants: moment 1 rebuilds and sketches the
+ * non-linear second moment, types are the element-type flags. */
+INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int moment, int types) {
     const ptrdiff_t n = a->cols, m = a->rows;
+    const int grad_bf16 = types & GRAD_BF16, weights_bf16 = types & WEIGHTS_BF16;
     const size_t g_size = grad_bf16 ? 2 : 4, w_size = weights_bf16 ? 2 : 4;
     const char *g0 = (const char *)a->grad + i0 * n * g_size, *g1 = (const char *)a->grad + i1 * n * g_size;
     const char *w0 = (const char *)a->weights + i0 * n * w_size, *w1 = (const char *)a->weights + i1 * n * w_size;
@@ -143,19 +143,16 @@ INLINE void row_pair(const wide_sketch_rows *a, ptrdiff_t i0, ptrdiff_t i1, int 
 }
 
 /* The rows with compile-time flags (each combination a compiled copy). */
-INLINE void pairs(const wide_sketch_rows *a, int moment, int grad_bf16, int weights_bf16) {
+INLINE void pairs(const wide_sketch_rows *a, int moment, int types) {
     ptrdiff_t i = a->row_begin;
-    for (; i + 2 <= a->row_end; i += 2) row_pair(a, i, i + 1, moment, grad_bf16, weights_bf16);
-    if (i < a->row_end) row_pair(a, i, i, moment, grad_bf16, weights_bf16);
+    for (; i + 2 <= a->row_end; i += 2) row_pair(a, i, i + 1, moment, types);
+    if (i < a->row_end) row_pair(a, i, i, moment, types);
 }
 
 static WIDE void pairs_of_types(const wide_sketch_rows *a, int moment) {
-    switch ((a->grad_bf16 ? 2 : 0) | (a->weights_bf16 ? 1 : 0)) {
-    case 0: if (moment) pairs(a, 1, 0, 0); else pairs(a, 0, 0, 0); break;
-    case 1: if (moment) pairs(a, 1, 0, 1); else pairs(a, 0, 0, 1); break;
-    case 2: if (moment) pairs(a, 1, 1, 0); else pairs(a, 0, 1, 0); break;
-    default: if (moment) pairs(a, 1, 1, 1); else pairs(a, 0, 1, 1); break;
-    }
+#define PAIRS(T) (moment ? pairs(a, 1, T) : pairs(a, 0, T))
+    WIDE_FOR_ELEMENT_TYPES(element_types(a->weights_bf16, a->grad_bf16), PAIRS);
+#undef PAIRS
 }
 
 void wide_sketch_rows_r4(const wide_sketch_rows *a) {

@@ -32,22 +32,38 @@ INLINE void store_row(float *p, __m512 v, int wide) {
     if (wide) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, 0x00FF, v);
 }
 
+/* 16 bf16 values (their bits) widened to fp32. */
+INLINE __m512 widen_bf16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 /* Weights or gradient elements e..e+15 (e..e+7, upper lanes 0, when `wide`
  * is 0) of a row-major fp32 or bf16 matrix, widened to fp32. */
 INLINE __m512 load_elements(const void *base, ptrdiff_t e, int wide, int bf16) {
     if (!bf16) return load_row((const float *)base + e, wide);
     const unsigned short *p = (const unsigned short *)base + e;
-    const __m512i h = wide ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p))
-                           : _mm512_zextsi256_si512(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    return widen_bf16(wide ? _mm256_loadu_si256((const __m256i *)p)
+                           : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)p)));
 }
 
-/* A column kernel's element types as compile-time flags. */
+/* A kernel's element types as flags. */
 enum { WEIGHTS_BF16 = 1, GRAD_BF16 = 2 };
 
-static inline int element_types(const wide_elements *el) {
-    return (el->weights_bf16 ? WEIGHTS_BF16 : 0) | (el->grad_bf16 ? GRAD_BF16 : 0);
+static inline int element_types(int weights_bf16, int grad_bf16) {
+    return (weights_bf16 ? WEIGHTS_BF16 : 0) | (grad_bf16 ? GRAD_BF16 : 0);
 }
+
+/* CALL(T) with T the element-type flags `types` as a compile-time constant:
+ * one compiled copy of an inlined kernel per combination. */
+#define WIDE_FOR_ELEMENT_TYPES(types, CALL)                              \
+    do {                                                                \
+        switch (types) {                                                \
+        case 0: CALL(0); break;                                         \
+        case WEIGHTS_BF16: CALL(WEIGHTS_BF16); break;                   \
+        case GRAD_BF16: CALL(GRAD_BF16); break;                         \
+        default: CALL(WEIGHTS_BF16 | GRAD_BF16); break;                 \
+        }                                                               \
+    } while (0)
 
 /* mlorc_mix32x8 on 16 lanes. */
 INLINE __m512i mix32(__m512i x) {

@@ -108,18 +108,10 @@ enum FP32Access: WeightAccess {
         _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
         _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
     ) -> Bool {
+        if updateWeights && knownShapeUpdate(rule, t, cols, q, c, out, scratch, kept) { return true }
         let plain = PlainRule(rule), l = t.sketchWidth
         // The unrolled widths only; the rare narrower sketches keep the general path.
-        // The update of ranks 4 and 8 without oversampling with both known.
         switch (l == 8 ? 8 : l >= 4 ? 4 : 0, updateWeights) {
-        case (8, true) where t.rank == 8:
-            columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, Shape8.self, scratch, kept)
-        case (4, true) where t.rank == 4 && l == 4:
-            // The AVX-512 kernel where it covers the rule; the Swift pass for the rest.
-            let rest = WideColumnPass.update(rule, t, cols, q, c, out) ?? cols
-            if !rest.isEmpty {
-                columnPass(plain, t, rest, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
-            }
         case (8, true): columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, AnyShape.self, scratch, kept)
         case (8, false): columnPass(plain, t, cols, q, c, out, Width8.self, KeepWeights.self, AnyShape.self, scratch, kept)
         case (4, true): columnPass(plain, t, cols, q, c, out, Width4.self, UpdateWeights.self, AnyShape.self, scratch, kept)
@@ -132,16 +124,9 @@ enum FP32Access: WeightAccess {
     static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
         // Sketch widths that are multiples of 4 only: one sweep width compiled, not four.
         guard t.sketchWidth % 4 == 0 else { return false }
-        let plain = PlainRule(rule), l = t.sketchWidth
-        if t.rank == 4 && l == 4 {
-            // The AVX-512 kernel where it covers the rule and shape.
-            if WideSketchPass.run(rule, t, a) { return true }
-            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
-        } else if t.rank == 8 && l == 8 {
-            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape8.self) }
-        } else {
-            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, AnyShape.self) }
-        }
+        if knownShapeSketch(rule, t, a) { return true }
+        let plain = PlainRule(rule)
+        sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, AnyShape.self) }
         return true
     }
 }
@@ -172,31 +157,53 @@ enum AnyElementAccess: WeightAccess {
         _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>, updateWeights: Bool,
         _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
     ) -> Bool {
-        guard updateWeights, t.sketchWidth == t.rank else { return false }
-        if t.rank == 8 {
-            columnPass(PlainRule(rule), t, cols, q, c, out, Width8.self, UpdateWeights.self, Shape8.self, scratch, kept)
-            return true
-        }
-        guard t.rank == 4 else { return false }
-        // The AVX-512 kernel where it covers the rule and element types (fp32 or bf16 each).
-        let rest = WideColumnPass.update(rule, t, cols, q, c, out) ?? cols
-        if !rest.isEmpty {
-            columnPass(PlainRule(rule), t, rest, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
-        }
-        return true
+        updateWeights && knownShapeUpdate(rule, t, cols, q, c, out, scratch, kept)
     }
 
     static func sketchPassWithoutOptions<Rule: MomentRule>(_ rule: Rule, _ t: LowRankTensor<Self>, _ a: SketchRows) -> Bool {
-        guard t.sketchWidth == t.rank, t.rank == 4 || t.rank == 8 else { return false }
-        let plain = PlainRule(rule)
-        if t.rank == 8 {
-            sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape8.self) }
-            return true
+        knownShapeSketch(rule, t, a)
+    }
+}
+
+/// The no-options column pass updating the weights at rank 4 or 8 without
+/// oversampling, both known at compile time (at rank 4 the AVX-512 kernel
+/// first, where it covers the rule and element types; the Swift pass for
+/// the rest); false for any other shape. Both accesses' no-options paths.
+private func knownShapeUpdate<Rule: MomentRule, A: WeightAccess>(
+    _ rule: Rule, _ t: LowRankTensor<A>, _ cols: Range<Int>, _ q: PerMoment<UnsafePointer<Float>>,
+    _ c: PerMoment<Float>, _ out: PerMoment<UnsafeMutablePointer<Float>>,
+    _ scratch: UnsafeMutablePointer<Float>, _ kept: UnsafeMutablePointer<Int>
+) -> Bool {
+    let plain = PlainRule(rule)
+    switch t.rank {
+    case 8 where t.sketchWidth == 8:
+        columnPass(plain, t, cols, q, c, out, Width8.self, UpdateWeights.self, Shape8.self, scratch, kept)
+    case 4 where t.sketchWidth == 4:
+        let rest = WideColumnPass.update(rule, t, cols, q, c, out) ?? cols
+        if !rest.isEmpty {
+            columnPass(plain, t, rest, q, c, out, Width4.self, UpdateWeights.self, Shape4.self, scratch, kept)
         }
+    default:
+        return false
+    }
+    return true
+}
+
+/// The no-options sketch pass at rank 4 or 8 without oversampling (at rank 4
+/// the AVX-512 kernel where it covers the step); false for any other shape.
+private func knownShapeSketch<Rule: MomentRule, A: WeightAccess>(_ rule: Rule, _ t: LowRankTensor<A>,
+                                                                  _ a: SketchRows) -> Bool {
+    let plain = PlainRule(rule)
+    switch t.rank {
+    case 4 where t.sketchWidth == 4:
         if WideSketchPass.run(rule, t, a) { return true }
         sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape4.self) }
-        return true
+    case 8 where t.sketchWidth == 8:
+        sketchRows(t, a, momentCount: Rule.momentCount) { sweep, _ in sketchSweep(plain, sweep, Width4.self, Shape8.self) }
+    default:
+        return false
     }
+    return true
 }
 
 struct LowRankTensor<A: WeightAccess> {
