@@ -141,8 +141,7 @@ def main():
         first = mib(r.get("first_step_extra_bytes")) if "first_step_extra_bytes" in r else "n/a"
         lines.append(f"| {r['shape']} | {r['threads']} | {r['dtype']} | {r['label']} | {r['median_ms']:.2f} | {ratio} | "
                      f"{versus_f32} | {state} | {scratch} | {first} / {mib(r.get('peak_extra_bytes'))} |")
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu}, {os.cpu_count()} cores, "
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}, "
               f"median of {args.steps} steps after warm-up (the plain PyTorch MLorc at >= 10M elements: "
               f"{max(5, args.steps // 4)} steps)"
               + (f", the smallest of {args.rounds} interleaved runs." if args.rounds > 1 else "."))
@@ -152,6 +151,25 @@ def main():
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     print(table)
+
+
+def machine():
+    """The CPU as /proc/cpuinfo names it (model name, family and model), its
+    core count, and which of libmlorc's kernels its steps ran: the AVX-512
+    kernels need AVX-512 F, DQ and VL (and no MLORC_KERNELS=avx2), else the
+    AVX2 ones run, and the two differ in speed (docs/architecture.md, "Wide
+    kernels"): figures from different CPUs are not comparable."""
+    fields = {}
+    for line in open("/proc/cpuinfo"):
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+        if not line.strip():
+            break
+    flags = set(fields.get("flags", "").split())
+    wide = {"avx512f", "avx512dq", "avx512vl"} <= flags and os.environ.get("MLORC_KERNELS") != "avx2"
+    cpu = fields.get("model name", platform.processor())
+    return (f"{cpu} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}), "
+            f"{os.cpu_count()} cores, {'AVX-512' if wide else 'AVX2'} kernels")
 
 
 if __name__ == "__main__":
