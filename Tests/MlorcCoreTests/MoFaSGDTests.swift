@@ -215,8 +215,12 @@ final class MoFaSGDTests: XCTestCase {
         for index in 0..<3 {
             try expectRefused(.nonFinite) { $0[index].grad[7] = .nan }
             try expectRefused(.nonFinite) { $0[index].grad[3] = -.infinity }
+            // The last element: the last row's partial chunk (36 = 4·8 + 4), which the
+            // tangent-space step checks in its GV pass, not in a scan of its own.
+            try expectRefused(.nonFinite) { $0[index].grad[$0[index].rows * $0[index].cols - 1] = .nan }
         }
         try expectRefused(.nonFinite) { $0[0].grad[0] = 1e20 }  // beyond the low-rank bound
+        try expectRefused(.nonFinite) { $0[0].grad[40 * 36 - 1] = -1e20 }
         // A dense state near float's limit (dense payloads carry no checksum):
         // β·M + G is finite but its singular values overflow.
         try expectRefused(.nonFinite) { t in

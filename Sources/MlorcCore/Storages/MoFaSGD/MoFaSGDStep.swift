@@ -92,20 +92,21 @@ struct MoFaSGDStep {
             try denseFactors(workspace: &workspace)
             return resultIsValid()
         }
-        ok.withUnsafeMutableBufferPointer { okp in
-            pool.run(parts: parts) { part in
-                let range = partition(count, parts: parts, part: part, align: 8)
-                okp[part] = g.allWithin(range, bound: Self.gradientBound)
-            }
-        }
-        guard !ok.contains(false) else { return false }
         // A zero momentum (fresh, or only zero gradients so far) has no tangent
         // space: it restarts as M = SVD_r(G), as at the first step.
         let sigma = Factors(header, payload: payload, moment: 0).s
         if header.step == 0 || (0..<r).allSatisfy({ sigma[$0] == 0 }) {
+            ok.withUnsafeMutableBufferPointer { okp in
+                pool.run(parts: parts) { part in
+                    let range = partition(count, parts: parts, part: part, align: 8)
+                    okp[part] = g.allWithin(range, bound: Self.gradientBound)
+                }
+            }
+            guard !ok.contains(false) else { return false }
             try initialFactors(workspace: &workspace, pool: pool, parts: parts, buffers: buffers)
         } else {
-            try updatedFactors(workspace: &workspace, pool: pool, parts: parts, buffers: buffers)
+            // The gradient is checked by the GV pass, which reads every row first.
+            guard try updatedFactors(workspace: &workspace, pool: pool, parts: parts, buffers: buffers) else { return false }
         }
         return resultIsValid()
     }
@@ -152,28 +153,44 @@ struct MoFaSGDStep {
     }
 
     /// The tangent-space update of the paper through the 2r x 2r block matrix.
+    /// Returns false, before the rest of the update, if the gradient is not
+    /// within gradientBound (NaN and infinity included): its GV pass checks it.
     private func updatedFactors(workspace: inout Workspace, pool: ThreadPool, parts: Int,
-                                buffers: RowBuffers) throws(MlorcError) {
+                                buffers: RowBuffers) throws(MlorcError) -> Bool {
         let m = m, n = n, r = r, k = 2 * r, g = grad
         let f = Factors(header, payload: payload, moment: 0), u = f.u, sigma = f.s, vt = f.vt
         // X_U = [U | GV] (m x 2r) and X_V = [V | GᵀU] (n x 2r), column-major,
         // kept for R = QᵀX; Q_U, Q_V are their orthonormalised copies.
         let xu = try workspace.floats(.panels, k * (m + n)), xv = xu + k * m
         for i in 0..<m { for a in 0..<r { xu[i + a * m] = u[i * r + a] } }
-        if let g = g.fp32 {  // fp32: the rows in place
-            pool.run(parts: parts) { part in  // GV: rows split
-                for i in partition(m, parts: parts, part: part) {
-                    MoFaSGDKernels.rowTimesFactors(g + i * n, vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+        // Per part: the largest magnitude bits of its gradient rows (widened
+        // exactly from half precision, so the check is the stored values').
+        var bits = [Int32](repeating: 0, count: parts)
+        bits.withUnsafeMutableBufferPointer { bitsp in
+            if let g = g.fp32 {  // fp32: the rows in place
+                pool.run(parts: parts) { part in  // GV: rows split
+                    var worst: Int32 = 0
+                    for i in partition(m, parts: parts, part: part) {
+                        worst = max(worst, MoFaSGDKernels.rowTimesFactors(g + i * n, vt, k: r, n: n) { a, value in
+                            xu[i + (r + a) * m] = value
+                        })
+                    }
+                    bitsp[part] = worst
                 }
-            }
-        } else {
-            pool.run(parts: parts) { part in
-                let buffer = buffers.grad(part)
-                for i in partition(m, parts: parts, part: part) {
-                    MoFaSGDKernels.rowTimesFactors(g.row(i, buffer: buffer), vt, k: r, n: n) { a, value in xu[i + (r + a) * m] = value }
+            } else {
+                pool.run(parts: parts) { part in
+                    let buffer = buffers.grad(part)
+                    var worst: Int32 = 0
+                    for i in partition(m, parts: parts, part: part) {
+                        worst = max(worst, MoFaSGDKernels.rowTimesFactors(g.row(i, buffer: buffer), vt, k: r, n: n) { a, value in
+                            xu[i + (r + a) * m] = value
+                        })
+                    }
+                    bitsp[part] = worst
                 }
             }
         }
+        guard bits.max()! <= Int32(bitPattern: Self.gradientBound.bitPattern) else { return false }
         xv.update(from: vt, count: r * n)  // V's columns are Vᵀ's rows
         pool.run(parts: parts) { part in  // GᵀU: columns split
             let cols = partition(n, parts: parts, part: part, align: 8)
@@ -233,6 +250,7 @@ struct MoFaSGDStep {
             for j in 0..<n { newVt[c * n + j] = 0 }
             for x in 0..<k { axpy(vv[c + x * k], qv + x * n, newVt + c * n, 0..<n) }
         }
+        return true
     }
 
     /// y (m x l, column-major) = G·x (x: n x l, column-major); rows split.
