@@ -179,12 +179,7 @@ func writeBackMaster(_ tensor: Optimizer.Prepared, rounding: WeightRounding, _ c
     let master = UnsafePointer(tensor.kernelWeights.assumingMemoryBound(to: Float.self)), param = tensor.param
     context.pool.run(parts: p) { part in
         let range = partition(n, parts: p, part: part, align: 8)
-        var e = range.lowerBound
-        while e < range.upperBound {
-            let count = min(8, range.upperBound - e)
-            kind.store8(F32.load8(master + e, count), param, e, count, rounding: rounding)
-            e += 8
-        }
+        eachChunk(in: range) { e, count in kind.store8(F32.load8(master + e, count), param, e, count, rounding: rounding) }
     }
 }
 

@@ -29,12 +29,7 @@ struct ElementRows {
         let start = i &* cols
         if kind == .f32 { return base.assumingMemoryBound(to: Float.self) + start }
         let out = buffer!
-        var j = range.lowerBound
-        while j < range.upperBound {
-            let c = min(8, range.upperBound - j)
-            store8(kind.load8(UnsafeRawPointer(base), start &+ j, c), out + j, c)
-            j += 8
-        }
+        eachChunk(in: range) { j, c in store8(kind.load8(UnsafeRawPointer(base), start &+ j, c), out + j, c) }
         return out
     }
 
@@ -49,12 +44,7 @@ struct ElementRows {
     func store(_ i: Int, _ range: Range<Int>, from values: UnsafePointer<Float>, rounding: WeightRounding) {
         guard kind != .f32 else { return }
         let start = i &* cols
-        var j = range.lowerBound
-        while j < range.upperBound {
-            let c = min(8, range.upperBound - j)
-            kind.store8(load8(values + j, c), base, start &+ j, c, rounding: rounding)
-            j += 8
-        }
+        eachChunk(in: range) { j, c in kind.store8(load8(values + j, c), base, start &+ j, c, rounding: rounding) }
     }
 
     /// max |x| over the tensor's count elements (+inf if any is not finite).

@@ -11,27 +11,27 @@ func eachChunk(_ n: Int, _ body: (_ j: Int, _ count: Int) -> Void) {
     if j < n { body(j, n &- j) }
 }
 
+/// eachChunk over `range`: the chunks from range.lowerBound, full ones with
+/// a literal count, then the partial last one.
+@_transparent
+func eachChunk(in range: Range<Int>, _ body: (_ j: Int, _ count: Int) -> Void) {
+    let full = range.lowerBound &+ (range.count & ~7)
+    var j = range.lowerBound
+    while j < full { body(j, 8); j &+= 8 }
+    if j < range.upperBound { body(j, range.upperBound &- j) }
+}
+
 /// y[range] += a·x[range], 8 lanes at a time.
 @inline(__always)
 func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
-    var j = range.lowerBound
-    while j < range.upperBound {
-        let c = min(8, range.upperBound - j)
-        store8(load8(y + j, c).addingProduct(a, load8(x + j, c)), y + j, c)
-        j += 8
-    }
+    eachChunk(in: range) { j, c in store8(load8(y + j, c).addingProduct(a, load8(x + j, c)), y + j, c) }
 }
 
 /// Σ x[j]·y[j] over 0..<count (8 partial sums, then their sum: a fixed order).
 @inline(__always)
 func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> Float {
     var acc = SIMD8<Float>(repeating: 0)
-    var j = 0
-    while j < count {
-        let c = min(8, count - j)
-        acc = acc.addingProduct(load8(x + j, c), load8(y + j, c))
-        j += 8
-    }
+    eachChunk(count) { j, c in acc = acc.addingProduct(load8(x + j, c), load8(y + j, c)) }
     return acc.sum()
 }
 

@@ -107,21 +107,13 @@ func gradientSums<A: DenseAccess>(_: A.Type, _ t: DenseTensor, cols: Int, rows: 
 /// non-negative, finite bound).
 func allWithin(_ p: UnsafePointer<Float>, count: Int, bound: Float) -> Bool {
     var worst = SIMD8<Int32>(repeating: 0)
-    var e = 0
-    while e < count {
-        worst = mlorc_max_magnitude_bits8(worst, load8(p + e, min(8, count - e)))
-        e += 8
-    }
+    eachChunk(count) { e, c in worst = mlorc_max_magnitude_bits8(worst, load8(p + e, c)) }
     return worst.max() <= Int32(bitPattern: bound.bitPattern)
 }
 
 /// Whether every gradient element of p[0..<count] is finite with |x| <= bound.
 func allWithin<G: Element>(_: G.Type, _ p: UnsafePointer<G.Scalar>, count: Int, bound: Float) -> Bool {
     var worst = SIMD8<Int32>(repeating: 0)
-    var e = 0
-    while e < count {
-        worst = mlorc_max_magnitude_bits8(worst, G.load8(p + e, min(8, count - e)))
-        e += 8
-    }
+    eachChunk(count) { e, c in worst = mlorc_max_magnitude_bits8(worst, G.load8(p + e, c)) }
     return worst.max() <= Int32(bitPattern: bound.bitPattern)
 }

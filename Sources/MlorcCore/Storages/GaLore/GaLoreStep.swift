@@ -125,16 +125,12 @@ struct GaLoreStep<Rule: MomentRule> {
         let projected = try workspace.floats(.panels, r * long)  // R, then the scaled direction
         project(into: projected, pool: pool, parts: parts, buffers: buffers)
         // AdamW on R: direction·stepSize in place of R.
-        var e = 0
-        let count = r * long
-        while e < count {
-            let c = min(8, count - e)
+        eachChunk(r * long) { e, c in
             var mv = load8(moment1 + e, c), vv = load8(moment2 + e, c)
             let u = rule.apply(&mv, &vv, load8(projected + e, c))
             store8(mv, moment1 + e, c)
             store8(vv, moment2 + e, c)
             store8(u * (rule.stepSize * Float(hyper.galoreScale)), projected + e, c)
-            e += 8
         }
         applyUpdate(projected, pool: pool, parts: parts, buffers: buffers)
     }
