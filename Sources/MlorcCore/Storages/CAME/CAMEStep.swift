@@ -142,6 +142,10 @@ struct CAMEStep {
                            rank: header.rank, cols: n)
     }
 
+    /// Whether the moment pass of `prepare` and the update pass of `commit`
+    /// take the one-sweep rank-4 kernels (CAMEFusedRows.swift).
+    var sweepsRank4: Bool { lowRank && header.rank == 4 && l == 4 && !isVector }
+
     var beta1: Float { Float(hyper.beta1) }
     var oneMinusBeta1: Float { Float(1 - hyper.beta1) }
 
@@ -245,11 +249,22 @@ struct CAMEStep {
         }
         let previous = previous, y = y, vector = isVector, w = weights, lowRank = lowRank
         let (beta1, oneMinusBeta1) = (beta1, oneMinusBeta1)
+        let oneSweep = sweepsRank4, f = factors
         pool.run(parts: chunks) { k in
             let prevBuffer = buffers + k * chunkStride, row = prevBuffer + stride, part = columns + k * n
             let gradBuffer = prevBuffer + 2 * stride, weightBuffer = gradBuffer + g.bufferFloats
             part.initialize(repeating: 0, count: n)
             for i in partition(m, parts: chunks, part: k) {
+                if oneSweep {
+                    let swept = cameSketchRowRank4(f, row: i, g.row(i, buffer: gradBuffer), b, a[i] * scale, n,
+                                                   beta1: beta1, oneMinusBeta1: oneMinusBeta1, omega: omega,
+                                                   residualColumns: part,
+                                                   weights: w.row(i, 0..<n, buffer: weightBuffer))
+                    rowSums[i] = swept.residual
+                    for c in 0..<4 { y[i + c * m] = swept.sketch[c] }
+                    storeRowBound(i, swept.bound)
+                    continue
+                }
                 let prev = previous.row(i, buffer: prevBuffer), gRow = g.row(i, buffer: gradBuffer)
                 rowSums[i] = cameMomentRow(gRow, b, a[i] * scale, n, prev: prev, beta1: beta1,
                                            oneMinusBeta1: oneMinusBeta1, into: row,
@@ -358,6 +373,11 @@ struct CAMEStep {
                     body(i, row, part, weightBuffer)
                 }
             }
+            reducePartials()
+        }
+
+        /// reduced = Σ_k partials of chunk k, in chunk order.
+        func reducePartials() {
             for e in 0..<(l * n) {
                 var sum: Float = 0
                 for k in 0..<chunks { sum += partials[k * l * n + e] }
@@ -392,7 +412,23 @@ struct CAMEStep {
         let decayRate = Float(lr * hyper.weightDecay), step = Float(lr)
         let confidence: UnsafeMutablePointer<Float>? = isVector ? nil : confidenceCol
         let confidenceRow = confidenceRow, vector = isVector
-        if let w = w.fp32 {  // fp32: the rows in place
+        if sweepsRank4, let colFactor = confidence {
+            let f = factors
+            pool.run(parts: chunks) { k in
+                let gradBuffer = buffers + k * chunkStride + 2 * stride, weightBuffer = gradBuffer + g.bufferFloats
+                let part = partials + k * l * n
+                part.initialize(repeating: 0, count: l * n)
+                for i in partition(m, parts: chunks, part: k) {
+                    let weightRow = w.fp32.map { $0 + i * n } ?? w.row(i, 0..<n, buffer: weightBuffer)
+                    cameUpdateRowRank4(f, row: i, g.row(i, buffer: gradBuffer), b, a[i] * scale, n, beta1: beta1,
+                                       oneMinusBeta1: oneMinusBeta1, weights: weightRow, decayRate: decayRate,
+                                       step: step * confidenceRow[i], colFactor: colFactor,
+                                       q: SIMD4(y[i], y[i + m], y[i + 2 * m], y[i + 3 * m]), panel: part)
+                    if w.fp32 == nil { w.finish(i, 0..<n, weightRow) }
+                }
+            }
+            reducePartials()
+        } else if let w = w.fp32 {  // fp32: the rows in place
             forEachRow(inPlace: !lowRank) { i, row, part, _ in
                 cameUpdateRow(w + i * n, row, n, decayRate: decayRate, step: vector ? step : step * confidenceRow[i],
                               colFactor: confidence)
