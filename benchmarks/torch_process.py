@@ -23,6 +23,8 @@ OPTIMIZERS = [  # label, constructor source (params -> optimizer)
     ("mlorc.torch MLorc-AdamW r=4", "mlorc.torch.AdamW(params, lr=1e-3, rank=4)"),
     ("mlorc.torch MLorc-Lion r=4", "mlorc.torch.Lion(params, lr=1e-4, rank=4)"),
     ("mlorc.torch AdamW dense", "mlorc.torch.AdamW(params, lr=1e-3, compress=False)"),
+    ("mlorc.torch MLorc-CAME r=4", "mlorc.torch.CAME(params, lr=2e-4, rank=4)"),
+    ("mlorc.torch MoFaSGD r=4", "mlorc.torch.MoFaSGD(params, lr=1e-2, rank=4)"),
 ]
 
 
