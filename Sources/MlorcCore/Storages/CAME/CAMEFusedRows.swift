@@ -22,12 +22,17 @@ func cameRank4Coefficients(_ f: Factors, row i: Int) -> SIMD4<Float> {
 func cameRank4Moment(_ vt: UnsafeMutablePointer<Float>, _ coef: SIMD4<Float>, _ g: UnsafePointer<Float>,
                      _ b: UnsafePointer<Float>, _ a: Float, _ n: Int, _ j: Int, _ c: Int,
                      beta1: Float, oneMinusBeta1: Float) -> (u: SIMD8<Float>, m: SIMD8<Float>) {
+    cameMomentChunk(g, b, a, prev: rank4Rebuild(vt, coef, n, j, c), j, c, beta1: beta1, oneMinusBeta1: oneMinusBeta1)
+}
+
+/// Chunk j of a rank-4 rebuild Σ_a coef[a]·Vt[a, j] (Vt in Panel layout),
+/// the fused multiply-adds in rank order.
+@_transparent
+func rank4Rebuild(_ vt: UnsafeMutablePointer<Float>, _ coef: SIMD4<Float>, _ n: Int, _ j: Int, _ c: Int) -> SIMD8<Float> {
     let (block, stride) = Panel.block(vt, col: j, rows: 4, cols: n, full: c == 8)
-    let prev = SIMD8<Float>(repeating: 0).addingProduct(coef[0], load8(block, c))
+    return SIMD8<Float>(repeating: 0).addingProduct(coef[0], load8(block, c))
         .addingProduct(coef[1], load8(block + stride, c)).addingProduct(coef[2], load8(block + 2 * stride, c))
         .addingProduct(coef[3], load8(block + 3 * stride, c))
-    let u = load8(g + j, c) * load8(b + j, c) * a
-    return (u, (oneMinusBeta1 * u).addingProduct(beta1, prev))
 }
 
 /// What `prepare` takes from row i of the new moment: Σ_j (û − M)² (each

@@ -40,8 +40,7 @@ func cameMomentRow(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Fl
                    into out: UnsafeMutablePointer<Float>, residualColumns: UnsafeMutablePointer<Float>?) -> Double {
     @_transparent func moment(_ j: Int, _ c: Int) -> (u: SIMD8<Float>, m: SIMD8<Float>) {
         if c == 8 { prefetchF32(g, j); prefetchF32(prev, j) }
-        let u = load8(g + j, c) * load8(b + j, c) * a
-        let mv = (oneMinusBeta1 * u).addingProduct(beta1, load8(prev + j, c))
+        let (u, mv) = cameMomentChunk(g, b, a, prev: load8(prev + j, c), j, c, beta1: beta1, oneMinusBeta1: oneMinusBeta1)
         store8(mv, out + j, c)
         return (u, mv)
     }
@@ -57,6 +56,14 @@ func cameMomentRow(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Fl
         store8(load8(columns + j, c) + d2, columns + j, c)
     }
     return Double(acc.sum())
+}
+
+/// Chunk j of the new moment: û = g·b·a and β1·prev + (1−β1)·û.
+@_transparent
+func cameMomentChunk(_ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ a: Float, prev: SIMD8<Float>,
+                     _ j: Int, _ c: Int, beta1: Float, oneMinusBeta1: Float) -> (u: SIMD8<Float>, m: SIMD8<Float>) {
+    let u = load8(g + j, c) * load8(b + j, c) * a
+    return (u, (oneMinusBeta1 * u).addingProduct(beta1, prev))
 }
 
 /// w[j] ← w[j] − (decayRate·w[j] + step·colFactor[j]·m[j]) (colFactor nil:
@@ -93,17 +100,10 @@ struct PreviousMomentRows {
         let coef = buffer + n
         for a in 0..<r { coef[a] = f.u[i * r + a] * f.s[a] }
         if r == 4 {
-            // The loop below with the coefficients splatted once per row and the
-            // ranks written out: the same fused multiply-adds in the same order.
-            let c0 = SIMD8<Float>(repeating: coef[0]), c1 = SIMD8<Float>(repeating: coef[1])
-            let c2 = SIMD8<Float>(repeating: coef[2]), c3 = SIMD8<Float>(repeating: coef[3])
-            eachChunk(n) { j, c in
-                let (block, stride) = Panel.block(f.vt, col: j, rows: 4, cols: n, full: c == 8)
-                let acc = SIMD8<Float>(repeating: 0).addingProduct(c0, load8(block, c))
-                    .addingProduct(c1, load8(block + stride, c)).addingProduct(c2, load8(block + 2 * stride, c))
-                    .addingProduct(c3, load8(block + 3 * stride, c))
-                store8(acc, buffer + j, c)
-            }
+            // The loop below with the ranks written out: the same fused
+            // multiply-adds in the same order.
+            let coef4 = SIMD4(coef[0], coef[1], coef[2], coef[3])
+            eachChunk(n) { j, c in store8(rank4Rebuild(f.vt, coef4, n, j, c), buffer + j, c) }
             return buffer
         }
         eachChunk(n) { j, c in
